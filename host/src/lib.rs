@@ -1,0 +1,27 @@
+//! # realmhost
+//!
+//! A WebAssembly-pluggable shard host. A node keeps millions of *realms*
+//! (tenants, worlds, ledgers, ...) in a sharded in-memory store, persists every
+//! realm's events in an embedded database (redb), rebuilds a realm on a cache
+//! miss from its last snapshot plus the events since, evicts cold realms in the
+//! background, and watches every shard for abuse. What an event *does* to a
+//! realm lives in a sandboxed WebAssembly component per realm type, written
+//! with the `realmhost-guest` SDK and hot-swappable at run time.
+//!
+//! Modules, one concern each:
+//! - [`realm`]: realm ids, events, shard selection — the shared vocabulary.
+//! - [`runtime`]: the wasmtime engine, plugin loading, limits, instance pools.
+//! - [`store`]: the sharded in-memory realm store with LRU eviction.
+//! - [`storage`]: the durable event log and snapshots.
+//! - [`monitor`]: the shard monitor (entropy, reputation, quarantine, gas).
+
+pub mod monitor;
+pub mod realm;
+pub mod runtime;
+pub mod storage;
+pub mod store;
+
+pub use realm::{EventRecord, InvalidRealmId, NewEvent, RealmId, shard_of};
+pub use runtime::{
+    ApplyOutcome, PluginInfo, PluginRuntime, PluginVersion, Rejection, RuntimeConfig, RuntimeError,
+};

@@ -1,0 +1,109 @@
+//! Errors of the plugin runtime.
+
+use std::fmt;
+
+use super::PluginVersion;
+
+/// Why a plugin call trapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrapCause {
+    /// The call used up its fuel (an endless or too-long computation).
+    OutOfFuel,
+    /// Linear memory hit the configured cap.
+    OutOfMemory,
+    /// The guest's call stack was exhausted (unbounded recursion).
+    StackOverflow,
+    /// The guest panicked; the message is what its panic hook reported.
+    Panic(String),
+    /// The guest called `exit`.
+    Exit,
+    /// Any other trap (out-of-bounds access, unreachable, bad canonical-ABI data, ...).
+    Other(String),
+}
+
+impl fmt::Display for TrapCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfFuel => f.write_str("out of fuel (the call ran too long)"),
+            Self::OutOfMemory => f.write_str("out of memory (linear-memory cap reached)"),
+            Self::StackOverflow => f.write_str("stack overflow"),
+            Self::Panic(m) => write!(f, "{m}"),
+            Self::Exit => f.write_str("the plugin called exit"),
+            Self::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Errors of the plugin runtime. A domain rejection is *not* an error: see
+/// [`super::ApplyOutcome`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The bytes are not a valid WebAssembly component.
+    #[error("invalid component: {reason}")]
+    InvalidComponent {
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component imports a capability the host refuses to provide.
+    #[error("plugin imports {import}, which realmhost does not provide (plugins may not use clocks, randomness, files or sockets, so that replay is deterministic)")]
+    ForbiddenImport {
+        /// The first forbidden import, e.g. `wasi:clocks/wall-clock@0.2.0`.
+        import: String,
+        /// Every forbidden import of the component.
+        all: Vec<String>,
+    },
+    /// The component does not implement the `realm-logic` world.
+    #[error("component does not implement the realm-logic world: {reason}")]
+    Incompatible {
+        /// What is missing or mistyped.
+        reason: String,
+    },
+    /// The call trapped. The instance was discarded; the host carries on.
+    #[error("plugin {realm_type}@{version} trapped: {cause}")]
+    Trap {
+        /// Realm type of the plugin.
+        realm_type: String,
+        /// Version (content hash) of the plugin.
+        version: PluginVersion,
+        /// Why.
+        cause: TrapCause,
+    },
+    /// The call returned more bytes than the output cap allows.
+    #[error("plugin {realm_type}@{version} returned {size} bytes; the cap is {limit}")]
+    OutputTooLarge {
+        /// Realm type of the plugin.
+        realm_type: String,
+        /// Version (content hash) of the plugin.
+        version: PluginVersion,
+        /// Bytes returned.
+        size: usize,
+        /// Configured cap.
+        limit: usize,
+    },
+    /// The plugin returned something that breaks the contract (e.g. a batch
+    /// error index outside the batch, or a `describe` that changed).
+    #[error("plugin {realm_type}@{version} broke the contract: {reason}")]
+    MalformedOutput {
+        /// Realm type of the plugin.
+        realm_type: String,
+        /// Version (content hash) of the plugin.
+        version: PluginVersion,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The compiled-component cache could not be used.
+    #[error("compiled-component cache: {0}")]
+    Cache(#[source] std::io::Error),
+    /// Engine set-up failed (bad runtime configuration).
+    #[error("runtime configuration: {0}")]
+    Config(String),
+}
+
+impl RuntimeError {
+    /// True when the failure is the plugin's fault (counts towards plugin quarantine).
+    pub fn is_plugin_fault(&self) -> bool {
+        matches!(self, Self::Trap { .. } | Self::OutputTooLarge { .. } | Self::MalformedOutput { .. })
+    }
+}

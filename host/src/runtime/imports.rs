@@ -1,0 +1,87 @@
+//! What a plugin may import, and how those imports are served.
+//!
+//! Rust's std links a few WASI interfaces into every `wasm32-wasip2`
+//! component (streams, stdio, environment, exit) even when the plugin never
+//! uses them, so they must be satisfiable. They are served with **no
+//! capabilities**: the environment and argument lists are empty, and every
+//! stream or stdio call traps. Anything else — clocks, randomness, files,
+//! sockets, HTTP — is refused when the component is loaded, naming the
+//! import, because a plugin that can observe the world cannot be replayed.
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, bail};
+
+use super::RuntimeError;
+use super::plugin::HostCtx;
+
+/// Interfaces a plugin may import (version suffix ignored).
+const ALLOWED: &[&str] = &[
+    "realmhost:realm/host",
+    "realmhost:realm/types",
+    "wasi:io/error",
+    "wasi:io/streams",
+    "wasi:io/poll",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(n, _)| n)
+}
+
+/// Refuse a component that imports anything outside [`ALLOWED`].
+pub(crate) fn check_imports(engine: &Engine, component: &Component) -> Result<(), RuntimeError> {
+    let ty = component.component_type();
+    let forbidden: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !ALLOWED.contains(&unversioned(name)))
+        .map(str::to_owned)
+        .collect();
+    match forbidden.first() {
+        None => Ok(()),
+        Some(first) => Err(RuntimeError::ForbiddenImport {
+            import: first.clone(),
+            all: forbidden,
+        }),
+    }
+}
+
+/// Define the capability-free WASI functions that have an obvious empty
+/// answer. The rest of the allowed interfaces are stubbed per component with
+/// traps (see `Linker::define_unknown_imports_as_traps`).
+pub(crate) fn add_wasi_stubs(linker: &mut Linker<HostCtx>) -> wasmtime::Result<()> {
+    let mut env = linker.instance("wasi:cli/environment@0.2.0")?;
+    env.func_wrap("get-environment", |_, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
+    env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+    env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
+    let mut exit = linker.instance("wasi:cli/exit@0.2.0")?;
+    exit.func_wrap("exit", |mut store, (_status,): (Result<(), ()>,)| -> wasmtime::Result<()> {
+        store.data_mut().exited = true;
+        bail!("plugin called exit")
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ignored() {
+        assert_eq!(unversioned("wasi:cli/exit@0.2.3"), "wasi:cli/exit");
+        assert_eq!(unversioned("wasi:clocks/wall-clock"), "wasi:clocks/wall-clock");
+        assert!(!ALLOWED.contains(&unversioned("wasi:clocks/wall-clock@0.2.0")));
+        assert!(!ALLOWED.contains(&unversioned("wasi:random/random@0.2.0")));
+        assert!(!ALLOWED.contains(&unversioned("wasi:filesystem/types@0.2.0")));
+        assert!(!ALLOWED.contains(&unversioned("wasi:sockets/tcp@0.2.0")));
+    }
+}

@@ -1,0 +1,150 @@
+//! The plugin runtime: realm logic as sandboxed WebAssembly components.
+//!
+//! A realm type's logic is a component that exports the `realm-logic` world of
+//! `wit/realm.wit`. The runtime owns **one** wasmtime [`Engine`] for the whole
+//! process; each component is compiled once (and cached on disk, keyed by its
+//! content hash, the engine's configuration and the wasmtime version) and
+//! becomes a [`Plugin`]: a pre-linked component plus a pool of warm instances.
+//!
+//! ## Sandboxing
+//! - **Capabilities.** A component may import only the `realmhost:realm/host`
+//!   log function and the WASI interfaces Rust's std links into every
+//!   component, served with no capabilities (see `imports`). A component that
+//!   imports clocks, randomness, files or sockets is refused at load time with
+//!   [`RuntimeError::ForbiddenImport`] naming the import.
+//! - **Limits.** Every call runs with a fuel budget, a linear-memory cap and a
+//!   cap on the bytes it may return ([`RuntimeConfig`]).
+//! - **Faults.** A trap — panic, endless loop, memory exhaustion, stack
+//!   overflow, malformed canonical-ABI data — fails that one call with
+//!   [`RuntimeError::Trap`] naming the plugin and the cause. The instance is
+//!   discarded (a store is unusable after a trap); the host and every other
+//!   realm carry on.
+//! - **Determinism.** NaNs are canonicalized and relaxed SIMD is
+//!   deterministic, so a replay on another machine yields the same state.
+//!
+//! ## Performance
+//! The engine uses wasmtime's minimal feature set and the pooling allocator:
+//! a call costs a fraction of a microsecond, an instantiation tens of
+//! microseconds. Batches cross the boundary as one packed buffer
+//! (`realmhost_guest::batch`). See `docs/BENCHMARKS.md`.
+
+mod bindings;
+mod cache;
+mod config;
+mod error;
+mod imports;
+mod plugin;
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use config::RuntimeConfig;
+pub use error::{RuntimeError, TrapCause};
+pub use plugin::{
+    ApplyOutcome, BatchOutcome, Metered, Plugin, PluginInfo, PluginStats, PluginVersion, Rejection,
+};
+
+use bindings::RealmLogicPre;
+use plugin::HostCtx;
+
+/// The wasmtime version compiled in; part of the compiled-component cache key.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// One engine and the shared linker; loads components into [`Plugin`]s.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostCtx>,
+    config: Arc<RuntimeConfig>,
+    cache: Option<cache::ComponentCache>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// Build the engine and linker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        config.validate().map_err(RuntimeError::Config)?;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.pool_slots)
+            .total_core_instances(config.pool_slots)
+            .total_memories(config.pool_slots)
+            .total_tables(config.pool_slots)
+            .max_memory_size(config.max_memory_bytes);
+        let mut wcfg = Config::new();
+        wcfg.wasm_component_model(true)
+            .consume_fuel(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wcfg).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        plugin::add_host_imports(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+        imports::add_wasi_stubs(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(cache::ComponentCache::open(dir, &engine).map_err(RuntimeError::Cache)?),
+            None => None,
+        };
+        Ok(Self {
+            engine,
+            linker,
+            config: Arc::new(config),
+            cache,
+        })
+    }
+
+    /// The runtime's limits.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile (or fetch from the cache), check and link a component, and
+    /// call its `describe`.
+    #[tracing::instrument(name = "runtime.load", skip_all, fields(bytes = bytes.len(), version))]
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, RuntimeError> {
+        let version = PluginVersion::of(bytes);
+        tracing::Span::current().record("version", tracing::field::display(version));
+        let component = self.compile(bytes, version)?;
+        imports::check_imports(&self.engine, &component)?;
+
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
+        let pre = RealmLogicPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
+        let plugin = Plugin::new(self.engine.clone(), pre, self.config.clone(), version, bytes.len())?;
+        tracing::info!(realm_type = plugin.realm_type(), semver = %plugin.info().semver, %version, "plugin loaded");
+        Ok(plugin)
+    }
+
+    fn compile(&self, bytes: &[u8], version: PluginVersion) -> Result<Component, RuntimeError> {
+        if let Some(cache) = &self.cache {
+            if let Some(c) = cache.get(&self.engine, version) {
+                return Ok(c);
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| RuntimeError::InvalidComponent { reason: format!("{e:#}") })?;
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.put(version, &component) {
+                tracing::warn!(error = %e, "could not write the compiled-component cache");
+            }
+        }
+        Ok(component)
+    }
+}

@@ -1,0 +1,22 @@
+//! The example realm types compiled to WebAssembly components.
+//!
+//! `build.rs` compiles the plugin crates for `wasm32-wasip2` during the normal
+//! cargo build; this crate embeds the results. The host uses them as its
+//! built-in plugins (the embedded default) and the tests load them.
+
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+
+/// Every example plugin as (realm type, component bytes).
+pub const EXAMPLES: &[(&str, &[u8])] = &[("counter", COUNTER), ("ledger", LEDGER), ("membership", MEMBERSHIP)];
+
+/// Deliberately misbehaving components, for tests only.
+pub mod fixtures {
+    /// A plugin whose event `kind` selects a misbehaviour (loop, alloc, panic, ...).
+    pub const HOSTILE: &[u8] = super::HOSTILE;
+    /// Path of [`HOSTILE`].
+    pub const HOSTILE_PATH: &str = super::HOSTILE_PATH;
+    /// A plugin that imports `wasi:clocks`, which the host must refuse.
+    pub const FORBIDDEN: &[u8] = super::FORBIDDEN;
+    /// Path of [`FORBIDDEN`].
+    pub const FORBIDDEN_PATH: &str = super::FORBIDDEN_PATH;
+}
