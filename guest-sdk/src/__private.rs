@@ -12,11 +12,11 @@ pub struct Adapter<P>(PhantomData<P>);
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use super::Adapter;
+    use crate::RealmLogic;
     use crate::batch::EventRef;
     use crate::bindings::Guest;
     use crate::bindings::realmhost::realm::types as wit;
     use crate::entry::{self, ApplyError};
-    use crate::RealmLogic;
 
     use crate::install_panic_hook;
 

@@ -225,7 +225,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_event() -> impl Strategy<Value = (u64, String, Vec<u8>, String, Option<String>, u64, f64)> {
+    fn arb_event() -> impl Strategy<Value = (u64, String, Vec<u8>, String, Option<String>, u64, f64)>
+    {
         (
             any::<u64>(),
             ".{0,16}",
@@ -274,7 +275,10 @@ mod tests {
 
     #[test]
     fn header_errors() {
-        assert_eq!(BatchReader::new(&[1, 0]).unwrap_err(), BatchFormatError::Truncated);
+        assert_eq!(
+            BatchReader::new(&[1, 0]).unwrap_err(),
+            BatchFormatError::Truncated
+        );
         assert_eq!(
             BatchReader::new(&[9, 0, 0, 0, 0]).unwrap_err(),
             BatchFormatError::UnknownVersion(9)

@@ -76,8 +76,9 @@ pub fn init<P: RealmLogic>(realm_id: &str) -> Vec<u8> {
 }
 
 fn decode_event<'a, P: RealmLogic>(ev: &EventRef<'a>) -> Result<Event<'a, P::Event>, ApplyError> {
-    let payload = postcard::from_bytes::<P::Event>(ev.payload)
-        .map_err(|e| ApplyError::Invalid(format!("undecodable payload of event {}: {e}", ev.seq)))?;
+    let payload = postcard::from_bytes::<P::Event>(ev.payload).map_err(|e| {
+        ApplyError::Invalid(format!("undecodable payload of event {}: {e}", ev.seq))
+    })?;
     Ok(Event {
         seq: ev.seq,
         kind: ev.kind,

@@ -195,9 +195,15 @@ mod tests {
     fn ids_are_validated() {
         assert!(RealmId::new("eu-realm-gaming-001/partition-0").is_ok());
         assert_eq!(RealmId::new(""), Err(InvalidRealmId::Empty));
-        assert_eq!(RealmId::new("a".repeat(257)), Err(InvalidRealmId::TooLong(257)));
+        assert_eq!(
+            RealmId::new("a".repeat(257)),
+            Err(InvalidRealmId::TooLong(257))
+        );
         assert!(RealmId::new("a".repeat(256)).is_ok());
-        assert_eq!(RealmId::new("a\nb"), Err(InvalidRealmId::ControlCharacter(1)));
+        assert_eq!(
+            RealmId::new("a\nb"),
+            Err(InvalidRealmId::ControlCharacter(1))
+        );
         assert_eq!(RealmId::new("a//b"), Err(InvalidRealmId::EmptySegment));
         assert_eq!(RealmId::new("/a"), Err(InvalidRealmId::EmptySegment));
         assert!(RealmId::new("ünïcødé-realm").is_ok());
@@ -210,10 +216,15 @@ mod tests {
     /// in the wrong shard after an upgrade.
     #[test]
     fn shard_mapping_is_pinned() {
-        let pinned: Vec<(usize, usize)> = ["realm-0", "eu-realm-gaming-001/partition-0", "ledger-42", "x"]
-            .iter()
-            .map(|id| (shard_of(id, 64), shard_of(id, 128)))
-            .collect();
+        let pinned: Vec<(usize, usize)> = [
+            "realm-0",
+            "eu-realm-gaming-001/partition-0",
+            "ledger-42",
+            "x",
+        ]
+        .iter()
+        .map(|id| (shard_of(id, 64), shard_of(id, 128)))
+        .collect();
         assert_eq!(pinned, PINNED);
     }
 
@@ -221,9 +232,14 @@ mod tests {
 
     #[test]
     fn partitions_spread_over_shards() {
-        let shards: std::collections::HashSet<_> =
-            (0..64).map(|p| shard_of(&format!("eu-realm-gaming-001/partition-{p}"), 64)).collect();
-        assert!(shards.len() > 30, "partitions landed on only {} shards", shards.len());
+        let shards: std::collections::HashSet<_> = (0..64)
+            .map(|p| shard_of(&format!("eu-realm-gaming-001/partition-{p}"), 64))
+            .collect();
+        assert!(
+            shards.len() > 30,
+            "partitions landed on only {} shards",
+            shards.len()
+        );
         assert_eq!(shard_of("anything", 0), 0);
     }
 }

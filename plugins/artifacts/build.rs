@@ -24,11 +24,24 @@ const PLUGINS: &[(&str, &str, bool)] = &[
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.join("../..").canonicalize().expect("workspace root");
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
-    for dir in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "plugins/counter", "plugins/ledger", "plugins/membership", "tests/fixtures", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "plugins/counter",
+        "plugins/ledger",
+        "plugins/membership",
+        "tests/fixtures",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=REALMHOST_WASM_TARGET_DIR");
@@ -65,7 +78,9 @@ fn main() {
     // Small components: no debug info in the nested release build.
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
 
-    let output = cmd.output().expect("failed to run the nested cargo build for the plugins");
+    let output = cmd
+        .output()
+        .expect("failed to run the nested cargo build for the plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         for line in stderr.lines() {

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use realmhost::runtime::{ApplyOutcome, BatchOutcome, PluginRuntime, RuntimeConfig, RuntimeError, TrapCause};
 use realmhost::EventRecord;
+use realmhost::runtime::{
+    ApplyOutcome, BatchOutcome, PluginRuntime, RuntimeConfig, RuntimeError, TrapCause,
+};
 use realmhost_guest::{encode_payload, entry};
 use realmhost_plugin_artifacts::{COUNTER, LEDGER, MEMBERSHIP, fixtures};
 use realmhost_plugin_ledger::{Ledger, Tx};
@@ -45,7 +47,11 @@ fn open(a: &str) -> Tx {
 #[test]
 fn example_plugins_describe_themselves() {
     let rt = runtime();
-    for (bytes, ty) in [(COUNTER, "counter"), (LEDGER, "ledger"), (MEMBERSHIP, "membership")] {
+    for (bytes, ty) in [
+        (COUNTER, "counter"),
+        (LEDGER, "ledger"),
+        (MEMBERSHIP, "membership"),
+    ] {
         let p = rt.load(bytes).unwrap();
         assert_eq!(p.realm_type(), ty);
         assert!(!p.info().semver.is_empty());
@@ -61,13 +67,24 @@ fn ledger_component_matches_native_logic() {
     let txs = [
         open("a"),
         open("b"),
-        Tx::Deposit { account: "a".into(), amount: 100 },
-        Tx::Transfer { from: "a".into(), to: "b".into(), amount: 40 },
+        Tx::Deposit {
+            account: "a".into(),
+            amount: 100,
+        },
+        Tx::Transfer {
+            from: "a".into(),
+            to: "b".into(),
+            amount: 40,
+        },
     ];
     let mut wasm_state = p.init("realm-1").unwrap().value;
     let mut native_state = entry::init::<Ledger>("realm-1");
     assert_eq!(wasm_state, native_state);
-    let events: Vec<_> = txs.iter().enumerate().map(|(i, t)| tx(i as u64 + 1, t)).collect();
+    let events: Vec<_> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tx(i as u64 + 1, t))
+        .collect();
     for e in &events {
         let m = p.apply(&wasm_state, e).unwrap();
         assert!(m.fuel > 0);
@@ -80,23 +97,43 @@ fn ledger_component_matches_native_logic() {
     assert_eq!(wasm_state, native_state);
 
     // Replay through apply-batch gives the same bytes.
-    let replayed = p.replay(p.init("realm-1").unwrap().value, &events, 3).unwrap().value.unwrap();
+    let replayed = p
+        .replay(p.init("realm-1").unwrap().value, &events, 3)
+        .unwrap()
+        .value
+        .unwrap();
     assert_eq!(replayed, wasm_state);
 
     // Overdraft is a rejection, not an error.
-    let bad = tx(5, &Tx::Withdraw { account: "b".into(), amount: 1000 });
+    let bad = tx(
+        5,
+        &Tx::Withdraw {
+            account: "b".into(),
+            amount: 1000,
+        },
+    );
     match p.apply(&wasm_state, &bad).unwrap().value {
         ApplyOutcome::Rejected(r) => assert_eq!(r.code, "overdraft"),
         other => panic!("{other:?}"),
     }
     // A payload that is not a ledger event is invalid input.
-    match p.apply(&wasm_state, &event(5, "tx", vec![0xff, 0xff, 0xff])).unwrap().value {
+    match p
+        .apply(&wasm_state, &event(5, "tx", vec![0xff, 0xff, 0xff]))
+        .unwrap()
+        .value
+    {
         ApplyOutcome::Invalid(m) => assert!(m.contains("payload"), "{m}"),
         other => panic!("{other:?}"),
     }
     // Query and JSON event encoding.
-    assert_eq!(p.query(&wasm_state, r#"{"balance":"a"}"#).unwrap().unwrap(), r#"{"balance":60}"#);
-    let bytes = p.encode_event("tx", r#"{"open":{"account":"c"}}"#).unwrap().unwrap();
+    assert_eq!(
+        p.query(&wasm_state, r#"{"balance":"a"}"#).unwrap().unwrap(),
+        r#"{"balance":60}"#
+    );
+    let bytes = p
+        .encode_event("tx", r#"{"open":{"account":"c"}}"#)
+        .unwrap()
+        .unwrap();
     assert_eq!(bytes, encode_payload(&open("c")));
     assert!(p.encode_event("tx", "not json").unwrap().is_err());
 }
@@ -121,8 +158,16 @@ fn restore_migrates_old_snapshots_and_refuses_garbage() {
     let mut snap = vec![1u8];
     snap.extend(encode_payload(&v1));
     let restored = p.restore(&snap).unwrap().value.unwrap();
-    assert_eq!(entry::decode_state::<Ledger>(&restored).unwrap().accounts["old"], 5);
-    assert!(p.restore(&[2, 0xff, 0xff, 0xff, 0xff]).unwrap().value.is_err());
+    assert_eq!(
+        entry::decode_state::<Ledger>(&restored).unwrap().accounts["old"],
+        5
+    );
+    assert!(
+        p.restore(&[2, 0xff, 0xff, 0xff, 0xff])
+            .unwrap()
+            .value
+            .is_err()
+    );
     assert!(p.restore(&[]).unwrap().value.is_err());
 }
 
@@ -132,7 +177,9 @@ fn hostile_call(p: &realmhost::runtime::Plugin, kind: &str) -> Result<ApplyOutco
 
 fn trap_cause(r: Result<ApplyOutcome, RuntimeError>) -> TrapCause {
     match r {
-        Err(RuntimeError::Trap { realm_type, cause, .. }) => {
+        Err(RuntimeError::Trap {
+            realm_type, cause, ..
+        }) => {
             assert_eq!(realm_type, "hostile");
             cause
         }
@@ -146,17 +193,29 @@ fn endless_loop_runs_out_of_fuel() {
     let p = rt.load(fixtures::HOSTILE).unwrap();
     let t = Instant::now();
     assert_eq!(trap_cause(hostile_call(&p, "loop")), TrapCause::OutOfFuel);
-    assert!(t.elapsed().as_secs() < 10, "fuel did not stop the loop promptly");
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "fuel did not stop the loop promptly"
+    );
     // The plugin still serves the next call on a fresh instance.
-    assert_eq!(hostile_call(&p, "ok").unwrap(), ApplyOutcome::Applied(vec![1, 1]));
+    assert_eq!(
+        hostile_call(&p, "ok").unwrap(),
+        ApplyOutcome::Applied(vec![1, 1])
+    );
 }
 
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
     let rt = runtime();
     let p = rt.load(fixtures::HOSTILE).unwrap();
-    assert_eq!(trap_cause(hostile_call(&p, "alloc")), TrapCause::OutOfMemory);
-    assert_eq!(hostile_call(&p, "ok").unwrap(), ApplyOutcome::Applied(vec![1, 1]));
+    assert_eq!(
+        trap_cause(hostile_call(&p, "alloc")),
+        TrapCause::OutOfMemory
+    );
+    assert_eq!(
+        hostile_call(&p, "ok").unwrap(),
+        ApplyOutcome::Applied(vec![1, 1])
+    );
 }
 
 #[test]
@@ -167,14 +226,20 @@ fn panic_is_reported_with_its_message() {
         TrapCause::Panic(m) => assert!(m.contains("deliberate panic in apply"), "{m}"),
         other => panic!("expected a panic, got {other:?}"),
     }
-    assert_eq!(hostile_call(&p, "ok").unwrap(), ApplyOutcome::Applied(vec![1, 1]));
+    assert_eq!(
+        hostile_call(&p, "ok").unwrap(),
+        ApplyOutcome::Applied(vec![1, 1])
+    );
 }
 
 #[test]
 fn stack_overflow_is_a_trap() {
     let rt = runtime();
     let p = rt.load(fixtures::HOSTILE).unwrap();
-    assert_eq!(trap_cause(hostile_call(&p, "stack")), TrapCause::StackOverflow);
+    assert_eq!(
+        trap_cause(hostile_call(&p, "stack")),
+        TrapCause::StackOverflow
+    );
 }
 
 #[test]
@@ -207,8 +272,15 @@ fn garbage_state_is_caught_by_the_reader() {
     }
     assert!(ledger.restore(&garbage).unwrap().value.is_err());
     assert!(ledger.query(&garbage, "").unwrap().is_err());
-    match ledger.apply_batch(&garbage, &[1, 0, 0, 0, 0], 0).unwrap().value {
-        BatchOutcome::Failed { index: 0, error: ApplyOutcome::Invalid(_) } => {}
+    match ledger
+        .apply_batch(&garbage, &[1, 0, 0, 0, 0], 0)
+        .unwrap()
+        .value
+    {
+        BatchOutcome::Failed {
+            index: 0,
+            error: ApplyOutcome::Invalid(_),
+        } => {}
         other => panic!("{other:?}"),
     }
 }
@@ -219,8 +291,16 @@ fn forbidden_import_is_refused_by_name() {
     match rt.load(fixtures::FORBIDDEN) {
         Err(RuntimeError::ForbiddenImport { import, all }) => {
             assert!(import.starts_with("wasi:clocks/"), "{import}");
-            assert!(all.iter().all(|i| !i.starts_with("wasi:cli/") && !i.starts_with("wasi:io/")), "{all:?}");
-            let msg = RuntimeError::ForbiddenImport { import: import.clone(), all }.to_string();
+            assert!(
+                all.iter()
+                    .all(|i| !i.starts_with("wasi:cli/") && !i.starts_with("wasi:io/")),
+                "{all:?}"
+            );
+            let msg = RuntimeError::ForbiddenImport {
+                import: import.clone(),
+                all,
+            }
+            .to_string();
             assert!(msg.contains(&import));
         }
         other => panic!("expected ForbiddenImport, got {other:?}"),
@@ -230,10 +310,19 @@ fn forbidden_import_is_refused_by_name() {
 #[test]
 fn bad_wasm_files_are_typed_errors() {
     let rt = runtime();
-    assert!(matches!(rt.load(b""), Err(RuntimeError::InvalidComponent { .. })));
-    assert!(matches!(rt.load(b"\0asm garbage"), Err(RuntimeError::InvalidComponent { .. })));
+    assert!(matches!(
+        rt.load(b""),
+        Err(RuntimeError::InvalidComponent { .. })
+    ));
+    assert!(matches!(
+        rt.load(b"\0asm garbage"),
+        Err(RuntimeError::InvalidComponent { .. })
+    ));
     // A truncated real component.
-    assert!(matches!(rt.load(&LEDGER[..LEDGER.len() / 2]), Err(RuntimeError::InvalidComponent { .. })));
+    assert!(matches!(
+        rt.load(&LEDGER[..LEDGER.len() / 2]),
+        Err(RuntimeError::InvalidComponent { .. })
+    ));
     // A core module is not a component.
     let core_module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     assert!(rt.load(&core_module).is_err());
@@ -250,16 +339,29 @@ fn hostile_plugin_does_not_disturb_others() {
     for t in 0..2 {
         let hostile = hostile.clone();
         threads.push(std::thread::spawn(move || {
-            for (i, kind) in ["panic", "loop", "alloc", "garbage", "huge", "ok"].iter().cycle().take(12).enumerate() {
+            for (i, kind) in ["panic", "loop", "alloc", "garbage", "huge", "ok"]
+                .iter()
+                .cycle()
+                .take(12)
+                .enumerate()
+            {
                 let r = hostile_call(&hostile, kind);
-                assert_eq!(r.is_err(), !matches!(*kind, "ok" | "garbage"), "thread {t} call {i} {kind}: {r:?}");
+                assert_eq!(
+                    r.is_err(),
+                    !matches!(*kind, "ok" | "garbage"),
+                    "thread {t} call {i} {kind}: {r:?}"
+                );
             }
         }));
     }
     let mut state = counter.init("c").unwrap().value;
     for i in 1..=2000u64 {
         let payload = encode_payload(&realmhost_plugin_counter::Op::Add(1));
-        state = match counter.apply(&state, &event(i, "add", payload)).unwrap().value {
+        state = match counter
+            .apply(&state, &event(i, "add", payload))
+            .unwrap()
+            .value
+        {
             ApplyOutcome::Applied(s) => s,
             other => panic!("{other:?}"),
         };
@@ -269,13 +371,22 @@ fn hostile_plugin_does_not_disturb_others() {
     }
     let s = entry::decode_state::<realmhost_plugin_counter::Counter>(&state).unwrap();
     assert_eq!(s.value, 2000);
-    assert!(hostile.stats().faults.load(std::sync::atomic::Ordering::Relaxed) >= 8);
+    assert!(
+        hostile
+            .stats()
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 8
+    );
 }
 
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = RuntimeConfig { cache_dir: Some(dir.path().to_owned()), ..RuntimeConfig::default() };
+    let cfg = RuntimeConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        ..RuntimeConfig::default()
+    };
     let rt = PluginRuntime::new(cfg.clone()).unwrap();
     rt.load(COUNTER).unwrap();
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

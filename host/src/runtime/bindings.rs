@@ -4,6 +4,9 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "realm-logic",
+    // Borrowed argument types: the host passes `&str`/`&[u8]` views of its
+    // own event record instead of cloning it for every call.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 pub(crate) use realmhost::realm::types::LogLevel;

@@ -55,7 +55,8 @@ impl ComponentCache {
         let mut h = sha2::Sha256::new();
         h.update(version.0);
         h.update(self.engine_key);
-        self.dir.join(format!("{}.cwasm", hex::encode(&h.finalize()[..16])))
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(&h.finalize()[..16])))
     }
 
     pub(crate) fn get(&self, engine: &Engine, version: PluginVersion) -> Option<Component> {
@@ -77,7 +78,9 @@ impl ComponentCache {
     }
 
     pub(crate) fn put(&self, version: PluginVersion, component: &Component) -> io::Result<()> {
-        let bytes = component.serialize().map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let path = self.path(version);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;

@@ -47,7 +47,9 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The component imports a capability the host refuses to provide.
-    #[error("plugin imports {import}, which realmhost does not provide (plugins may not use clocks, randomness, files or sockets, so that replay is deterministic)")]
+    #[error(
+        "plugin imports {import}, which realmhost does not provide (plugins may not use clocks, randomness, files or sockets, so that replay is deterministic)"
+    )]
     ForbiddenImport {
         /// The first forbidden import, e.g. `wasi:clocks/wall-clock@0.2.0`.
         import: String,
@@ -104,6 +106,9 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// True when the failure is the plugin's fault (counts towards plugin quarantine).
     pub fn is_plugin_fault(&self) -> bool {
-        matches!(self, Self::Trap { .. } | Self::OutputTooLarge { .. } | Self::MalformedOutput { .. })
+        matches!(
+            self,
+            Self::Trap { .. } | Self::OutputTooLarge { .. } | Self::MalformedOutput { .. }
+        )
     }
 }

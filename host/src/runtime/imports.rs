@@ -60,14 +60,19 @@ pub(crate) fn check_imports(engine: &Engine, component: &Component) -> Result<()
 /// traps (see `Linker::define_unknown_imports_as_traps`).
 pub(crate) fn add_wasi_stubs(linker: &mut Linker<HostCtx>) -> wasmtime::Result<()> {
     let mut env = linker.instance("wasi:cli/environment@0.2.0")?;
-    env.func_wrap("get-environment", |_, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
+    env.func_wrap("get-environment", |_, (): ()| {
+        Ok((Vec::<(String, String)>::new(),))
+    })?;
     env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
     let mut exit = linker.instance("wasi:cli/exit@0.2.0")?;
-    exit.func_wrap("exit", |mut store, (_status,): (Result<(), ()>,)| -> wasmtime::Result<()> {
-        store.data_mut().exited = true;
-        bail!("plugin called exit")
-    })?;
+    exit.func_wrap(
+        "exit",
+        |mut store, (_status,): (Result<(), ()>,)| -> wasmtime::Result<()> {
+            store.data_mut().exited = true;
+            bail!("plugin called exit")
+        },
+    )?;
     Ok(())
 }
 
@@ -78,7 +83,10 @@ mod tests {
     #[test]
     fn versions_are_ignored() {
         assert_eq!(unversioned("wasi:cli/exit@0.2.3"), "wasi:cli/exit");
-        assert_eq!(unversioned("wasi:clocks/wall-clock"), "wasi:clocks/wall-clock");
+        assert_eq!(
+            unversioned("wasi:clocks/wall-clock"),
+            "wasi:clocks/wall-clock"
+        );
         assert!(!ALLOWED.contains(&unversioned("wasi:clocks/wall-clock@0.2.0")));
         assert!(!ALLOWED.contains(&unversioned("wasi:random/random@0.2.0")));
         assert!(!ALLOWED.contains(&unversioned("wasi:filesystem/types@0.2.0")));

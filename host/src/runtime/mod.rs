@@ -34,6 +34,7 @@ mod config;
 mod error;
 mod imports;
 mod plugin;
+mod registry;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub use error::{RuntimeError, TrapCause};
 pub use plugin::{
     ApplyOutcome, BatchOutcome, Metered, Plugin, PluginInfo, PluginStats, PluginVersion, Rejection,
 };
+pub use registry::{LoadReport, PluginListing, PluginRegistry, RegistryError};
 
 use bindings::RealmLogicPre;
 use plugin::HostCtx;
@@ -62,7 +64,9 @@ pub struct PluginRuntime {
 
 impl std::fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRuntime").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("PluginRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,11 +89,14 @@ impl PluginRuntime {
         let engine = Engine::new(&wcfg).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        plugin::add_host_imports(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+        plugin::add_host_imports(&mut linker)
+            .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
         imports::add_wasi_stubs(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {
-            Some(dir) => Some(cache::ComponentCache::open(dir, &engine).map_err(RuntimeError::Cache)?),
+            Some(dir) => {
+                Some(cache::ComponentCache::open(dir, &engine).map_err(RuntimeError::Cache)?)
+            }
             None => None,
         };
         Ok(Self {
@@ -122,12 +129,25 @@ impl PluginRuntime {
         let mut linker = self.linker.clone();
         linker
             .define_unknown_imports_as_traps(&component)
-            .map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
-        let pre = RealmLogicPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible { reason: format!("{e:#}") })?;
-        let plugin = Plugin::new(self.engine.clone(), pre, self.config.clone(), version, bytes.len())?;
+            .map_err(|e| RuntimeError::Incompatible {
+                reason: format!("{e:#}"),
+            })?;
+        let instance_pre =
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| RuntimeError::Incompatible {
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = RealmLogicPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible {
+            reason: format!("{e:#}"),
+        })?;
+        let plugin = Plugin::new(
+            self.engine.clone(),
+            pre,
+            self.config.clone(),
+            version,
+            bytes.len(),
+        )?;
         tracing::info!(realm_type = plugin.realm_type(), semver = %plugin.info().semver, %version, "plugin loaded");
         Ok(plugin)
     }
@@ -138,8 +158,10 @@ impl PluginRuntime {
                 return Ok(c);
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| RuntimeError::InvalidComponent { reason: format!("{e:#}") })?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InvalidComponent {
+                reason: format!("{e:#}"),
+            })?;
         if let Some(cache) = &self.cache {
             if let Err(e) = cache.put(version, &component) {
                 tracing::warn!(error = %e, "could not write the compiled-component cache");

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::HasSelf;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 
-use super::bindings::{self, ApplyError as WitApplyError, EventContext, LogLevel, RealmLogic, RealmLogicPre};
+use super::bindings::{
+    self, ApplyError as WitApplyError, EventContext, LogLevel, RealmLogic, RealmLogicPre,
+};
 use super::{RuntimeConfig, RuntimeError, TrapCause};
 use crate::realm::EventRecord;
 
@@ -69,7 +71,8 @@ impl Serialize for PluginVersion {
 impl<'de> Deserialize<'de> for PluginVersion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("plugin version must be 64 hex characters"))
+        Self::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("plugin version must be 64 hex characters"))
     }
 }
 
@@ -188,7 +191,9 @@ impl bindings::realmhost::realm::host::Host for HostCtx {
     }
 }
 
-pub(crate) fn add_host_imports(linker: &mut wasmtime::component::Linker<HostCtx>) -> wasmtime::Result<()> {
+pub(crate) fn add_host_imports(
+    linker: &mut wasmtime::component::Linker<HostCtx>,
+) -> wasmtime::Result<()> {
     RealmLogic::add_to_linker::<HostCtx, HasSelf<HostCtx>>(linker, |ctx| ctx)
 }
 
@@ -215,7 +220,9 @@ pub struct Plugin {
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Plugin").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -246,7 +253,10 @@ impl Plugin {
         let described = plugin.call(fuel, |b, s| b.call_describe(s))?.value;
         if described.realm_type.is_empty() || described.realm_type.len() > 64 {
             return Err(RuntimeError::Incompatible {
-                reason: format!("describe returned an invalid realm type {:?}", described.realm_type),
+                reason: format!(
+                    "describe returned an invalid realm type {:?}",
+                    described.realm_type
+                ),
             });
         }
         plugin.label = Arc::from(format!("{}@{}", described.realm_type, version.short()));
@@ -286,7 +296,11 @@ impl Plugin {
     }
 
     /// `apply`: one event.
-    pub fn apply(&self, state: &[u8], event: &EventRecord) -> Result<Metered<ApplyOutcome>, RuntimeError> {
+    pub fn apply(
+        &self,
+        state: &[u8],
+        event: &EventRecord,
+    ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
         self.apply_with_fuel(state, event, self.config.fuel_per_call)
     }
 
@@ -301,14 +315,14 @@ impl Plugin {
     ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
         let ctx = EventContext {
             seq: event.seq,
-            kind: event.kind.clone(),
-            payload: event.payload.clone(),
-            source: event.source.clone(),
-            source_realm: event.source_realm.clone(),
+            kind: &event.kind,
+            payload: &event.payload,
+            source: &event.source,
+            source_realm: event.source_realm.as_deref(),
             timestamp_ms: event.timestamp_ms,
             source_reputation: event.source_reputation,
         };
-        let m = self.call(fuel, |b, s| b.call_apply(s, state, &ctx))?;
+        let m = self.call(fuel, |b, s| b.call_apply(s, state, ctx))?;
         let value = match m.value {
             Ok(state) => {
                 self.check_len(state.len())?;
@@ -316,16 +330,25 @@ impl Plugin {
             }
             Err(e) => from_wit(e),
         };
-        Ok(Metered { value, fuel: m.fuel })
+        Ok(Metered {
+            value,
+            fuel: m.fuel,
+        })
     }
 
     /// `apply-batch` on a packed batch (see `realmhost_guest::batch`) of `count` events.
     #[tracing::instrument(name = "plugin.apply_batch", level = "debug", skip_all, fields(plugin = %self.label, count))]
-    pub fn apply_batch(&self, state: &[u8], batch: &[u8], count: u32) -> Result<Metered<BatchOutcome>, RuntimeError> {
-        let fuel = self
-            .config
-            .fuel_per_call
-            .saturating_add(self.config.fuel_per_batch_event.saturating_mul(u64::from(count)));
+    pub fn apply_batch(
+        &self,
+        state: &[u8],
+        batch: &[u8],
+        count: u32,
+    ) -> Result<Metered<BatchOutcome>, RuntimeError> {
+        let fuel = self.config.fuel_per_call.saturating_add(
+            self.config
+                .fuel_per_batch_event
+                .saturating_mul(u64::from(count)),
+        );
         let m = self.call(fuel, |b, s| b.call_apply_batch(s, state, batch))?;
         let value = match m.value {
             Ok(state) => {
@@ -337,10 +360,16 @@ impl Plugin {
                 error: from_wit(e.error),
             },
             Err(e) => {
-                return Err(self.malformed(format!("batch error index {} outside a batch of {count}", e.index)));
+                return Err(self.malformed(format!(
+                    "batch error index {} outside a batch of {count}",
+                    e.index
+                )));
             }
         };
-        Ok(Metered { value, fuel: m.fuel })
+        Ok(Metered {
+            value,
+            fuel: m.fuel,
+        })
     }
 
     /// Apply `events` in order through `apply-batch`, `chunk` events per call.
@@ -365,17 +394,28 @@ impl Plugin {
                 BatchOutcome::Applied(s) => state = s,
                 BatchOutcome::Failed { index, error } => {
                     let seq = part.get(index as usize).map_or(0, |e| e.seq);
-                    return Ok(Metered { value: Err((seq, error)), fuel });
+                    return Ok(Metered {
+                        value: Err((seq, error)),
+                        fuel,
+                    });
                 }
             }
         }
-        Ok(Metered { value: Ok(state), fuel })
+        Ok(Metered {
+            value: Ok(state),
+            fuel,
+        })
     }
 
     /// `restore`: read back a snapshot (possibly written by an older version).
     #[tracing::instrument(name = "plugin.restore", level = "debug", skip_all, fields(plugin = %self.label, bytes = snapshot.len()))]
-    pub fn restore(&self, snapshot: &[u8]) -> Result<Metered<Result<Vec<u8>, String>>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| b.call_restore(s, snapshot))?;
+    pub fn restore(
+        &self,
+        snapshot: &[u8],
+    ) -> Result<Metered<Result<Vec<u8>, String>>, RuntimeError> {
+        let m = self.call(self.config.fuel_per_call, |b, s| {
+            b.call_restore(s, snapshot)
+        })?;
         if let Ok(state) = &m.value {
             self.check_len(state.len())?;
         }
@@ -383,8 +423,14 @@ impl Plugin {
     }
 
     /// `encode-event`: JSON to payload bytes.
-    pub fn encode_event(&self, kind: &str, json: &str) -> Result<Result<Vec<u8>, String>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| b.call_encode_event(s, kind, json))?;
+    pub fn encode_event(
+        &self,
+        kind: &str,
+        json: &str,
+    ) -> Result<Result<Vec<u8>, String>, RuntimeError> {
+        let m = self.call(self.config.fuel_per_call, |b, s| {
+            b.call_encode_event(s, kind, json)
+        })?;
         if let Ok(bytes) = &m.value {
             self.check_len(bytes.len())?;
         }
@@ -392,8 +438,14 @@ impl Plugin {
     }
 
     /// `query`: a read-only JSON view.
-    pub fn query(&self, state: &[u8], request: &str) -> Result<Result<String, String>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| b.call_query(s, state, request))?;
+    pub fn query(
+        &self,
+        state: &[u8],
+        request: &str,
+    ) -> Result<Result<String, String>, RuntimeError> {
+        let m = self.call(self.config.fuel_per_call, |b, s| {
+            b.call_query(s, state, request)
+        })?;
         match &m.value {
             Ok(s) => self.check_len(s.len())?,
             Err(s) => self.check_len(s.len())?,
@@ -471,7 +523,9 @@ impl Plugin {
         let ctx = inst.store.data_mut();
         ctx.last_panic = None;
         ctx.log_lines = 0;
-        inst.store.set_fuel(fuel).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        inst.store
+            .set_fuel(fuel)
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let result = f(&inst.bindings, &mut inst.store);
         let used = fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
         self.stats.fuel.fetch_add(used, Ordering::Relaxed);
@@ -519,7 +573,10 @@ fn classify(e: &wasmtime::Error, ctx: &HostCtx) -> TrapCause {
         _ => {}
     }
     let text = format!("{e:#}");
-    if text.contains("growing memory") || text.contains("memory minimum size") || text.contains("exceeds memory limits") {
+    if text.contains("growing memory")
+        || text.contains("memory minimum size")
+        || text.contains("exceeds memory limits")
+    {
         return TrapCause::OutOfMemory;
     }
     if let Some(p) = &ctx.last_panic {

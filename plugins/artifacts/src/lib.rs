@@ -7,7 +7,11 @@
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
 /// Every example plugin as (realm type, component bytes).
-pub const EXAMPLES: &[(&str, &[u8])] = &[("counter", COUNTER), ("ledger", LEDGER), ("membership", MEMBERSHIP)];
+pub const EXAMPLES: &[(&str, &[u8])] = &[
+    ("counter", COUNTER),
+    ("ledger", LEDGER),
+    ("membership", MEMBERSHIP),
+];
 
 /// Deliberately misbehaving components, for tests only.
 pub mod fixtures {

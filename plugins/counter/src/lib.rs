@@ -47,10 +47,9 @@ impl RealmLogic for Counter {
     fn apply(state: &mut State, event: Event<'_, Op>) -> Result<(), Rejection> {
         match event.payload {
             Op::Add(n) => {
-                state.value = state
-                    .value
-                    .checked_add(n)
-                    .ok_or_else(|| Rejection::new("overflow", format!("{} + {n} overflows", state.value)))?;
+                state.value = state.value.checked_add(n).ok_or_else(|| {
+                    Rejection::new("overflow", format!("{} + {n} overflows", state.value))
+                })?;
             }
             Op::Reset => state.value = 0,
         }
@@ -70,7 +69,8 @@ mod tests {
         let mut state = entry::init::<Counter>("c");
         for (i, op) in ops.iter().enumerate() {
             let payload = encode_payload(op);
-            state = entry::apply::<Counter>(&state, &EventRef::new(i as u64 + 1, "op", &payload, "t"))?;
+            state =
+                entry::apply::<Counter>(&state, &EventRef::new(i as u64 + 1, "op", &payload, "t"))?;
         }
         Ok(entry::decode_state::<Counter>(&state).unwrap())
     }
@@ -78,7 +78,13 @@ mod tests {
     #[test]
     fn adds_and_resets() {
         let s = run(&[Op::Add(5), Op::Add(-2), Op::Reset, Op::Add(7)]).unwrap();
-        assert_eq!(s, State { value: 7, events: 4 });
+        assert_eq!(
+            s,
+            State {
+                value: 7,
+                events: 4
+            }
+        );
     }
 
     #[test]

@@ -90,7 +90,10 @@ fn positive(amount: u64) -> Result<u64, Rejection> {
 
 impl State {
     fn balance(&self, account: &str) -> Result<u64, Rejection> {
-        self.accounts.get(account).copied().ok_or_else(|| unknown(account))
+        self.accounts
+            .get(account)
+            .copied()
+            .ok_or_else(|| unknown(account))
     }
 
     fn set(&mut self, account: &str, balance: u64) {
@@ -103,10 +106,16 @@ impl State {
         match tx {
             Tx::Open { account } => {
                 if account.is_empty() || account.len() > 64 {
-                    return Err(Rejection::new("bad_account", "account names are 1..=64 bytes"));
+                    return Err(Rejection::new(
+                        "bad_account",
+                        "account names are 1..=64 bytes",
+                    ));
                 }
                 if self.accounts.contains_key(&account) {
-                    return Err(Rejection::new("account_exists", format!("{account:?} is already open")));
+                    return Err(Rejection::new(
+                        "account_exists",
+                        format!("{account:?} is already open"),
+                    ));
                 }
                 self.accounts.insert(account, 0);
             }
@@ -120,19 +129,28 @@ impl State {
             Tx::Withdraw { account, amount } => {
                 let bal = self.balance(&account)?;
                 let new = bal.checked_sub(positive(amount)?).ok_or_else(|| {
-                    Rejection::new("overdraft", format!("{account:?} holds {bal}, cannot pay {amount}"))
+                    Rejection::new(
+                        "overdraft",
+                        format!("{account:?} holds {bal}, cannot pay {amount}"),
+                    )
                 })?;
                 self.set(&account, new);
             }
             Tx::Transfer { from, to, amount } => {
                 positive(amount)?;
                 if from == to {
-                    return Err(Rejection::new("self_transfer", "from and to are the same account"));
+                    return Err(Rejection::new(
+                        "self_transfer",
+                        "from and to are the same account",
+                    ));
                 }
                 let src = self.balance(&from)?;
                 let dst = self.balance(&to)?;
                 let src = src.checked_sub(amount).ok_or_else(|| {
-                    Rejection::new("overdraft", format!("{from:?} holds {src}, cannot pay {amount}"))
+                    Rejection::new(
+                        "overdraft",
+                        format!("{from:?} holds {src}, cannot pay {amount}"),
+                    )
                 })?;
                 let dst = dst
                     .checked_add(amount)
@@ -149,7 +167,8 @@ impl State {
 impl RealmLogic for Ledger {
     const REALM_TYPE: &'static str = "ledger";
     const VERSION: &'static str = "2.0.0";
-    const DESCRIPTION: &'static str = "Accounts and transfers; rejects overdrafts and unknown accounts";
+    const DESCRIPTION: &'static str =
+        "Accounts and transfers; rejects overdrafts and unknown accounts";
     const STATE_VERSION: u8 = 2;
     type State = State;
     type Event = Tx;
@@ -188,7 +207,11 @@ impl RealmLogic for Ledger {
             },
             Query::Total => {
                 let total: u128 = state.accounts.values().map(|&b| u128::from(b)).sum();
-                format!(r#"{{"total":{total},"accounts":{},"tx_count":{}}}"#, state.accounts.len(), state.tx_count)
+                format!(
+                    r#"{{"total":{total},"accounts":{},"tx_count":{}}}"#,
+                    state.accounts.len(),
+                    state.tx_count
+                )
             }
         })
     }
@@ -205,10 +228,17 @@ mod tests {
         Tx::Open { account: a.into() }
     }
     fn dep(a: &str, amount: u64) -> Tx {
-        Tx::Deposit { account: a.into(), amount }
+        Tx::Deposit {
+            account: a.into(),
+            amount,
+        }
     }
     fn xfer(from: &str, to: &str, amount: u64) -> Tx {
-        Tx::Transfer { from: from.into(), to: to.into(), amount }
+        Tx::Transfer {
+            from: from.into(),
+            to: to.into(),
+            amount,
+        }
     }
 
     fn run(state: Vec<u8>, txs: &[Tx]) -> Result<Vec<u8>, ApplyError> {
@@ -222,7 +252,11 @@ mod tests {
 
     #[test]
     fn transfers_move_money() {
-        let s = run(entry::init::<Ledger>("l"), &[open("a"), open("b"), dep("a", 10), xfer("a", "b", 4)]).unwrap();
+        let s = run(
+            entry::init::<Ledger>("l"),
+            &[open("a"), open("b"), dep("a", 10), xfer("a", "b", 4)],
+        )
+        .unwrap();
         let s = entry::decode_state::<Ledger>(&s).unwrap();
         assert_eq!(s.accounts["a"], 6);
         assert_eq!(s.accounts["b"], 4);
@@ -231,13 +265,23 @@ mod tests {
 
     #[test]
     fn rejects_overdraft_unknown_and_duplicates() {
-        let base = run(entry::init::<Ledger>("l"), &[open("a"), open("b"), dep("a", 10)]).unwrap();
+        let base = run(
+            entry::init::<Ledger>("l"),
+            &[open("a"), open("b"), dep("a", 10)],
+        )
+        .unwrap();
         let code = |tx: Tx| match run(base.clone(), &[tx]) {
             Err(ApplyError::Rejected(r)) => r.code,
             other => panic!("expected a rejection, got {other:?}"),
         };
         assert_eq!(code(xfer("a", "b", 11)), "overdraft");
-        assert_eq!(code(Tx::Withdraw { account: "b".into(), amount: 1 }), "overdraft");
+        assert_eq!(
+            code(Tx::Withdraw {
+                account: "b".into(),
+                amount: 1
+            }),
+            "overdraft"
+        );
         assert_eq!(code(xfer("a", "zz", 1)), "unknown_account");
         assert_eq!(code(dep("zz", 1)), "unknown_account");
         assert_eq!(code(open("a")), "account_exists");
@@ -248,14 +292,21 @@ mod tests {
 
     #[test]
     fn batch_equals_single_applies() {
-        let txs = [open("a"), open("b"), dep("a", 100), xfer("a", "b", 30), xfer("b", "a", 5)];
+        let txs = [
+            open("a"),
+            open("b"),
+            dep("a", 100),
+            xfer("a", "b", 30),
+            xfer("b", "a", 5),
+        ];
         let single = run(entry::init::<Ledger>("l"), &txs).unwrap();
         let payloads: Vec<_> = txs.iter().map(encode_payload).collect();
         let mut enc = realmhost_guest::batch::BatchEncoder::new();
         for (i, p) in payloads.iter().enumerate() {
             enc.push(&EventRef::new(i as u64 + 1, "tx", p, "teller"));
         }
-        let batch = entry::apply_batch::<Ledger>(&entry::init::<Ledger>("l"), &enc.finish()).unwrap();
+        let batch =
+            entry::apply_batch::<Ledger>(&entry::init::<Ledger>("l"), &enc.finish()).unwrap();
         assert_eq!(single, batch);
     }
 
@@ -267,7 +318,8 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             enc.push(&EventRef::new(i as u64 + 1, "tx", p, "teller"));
         }
-        let err = entry::apply_batch::<Ledger>(&entry::init::<Ledger>("l"), &enc.finish()).unwrap_err();
+        let err =
+            entry::apply_batch::<Ledger>(&entry::init::<Ledger>("l"), &enc.finish()).unwrap_err();
         assert_eq!(err.index, 2);
     }
 
@@ -289,8 +341,14 @@ mod tests {
     #[test]
     fn queries() {
         let s = run(entry::init::<Ledger>("l"), &[open("a"), dep("a", 10)]).unwrap();
-        assert_eq!(entry::query::<Ledger>(&s, r#"{"balance":"a"}"#).unwrap(), r#"{"balance":10}"#);
-        assert_eq!(entry::query::<Ledger>(&s, "").unwrap(), r#"{"total":10,"accounts":1,"tx_count":2}"#);
+        assert_eq!(
+            entry::query::<Ledger>(&s, r#"{"balance":"a"}"#).unwrap(),
+            r#"{"balance":10}"#
+        );
+        assert_eq!(
+            entry::query::<Ledger>(&s, "").unwrap(),
+            r#"{"total":10,"accounts":1,"tx_count":2}"#
+        );
         assert!(entry::query::<Ledger>(&s, r#"{"balance":"x"}"#).is_err());
         assert!(entry::query::<Ledger>(&s, "nonsense").is_err());
     }

@@ -91,7 +91,8 @@ fn not_member(m: &str) -> Rejection {
 impl RealmLogic for Membership {
     const REALM_TYPE: &'static str = "membership";
     const VERSION: &'static str = "1.0.0";
-    const DESCRIPTION: &'static str = "Members, trust damped by shard reputation, refusable crossings";
+    const DESCRIPTION: &'static str =
+        "Members, trust damped by shard reputation, refusable crossings";
     type State = State;
     type Event = Change;
 
@@ -103,10 +104,16 @@ impl RealmLogic for Membership {
         match event.payload {
             Change::Join { member } => {
                 if member.is_empty() || member.len() > 128 {
-                    return Err(Rejection::new("bad_member", "member names are 1..=128 bytes"));
+                    return Err(Rejection::new(
+                        "bad_member",
+                        "member names are 1..=128 bytes",
+                    ));
                 }
                 if state.members.contains_key(&member) {
-                    return Err(Rejection::new("already_member", format!("{member:?} is already a member")));
+                    return Err(Rejection::new(
+                        "already_member",
+                        format!("{member:?} is already a member"),
+                    ));
                 }
                 state.members.insert(
                     member,
@@ -118,31 +125,49 @@ impl RealmLogic for Membership {
                 );
             }
             Change::Leave { member } => {
-                state.members.remove(&member).ok_or_else(|| not_member(&member))?;
+                state
+                    .members
+                    .remove(&member)
+                    .ok_or_else(|| not_member(&member))?;
             }
             Change::Trust { member, delta } => {
                 if !delta.is_finite() || !(-1.0..=1.0).contains(&delta) {
-                    return Err(Rejection::new("bad_delta", "trust deltas are finite and within [-1, 1]"));
+                    return Err(Rejection::new(
+                        "bad_delta",
+                        "trust deltas are finite and within [-1, 1]",
+                    ));
                 }
-                let m = state.members.get_mut(&member).ok_or_else(|| not_member(&member))?;
+                let m = state
+                    .members
+                    .get_mut(&member)
+                    .ok_or_else(|| not_member(&member))?;
                 let damped = delta * event.source_reputation.clamp(0.0, 1.0);
                 m.trust = (m.trust + damped).clamp(0.0, 1.0);
             }
             Change::Arrive { member } => {
-                let origin = event
-                    .source_realm
-                    .ok_or_else(|| Rejection::new("not_a_crossing", "arrive needs a source realm"))?;
+                let origin = event.source_realm.ok_or_else(|| {
+                    Rejection::new("not_a_crossing", "arrive needs a source realm")
+                })?;
                 if state.banned_realms.contains(origin) {
-                    return Err(Rejection::new("realm_banned", format!("crossings from {origin:?} are banned")));
+                    return Err(Rejection::new(
+                        "realm_banned",
+                        format!("crossings from {origin:?} are banned"),
+                    ));
                 }
                 if event.source_reputation < MIN_CROSSING_REPUTATION {
                     return Err(Rejection::new(
                         "untrusted_shard",
-                        format!("source shard reputation {:.2} is below {MIN_CROSSING_REPUTATION}", event.source_reputation),
+                        format!(
+                            "source shard reputation {:.2} is below {MIN_CROSSING_REPUTATION}",
+                            event.source_reputation
+                        ),
                     ));
                 }
                 if state.members.contains_key(&member) {
-                    return Err(Rejection::new("already_member", format!("{member:?} is already a member")));
+                    return Err(Rejection::new(
+                        "already_member",
+                        format!("{member:?} is already a member"),
+                    ));
                 }
                 state.members.insert(
                     member,
@@ -179,7 +204,11 @@ mod tests {
     }
 
     fn local(change: Change) -> Step {
-        Step { change, source_realm: None, reputation: 1.0 }
+        Step {
+            change,
+            source_realm: None,
+            reputation: 1.0,
+        }
     }
 
     fn run(steps: &[Step]) -> Result<State, ApplyError> {
@@ -209,44 +238,105 @@ mod tests {
     fn join_trust_leave() {
         let s = run(&[
             local(join("a")),
-            Step { change: Change::Trust { member: "a".into(), delta: 0.4 }, source_realm: None, reputation: 0.5 },
+            Step {
+                change: Change::Trust {
+                    member: "a".into(),
+                    delta: 0.4,
+                },
+                source_realm: None,
+                reputation: 0.5,
+            },
         ])
         .unwrap();
         // 0.5 + 0.4 × 0.5
         assert!((s.members["a"].trust - 0.7).abs() < 1e-12);
-        let s = run(&[local(join("a")), local(Change::Leave { member: "a".into() })]).unwrap();
+        let s = run(&[
+            local(join("a")),
+            local(Change::Leave { member: "a".into() }),
+        ])
+        .unwrap();
         assert!(s.members.is_empty());
-        assert_eq!(rejected(run(&[local(Change::Leave { member: "x".into() })])), "not_member");
-        assert_eq!(rejected(run(&[local(join("a")), local(join("a"))])), "already_member");
+        assert_eq!(
+            rejected(run(&[local(Change::Leave { member: "x".into() })])),
+            "not_member"
+        );
+        assert_eq!(
+            rejected(run(&[local(join("a")), local(join("a"))])),
+            "already_member"
+        );
     }
 
     #[test]
     fn trust_is_clamped_and_damped_to_nothing_at_zero_reputation() {
         let s = run(&[
             local(join("a")),
-            Step { change: Change::Trust { member: "a".into(), delta: 1.0 }, source_realm: None, reputation: 0.0 },
+            Step {
+                change: Change::Trust {
+                    member: "a".into(),
+                    delta: 1.0,
+                },
+                source_realm: None,
+                reputation: 0.0,
+            },
         ])
         .unwrap();
         assert_eq!(s.members["a"].trust, 0.5);
-        let s = run(&[local(join("a")), local(Change::Trust { member: "a".into(), delta: 1.0 })]).unwrap();
+        let s = run(&[
+            local(join("a")),
+            local(Change::Trust {
+                member: "a".into(),
+                delta: 1.0,
+            }),
+        ])
+        .unwrap();
         assert_eq!(s.members["a"].trust, 1.0);
         assert_eq!(
-            rejected(run(&[local(join("a")), local(Change::Trust { member: "a".into(), delta: f64::NAN })])),
+            rejected(run(&[
+                local(join("a")),
+                local(Change::Trust {
+                    member: "a".into(),
+                    delta: f64::NAN
+                })
+            ])),
             "bad_delta"
         );
     }
 
     #[test]
     fn crossings_are_admitted_or_refused() {
-        let arrive = |rep| Step { change: Change::Arrive { member: "v".into() }, source_realm: Some("other"), reputation: rep };
+        let arrive = |rep| Step {
+            change: Change::Arrive { member: "v".into() },
+            source_realm: Some("other"),
+            reputation: rep,
+        };
         let s = run(&[arrive(0.8)]).unwrap();
         assert_eq!(s.members["v"].origin.as_deref(), Some("other"));
         assert!((s.members["v"].trust - 0.4).abs() < 1e-12);
         assert_eq!(s.crossings_accepted, 1);
         assert_eq!(rejected(run(&[arrive(0.1)])), "untrusted_shard");
-        assert_eq!(rejected(run(&[local(Change::Ban { realm: "other".into() }), arrive(1.0)])), "realm_banned");
-        assert_eq!(rejected(run(&[local(Change::Arrive { member: "v".into() })])), "not_a_crossing");
-        let s = run(&[local(Change::Ban { realm: "other".into() }), local(Change::Unban { realm: "other".into() }), arrive(1.0)]).unwrap();
+        assert_eq!(
+            rejected(run(&[
+                local(Change::Ban {
+                    realm: "other".into()
+                }),
+                arrive(1.0)
+            ])),
+            "realm_banned"
+        );
+        assert_eq!(
+            rejected(run(&[local(Change::Arrive { member: "v".into() })])),
+            "not_a_crossing"
+        );
+        let s = run(&[
+            local(Change::Ban {
+                realm: "other".into(),
+            }),
+            local(Change::Unban {
+                realm: "other".into(),
+            }),
+            arrive(1.0),
+        ])
+        .unwrap();
         assert!(s.members.contains_key("v"));
     }
 }
