@@ -399,3 +399,77 @@ fn compiled_components_are_cached_on_disk() {
     let rt3 = PluginRuntime::new(cfg).unwrap();
     assert_eq!(rt3.load(COUNTER).unwrap().realm_type(), "counter");
 }
+
+#[test]
+fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
+    use realmhost::runtime::{PluginRegistry, RegistryError};
+    let rt = Arc::new(
+        PluginRuntime::new(RuntimeConfig {
+            fuel_per_call: 5_000_000,
+            quarantine_faults: 3,
+            quarantine_window_secs: 60,
+            ..RuntimeConfig::default()
+        })
+        .unwrap(),
+    );
+    let reg = PluginRegistry::new(rt);
+    let first = reg.load(LEDGER, false).unwrap();
+    assert!(
+        first.activated,
+        "the first version of a type becomes active"
+    );
+    assert!(matches!(
+        reg.get("nope"),
+        Err(RegistryError::UnknownRealmType(_))
+    ));
+    assert!(matches!(
+        reg.rollback("ledger"),
+        Err(RegistryError::NothingToRollBack(_))
+    ));
+    // Loading the same bytes again is recognized.
+    assert!(reg.load(LEDGER, true).unwrap().already_loaded);
+
+    // A faulty version: hostile panics on every call after its realm type's active plugin is asked.
+    let hostile = reg.load(fixtures::HOSTILE, true).unwrap();
+    assert_eq!(hostile.info.realm_type, "hostile");
+    let p = reg.get("hostile").unwrap();
+    for _ in 0..4 {
+        assert!(hostile_call(&p, "panic").is_err());
+    }
+    match reg.get("hostile") {
+        Err(RegistryError::Quarantined { last_fault, .. }) => {
+            assert!(last_fault.contains("deliberate panic"), "{last_fault}")
+        }
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+    assert!(
+        reg.list()
+            .iter()
+            .any(|l| l.info.realm_type == "hostile" && l.quarantined.is_some())
+    );
+    reg.release("hostile").unwrap();
+    assert!(reg.get("hostile").is_ok());
+
+    // Swap and roll back between two versions of one realm type. The counter
+    // component under another name would be a different type, so use the
+    // ledger twice via two different byte strings: append a custom section.
+    let mut ledger2 = LEDGER.to_vec();
+    ledger2.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'o', b't', b'e']);
+    let v2 = reg.load(&ledger2, false).unwrap();
+    assert!(!v2.activated);
+    assert_eq!(reg.get("ledger").unwrap().version(), first.info.version);
+    reg.swap("ledger", v2.info.version).unwrap();
+    assert_eq!(reg.get("ledger").unwrap().version(), v2.info.version);
+    reg.rollback("ledger").unwrap();
+    assert_eq!(reg.get("ledger").unwrap().version(), first.info.version);
+    reg.rollback("ledger").unwrap();
+    assert_eq!(reg.get("ledger").unwrap().version(), v2.info.version);
+    let listed: Vec<_> = reg
+        .list()
+        .into_iter()
+        .filter(|l| l.info.realm_type == "ledger")
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|l| l.active).count(), 1);
+    assert_eq!(listed.iter().filter(|l| l.previous).count(), 1);
+}

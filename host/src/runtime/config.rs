@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 /// | `max_idle_instances` | 32 | warm instances kept per plugin version |
 /// | `pool_slots` | 256 | pooling-allocator slots (instances alive at once, all plugins) |
 /// | `cache_dir` | none | where compiled components are cached (`None`: no disk cache) |
+/// | `quarantine_faults` | 20 | a version faulting more often than this… |
+/// | `quarantine_window_secs` | 60 | …within this window is taken out of service (0 faults: never) |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
@@ -32,6 +34,10 @@ pub struct RuntimeConfig {
     pub pool_slots: u32,
     /// Directory for compiled components; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Faults within the window that quarantine a plugin version (0: never).
+    pub quarantine_faults: u32,
+    /// Length of the fault window, in seconds.
+    pub quarantine_window_secs: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +50,8 @@ impl Default for RuntimeConfig {
             max_idle_instances: 32,
             pool_slots: 256,
             cache_dir: None,
+            quarantine_faults: 20,
+            quarantine_window_secs: 60,
         }
     }
 }

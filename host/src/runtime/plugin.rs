@@ -1,9 +1,11 @@
 //! One loaded plugin version: its compiled component, a pool of warm
 //! instances, and the metered, limited calls into it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -216,6 +218,15 @@ pub struct Plugin {
     config: Arc<RuntimeConfig>,
     idle: Mutex<Vec<Instance>>,
     stats: PluginStats,
+    faults: Mutex<FaultLog>,
+}
+
+/// Recent faults of one version, for plugin quarantine.
+#[derive(Debug, Default)]
+struct FaultLog {
+    recent: VecDeque<Instant>,
+    last: Option<String>,
+    quarantined: bool,
 }
 
 impl fmt::Debug for Plugin {
@@ -248,6 +259,7 @@ impl Plugin {
             config,
             idle: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
+            faults: Mutex::new(FaultLog::default()),
         };
         let fuel = plugin.config.fuel_per_call;
         let described = plugin.call(fuel, |b, s| b.call_describe(s))?.value;
@@ -455,24 +467,64 @@ impl Plugin {
 
     fn check_len(&self, size: usize) -> Result<(), RuntimeError> {
         if size > self.config.max_output_bytes {
-            self.stats.faults.fetch_add(1, Ordering::Relaxed);
-            return Err(RuntimeError::OutputTooLarge {
+            let e = RuntimeError::OutputTooLarge {
                 realm_type: self.info.realm_type.clone(),
                 version: self.info.version,
                 size,
                 limit: self.config.max_output_bytes,
-            });
+            };
+            self.record_fault(&e);
+            return Err(e);
         }
         Ok(())
     }
 
     fn malformed(&self, reason: String) -> RuntimeError {
-        self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        RuntimeError::MalformedOutput {
+        let e = RuntimeError::MalformedOutput {
             realm_type: self.info.realm_type.clone(),
             version: self.info.version,
             reason,
+        };
+        self.record_fault(&e);
+        e
+    }
+
+    /// Count a fault; past `quarantine_faults` faults within
+    /// `quarantine_window_secs` the version is taken out of service.
+    fn record_fault(&self, e: &RuntimeError) {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.quarantine_window_secs);
+        let mut f = self.faults.lock();
+        f.last = Some(e.to_string());
+        f.recent.push_back(now);
+        while f
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            f.recent.pop_front();
         }
+        if self.config.quarantine_faults > 0
+            && f.recent.len() > self.config.quarantine_faults as usize
+            && !f.quarantined
+        {
+            f.quarantined = true;
+            tracing::error!(plugin = %self.label, faults = f.recent.len(), last = ?f.last, "plugin version quarantined");
+        }
+    }
+
+    /// `Some(last fault)` while this version is quarantined for faulting.
+    pub fn quarantined(&self) -> Option<String> {
+        let f = self.faults.lock();
+        f.quarantined.then(|| f.last.clone().unwrap_or_default())
+    }
+
+    /// Put the version back in service and forget its recent faults.
+    pub fn release(&self) {
+        let mut f = self.faults.lock();
+        f.quarantined = false;
+        f.recent.clear();
     }
 
     fn instantiate(&self) -> Result<Instance, RuntimeError> {
@@ -497,13 +549,13 @@ impl Plugin {
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
             // Instantiation runs the guest's start code; a failure there is the plugin's.
-            let cause = classify(&e, store.data());
-            self.stats.faults.fetch_add(1, Ordering::Relaxed);
-            RuntimeError::Trap {
+            let err = RuntimeError::Trap {
                 realm_type: self.info.realm_type.clone(),
                 version: self.info.version,
-                cause,
-            }
+                cause: classify(&e, store.data()),
+            };
+            self.record_fault(&err);
+            err
         })?;
         Ok(Instance { store, bindings })
     }
@@ -538,14 +590,15 @@ impl Plugin {
                 Ok(Metered { value, fuel: used })
             }
             Err(e) => {
-                self.stats.faults.fetch_add(1, Ordering::Relaxed);
                 let cause = classify(&e, inst.store.data());
                 tracing::warn!(plugin = %self.label, %cause, "plugin call trapped; instance discarded");
-                Err(RuntimeError::Trap {
+                let err = RuntimeError::Trap {
                     realm_type: self.info.realm_type.clone(),
                     version: self.info.version,
                     cause,
-                })
+                };
+                self.record_fault(&err);
+                Err(err)
             }
         }
     }

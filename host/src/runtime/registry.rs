@@ -33,6 +33,18 @@ pub enum RegistryError {
     /// There is no previous version to roll back to.
     #[error("realm type {0:?} has no previous version to roll back to")]
     NothingToRollBack(String),
+    /// The active version faulted too often and is out of service.
+    #[error(
+        "plugin {realm_type}@{version} is quarantined after repeated faults (last: {last_fault}); swap, roll back or release it"
+    )]
+    Quarantined {
+        /// Realm type.
+        realm_type: String,
+        /// The quarantined version.
+        version: PluginVersion,
+        /// The last fault.
+        last_fault: String,
+    },
     /// Loading the component failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -68,6 +80,8 @@ pub struct PluginListing {
     pub faults: u64,
     /// Fuel burned by this version.
     pub fuel: u64,
+    /// The last fault, while this version is quarantined.
+    pub quarantined: Option<String>,
 }
 
 /// Realm type → plugin versions.
@@ -191,13 +205,32 @@ impl PluginRegistry {
             .collect())
     }
 
-    /// The active version of a realm type.
+    /// The active version of a realm type; fails fast while it is quarantined.
     pub fn get(&self, realm_type: &str) -> Result<Arc<Plugin>, RegistryError> {
-        self.types
+        let p = self
+            .types
             .read()
             .get(realm_type)
             .map(|t| t.active.clone())
-            .ok_or_else(|| RegistryError::UnknownRealmType(realm_type.to_owned()))
+            .ok_or_else(|| RegistryError::UnknownRealmType(realm_type.to_owned()))?;
+        match p.quarantined() {
+            None => Ok(p),
+            Some(last_fault) => Err(RegistryError::Quarantined {
+                realm_type: realm_type.to_owned(),
+                version: p.version(),
+                last_fault,
+            }),
+        }
+    }
+
+    /// Put a quarantined active version back in service.
+    pub fn release(&self, realm_type: &str) -> Result<PluginInfo, RegistryError> {
+        let types = self.types.read();
+        let entry = types
+            .get(realm_type)
+            .ok_or_else(|| RegistryError::UnknownRealmType(realm_type.to_owned()))?;
+        entry.active.release();
+        Ok(entry.active.info().clone())
     }
 
     /// A specific loaded version of a realm type.
@@ -239,6 +272,7 @@ impl PluginRegistry {
                     realm_type: realm_type.to_owned(),
                     version,
                 })?;
+        next.release();
         if entry.active.version() != version {
             entry.previous = Some(std::mem::replace(&mut entry.active, next));
         }
@@ -256,6 +290,7 @@ impl PluginRegistry {
             .previous
             .take()
             .ok_or_else(|| RegistryError::NothingToRollBack(realm_type.to_owned()))?;
+        prev.release();
         entry.previous = Some(std::mem::replace(&mut entry.active, prev));
         tracing::info!(realm_type, version = %entry.active.version(), "plugin rolled back");
         Ok(entry.active.info().clone())
@@ -285,6 +320,7 @@ impl PluginRegistry {
                     calls: p.stats().calls.load(Relaxed),
                     faults: p.stats().faults.load(Relaxed),
                     fuel: p.stats().fuel.load(Relaxed),
+                    quarantined: p.quarantined(),
                 });
             }
         }
