@@ -1,1 +1,166 @@
-//! (in progress)
+//! The durable layer: the event log, per-realm snapshots, realm metadata, a
+//! realm inventory by type, and a small key/value table for other modules.
+//!
+//! [`Storage`] is the contract the node programs against; [`RedbStorage`] is
+//! the embedded default (one redb file in the data directory). The trait is
+//! object-safe and every method returns a boxed future so a distributed
+//! backend (where a read is a network round trip) fits behind the same
+//! `Arc<dyn Storage>` without changing callers.
+//!
+//! The contract, whatever the backend:
+//! - [`Storage::append`] resolves only once the events are durable; a crash at
+//!   any instant after the ack loses none of them.
+//! - Per realm, seqs are `1, 2, 3, ...` without gaps. A request that would
+//!   break that is rejected with a typed error and stores nothing; other
+//!   requests are unaffected.
+//! - The caller serializes appends per realm (one in flight per realm); the
+//!   backend still checks continuity so a caller bug cannot corrupt a log.
+//! - Everything is keyed by realm id, never by shard, so the shard count can
+//!   change between restarts without moving data.
+//!
+//! The on-disk layout and the crash invariants are in `docs/design-storage.md`.
+
+mod codec;
+mod error;
+mod redb_store;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+
+pub use error::StorageError;
+pub use redb_store::{DB_FILE_NAME, FORMAT_VERSION, RedbStorage, StorageConfig};
+
+use crate::realm::{EventRecord, RealmId};
+use crate::runtime::PluginVersion;
+
+/// One append: consecutive events of one realm, stored atomically (all or
+/// none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    /// Target realm; created by its first append (which must start at seq 1).
+    pub realm_id: RealmId,
+    /// The realm's type; must equal the stored type once the realm exists.
+    pub realm_type: String,
+    /// The plugin version that applied these events, recorded in the realm's
+    /// metadata so a later load can tell whether its snapshot is still
+    /// readable by the current plugin.
+    pub plugin_version: PluginVersion,
+    /// Events with seqs `last_seq + 1, last_seq + 2, ...`; at least one.
+    pub events: Vec<EventRecord>,
+}
+
+/// What a successful append reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// The realm's last seq after the append.
+    pub last_seq: u64,
+    /// Whether this append created the realm.
+    pub created: bool,
+}
+
+/// A realm's metadata, kept in step with its log in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmMeta {
+    /// The realm type (names the plugin).
+    pub realm_type: String,
+    /// Seq of the last stored event (at least 1: a realm exists from its
+    /// first event on).
+    pub last_seq: u64,
+    /// Seq of the stored snapshot, 0 if none.
+    pub last_snapshot_seq: u64,
+    /// Plugin version of the last append.
+    pub plugin_version: PluginVersion,
+}
+
+/// A realm's state as of `seq`, in the plugin's own encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last event folded into `state`.
+    pub seq: u64,
+    /// The plugin that produced `state`; a different plugin may not be able
+    /// to `restore` it, in which case the loader replays from scratch.
+    pub plugin_version: PluginVersion,
+    /// Opaque state bytes.
+    pub state: Vec<u8>,
+}
+
+/// Everything a lazy load needs, read in one consistent transaction: a
+/// concurrent append is either wholly in it or wholly absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealmLoad {
+    /// The realm's metadata.
+    pub meta: RealmMeta,
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot (or all events), in seq order.
+    pub tail: Vec<EventRecord>,
+}
+
+/// A page of realm ids from [`Storage::list_realms`].
+pub type RealmPage = Vec<RealmId>;
+
+/// The durable store the node talks to. See the module docs for the contract.
+///
+/// Futures borrow `self`; hold the storage in an `Arc` to move work into
+/// spawned tasks. `append`, `put_snapshot` and `put_meta` enqueue their write
+/// when called (not when first polled), so two calls made in order from one
+/// task are committed in that order even if their futures are awaited later.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Append events to one realm; resolves after they are durable.
+    fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendAck, StorageError>>;
+
+    /// Replace the realm's snapshot (durable on return). The realm must exist,
+    /// `snapshot.seq` must not exceed its last seq nor be older than the stored
+    /// snapshot.
+    fn put_snapshot(
+        &self,
+        realm: &RealmId,
+        snapshot: Snapshot,
+    ) -> BoxFuture<'_, Result<(), StorageError>>;
+
+    /// The realm's latest snapshot.
+    fn load_snapshot(
+        &self,
+        realm: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<Snapshot>, StorageError>>;
+
+    /// Events with seq greater than `after_seq`, in seq order (empty for an
+    /// unknown realm).
+    fn events_since(
+        &self,
+        realm: &RealmId,
+        after_seq: u64,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StorageError>>;
+
+    /// The realm's metadata, `None` if it has never been appended to.
+    fn realm_meta(&self, realm: &RealmId)
+    -> BoxFuture<'_, Result<Option<RealmMeta>, StorageError>>;
+
+    /// Metadata, snapshot and tail in one consistent read.
+    fn load_realm(&self, realm: &RealmId)
+    -> BoxFuture<'_, Result<Option<RealmLoad>, StorageError>>;
+
+    /// Realms of one type in id order, starting after `after` (exclusive), at
+    /// most `limit`. Reads the inventory, never the log.
+    fn list_realms(
+        &self,
+        realm_type: &str,
+        after: Option<&RealmId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RealmPage, StorageError>>;
+
+    /// Durably store (`Some`) or delete (`None`) a record of another module
+    /// (e.g. the shard monitor's reputations) under `key`.
+    fn put_meta(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), StorageError>>;
+
+    /// Read a record stored with [`Storage::put_meta`].
+    fn get_meta(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StorageError>>;
+}

@@ -1,0 +1,161 @@
+//! Typed storage errors.
+//!
+//! Everything that comes from outside the process (the file on disk, a
+//! caller's request) ends in one of these variants; nothing read from disk is
+//! unwrapped.
+
+use crate::realm::RealmId;
+
+/// Why a storage operation failed.
+///
+/// Request errors (`Duplicate`, `Gap`, `RealmTypeMismatch`, ...) reject one
+/// request and leave everything else — including other requests committed in
+/// the same group commit — untouched. Open errors (`NewerFormat`, `Corrupt`,
+/// ...) mean the database was not opened and nothing was written to it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The first event's seq is at or below the realm's last stored seq: the
+    /// event (or a prefix of the batch) is already stored.
+    #[error("realm {realm}: seq {seq} is already stored (last seq {last_seq})")]
+    Duplicate {
+        /// The realm.
+        realm: RealmId,
+        /// The offending seq.
+        seq: u64,
+        /// The realm's last stored seq.
+        last_seq: u64,
+    },
+    /// A seq is not the successor of the one before it (the realm's last
+    /// stored seq, or the previous event in the same request).
+    #[error("realm {realm}: expected seq {expected}, got {found}")]
+    Gap {
+        /// The realm.
+        realm: RealmId,
+        /// The seq that would have been accepted.
+        expected: u64,
+        /// The seq that was offered.
+        found: u64,
+    },
+    /// The realm exists with another realm type.
+    #[error("realm {realm} has type {stored:?}, not {requested:?}")]
+    RealmTypeMismatch {
+        /// The realm.
+        realm: RealmId,
+        /// Type on disk.
+        stored: String,
+        /// Type in the request.
+        requested: String,
+    },
+    /// A request that can never succeed (no events, empty realm type, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The realm has never been appended to.
+    #[error("unknown realm {0}")]
+    UnknownRealm(RealmId),
+    /// A snapshot claims a seq beyond the realm's last stored event.
+    #[error("realm {realm}: snapshot at seq {seq} is ahead of the log (last seq {last_seq})")]
+    SnapshotAhead {
+        /// The realm.
+        realm: RealmId,
+        /// The snapshot's seq.
+        seq: u64,
+        /// The realm's last stored seq.
+        last_seq: u64,
+    },
+    /// A snapshot is older than the one already stored.
+    #[error("realm {realm}: snapshot at seq {seq} is older than the stored one at {stored_seq}")]
+    StaleSnapshot {
+        /// The realm.
+        realm: RealmId,
+        /// The snapshot's seq.
+        seq: u64,
+        /// The stored snapshot's seq.
+        stored_seq: u64,
+    },
+    /// The database was written by a newer release with a format this one
+    /// cannot read. Nothing was modified.
+    #[error("database format version {found} is newer than the supported {supported}")]
+    NewerFormat {
+        /// Version on disk.
+        found: u64,
+        /// Newest version this build reads.
+        supported: u64,
+    },
+    /// The file is a redb database but not one of ours (no format record).
+    #[error("{0} is not a realmhost database")]
+    NotRealmhost(String),
+    /// The file (or a record in it) is damaged, truncated or not a database.
+    #[error("database is corrupt: {0}")]
+    Corrupt(String),
+    /// Another process (or handle) has the database open.
+    #[error("database is already open")]
+    AlreadyOpen,
+    /// A group commit failed (I/O error, full disk, ...); every request in it
+    /// was rejected and none of them is stored.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The storage was shut down (or its committer died) before the request
+    /// was answered; the request may or may not be durable.
+    #[error("storage is closed")]
+    Closed,
+    /// I/O error outside a commit (creating the directory, opening the file).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Any other error from the backend.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    /// Whether this error rejects the caller's request (as opposed to a
+    /// failure of the storage itself): retrying the same request will fail
+    /// the same way.
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Duplicate { .. }
+                | Self::Gap { .. }
+                | Self::RealmTypeMismatch { .. }
+                | Self::InvalidRequest(_)
+                | Self::UnknownRealm(_)
+                | Self::SnapshotAhead { .. }
+                | Self::StaleSnapshot { .. }
+        )
+    }
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(s) => Self::Corrupt(s),
+            redb::Error::UpgradeRequired(v) => {
+                Self::Corrupt(format!("redb file format {v} needs an upgrade"))
+            }
+            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+                Self::AlreadyOpen
+            }
+            redb::Error::Io(io) => Self::Io(io),
+            other => Self::Backend(other.to_string()),
+        }
+    }
+}
+
+macro_rules! via_redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self {
+                redb::Error::from(e).into()
+            }
+        }
+    )*};
+}
+
+via_redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
