@@ -14,8 +14,12 @@
 //! - [`store`]: the sharded in-memory realm store with LRU eviction.
 //! - [`storage`]: the durable event log and snapshots.
 //! - [`monitor`]: the shard monitor (entropy, reputation, quarantine, gas).
+//! - [`node`]: the host that ties them together, its HTTP API and metrics.
+//! - [`cli`]: the `realmhost` command line.
 
+pub mod cli;
 pub mod monitor;
+pub mod node;
 pub mod realm;
 pub mod runtime;
 pub mod storage;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `realmhost` binary: a thin shell over [`realmhost::cli`].
+
+fn main() -> std::process::ExitCode {
+    realmhost::cli::main()
+}

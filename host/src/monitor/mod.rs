@@ -505,10 +505,11 @@ impl ShardMonitor {
         let global = if values.is_empty() {
             None
         } else {
-            let mid = values.len() / 2;
+            let n = values.len();
+            let mid = n / 2;
             let (low, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
             let upper = *upper;
-            Some(if low.len() == mid && values.len() % 2 == 0 {
+            Some(if low.len() == mid && n % 2 == 0 {
                 // Even count: average the two middle values.
                 let lower = low.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 (lower + upper) / 2.0

@@ -1,0 +1,123 @@
+//! `realmhost serve`: run a node with its HTTP API until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::node::{Node, NodeConfig, api, metrics};
+use crate::store::ShardingConfig;
+
+/// Options of `realmhost serve`. Flags override the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (every section optional).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (database, plugin cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory of extra `*.wasm` plugins.
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Sharding profile: minimal, default, production, auto_scaled, high_security.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Admin token for mutating admin routes.
+    #[arg(long, env = "REALMHOST_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// Resolve the config from the file and the flags.
+pub fn resolve(args: &ServeArgs) -> Result<NodeConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(d) = &args.plugins_dir {
+        cfg.plugins_dir = Some(d.clone());
+    }
+    if let Some(l) = args.listen {
+        cfg.http.listen = l;
+    }
+    if let Some(t) = &args.admin_token {
+        cfg.http.admin_token = Some(t.clone());
+    }
+    if let Some(p) = &args.profile {
+        cfg.sharding = profile(p).with_context(|| format!("unknown profile {p:?}"))?;
+    }
+    cfg.monitor.expected_shards = cfg.sharding.num_shards;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A sharding profile by name.
+fn profile(name: &str) -> Option<ShardingConfig> {
+    Some(match name {
+        "minimal" => ShardingConfig::minimal(),
+        "default" | "development" => ShardingConfig::default(),
+        "production" => ShardingConfig::production(),
+        "auto_scaled" | "auto-scaled" => ShardingConfig::auto_scaled(),
+        "high_security" | "high-security" => ShardingConfig::high_security(),
+        _ => return None,
+    })
+}
+
+/// Run the node.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let cfg = resolve(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        metrics::install();
+        let node = Node::open(cfg.clone()).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+        let addr = listener.local_addr()?;
+        // One machine-readable line on stdout: tests and scripts wait for it.
+        println!("realmhost listening on http://{addr}");
+        eprintln!(
+            "data: {} · shards: {} · plugins: {}",
+            cfg.data_dir.display(),
+            cfg.sharding.num_shards,
+            node.plugins().realm_types().join(", ")
+        );
+        axum::serve(listener, api::router(node.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        eprintln!("shutting down: finishing appends, writing snapshots…");
+        node.shutdown().await?;
+        eprintln!("stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

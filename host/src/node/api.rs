@@ -1,0 +1,505 @@
+//! The HTTP API (axum). JSON in, JSON out; every error is a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+//!
+//! Realm ids may contain `/`, so they travel in query strings and bodies, not
+//! in paths.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/health` | liveness |
+//! | POST | `/v1/events` | append an event (`payload` as JSON, or `payload_hex`) |
+//! | GET | `/v1/realm?id=` | a realm's view (seq, version, state hash) |
+//! | POST | `/v1/query` | run the realm type's query |
+//! | GET | `/v1/verify?id=` | rebuild from the log and compare by hash |
+//! | GET | `/v1/realms?type=&after=&limit=` | inventory, paginated |
+//! | GET | `/v1/stats` | node, store and monitor statistics |
+//! | GET | `/v1/shards/{n}` | analysis of one shard |
+//! | GET | `/v1/plugins` | loaded plugin versions |
+//! | POST | `/v1/admin/shards/{n}/quarantine` · `/release` | shard admin (token) |
+//! | POST | `/v1/admin/evict` | evict (`{"all":true}` for everything) (token) |
+//! | POST | `/v1/admin/plugins?activate=` | upload a component (token) |
+//! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | swap / roll back (token) |
+//! | GET | `/metrics` | Prometheus metrics |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Node, NodeError};
+use crate::monitor::MonitorError;
+use crate::realm::{NewEvent, RealmId};
+use crate::runtime::{PluginVersion, RegistryError, RuntimeError};
+use crate::store::LoadError;
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.detail {
+            err["detail"] = d;
+        }
+        (self.status, Json(json!({ "error": err }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            NodeError::InvalidRealmId(_) => Self::new(S::BAD_REQUEST, "invalid_realm_id", msg),
+            NodeError::InvalidInput(_) => Self::new(S::BAD_REQUEST, "invalid_input", msg),
+            NodeError::UnknownRealmType(_) => Self::new(S::BAD_REQUEST, "unknown_realm_type", msg),
+            NodeError::RealmTypeMismatch { .. } => {
+                Self::new(S::CONFLICT, "realm_type_mismatch", msg)
+            }
+            NodeError::RealmNotFound(_) => Self::new(S::NOT_FOUND, "realm_not_found", msg),
+            NodeError::Rejected { rejection, .. } => Self {
+                detail: Some(json!({ "rejection": rejection.code })),
+                ..Self::new(S::UNPROCESSABLE_ENTITY, "rejected", msg)
+            },
+            NodeError::PluginInvalid { .. } => {
+                Self::new(S::UNPROCESSABLE_ENTITY, "invalid_event", msg)
+            }
+            NodeError::Quarantined(_) => Self::new(S::FORBIDDEN, "quarantined", msg),
+            NodeError::Monitor(MonitorError::UnknownShard { .. }) => {
+                Self::new(S::NOT_FOUND, "unknown_shard", msg)
+            }
+            NodeError::Monitor(_) => Self::new(S::BAD_REQUEST, "monitor", msg),
+            NodeError::Plugin(
+                RuntimeError::Trap { .. }
+                | RuntimeError::OutputTooLarge { .. }
+                | RuntimeError::MalformedOutput { .. },
+            ) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_fault", msg),
+            NodeError::Plugin(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
+            NodeError::Registry(
+                RegistryError::UnknownVersion { .. } | RegistryError::NothingToRollBack(_),
+            ) => Self::new(S::NOT_FOUND, "plugin_version", msg),
+            NodeError::Registry(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
+            NodeError::Load(LoadError::Timeout { .. }) | NodeError::ShuttingDown => {
+                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+            NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
+            NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
+            NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_json"
+        };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn realm_id(s: &str) -> Result<RealmId, ApiError> {
+    RealmId::new(s).map_err(|e| ApiError::from(NodeError::from(e)))
+}
+
+fn check_token(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = node.config().http.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin routes are disabled: set http.admin_token in the node config",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the admin token is wrong",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "admin routes need `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Body of `POST /v1/events`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// Target realm.
+    pub realm_id: String,
+    /// Realm type.
+    pub realm_type: String,
+    /// Event kind.
+    #[serde(default)]
+    pub kind: String,
+    /// The event as JSON (the plugin encodes it).
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    /// The event as hex-encoded payload bytes (already encoded).
+    #[serde(default)]
+    pub payload_hex: Option<String>,
+    /// The entity that caused the event.
+    pub source: String,
+    /// Set for crossings.
+    #[serde(default)]
+    pub source_realm: Option<String>,
+}
+
+async fn append(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<AppendBody>, JsonRejection>,
+) -> ApiResult<super::AppendReceipt> {
+    let Json(b) = body?;
+    let t = Instant::now();
+    let id = realm_id(&b.realm_id)?;
+    let source_realm = b.source_realm.as_deref().map(realm_id).transpose()?;
+    let r = match (b.payload, b.payload_hex) {
+        (Some(json), None) => {
+            let text = json.to_string();
+            node.append_json(id, &b.realm_type, &b.kind, &text, &b.source, source_realm)
+                .await
+        }
+        (None, Some(hex)) => {
+            let payload = hex::decode(hex.trim()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!("payload_hex: {e}"),
+                )
+            })?;
+            node.append(NewEvent {
+                realm_id: id,
+                realm_type: b.realm_type,
+                kind: b.kind,
+                payload,
+                source: b.source,
+                source_realm,
+            })
+            .await
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "give exactly one of `payload` and `payload_hex`",
+            ));
+        }
+    };
+    metrics::histogram!("realmhost_append_seconds").record(t.elapsed().as_secs_f64());
+    match &r {
+        Ok(_) => metrics::counter!("realmhost_appends_total", "outcome" => "ok").increment(1),
+        Err(NodeError::Rejected { .. }) => {
+            metrics::counter!("realmhost_appends_total", "outcome" => "rejected").increment(1)
+        }
+        Err(_) => metrics::counter!("realmhost_appends_total", "outcome" => "error").increment(1),
+    }
+    Ok(Json(r?))
+}
+
+#[derive(Debug, Deserialize)]
+struct IdQuery {
+    id: String,
+}
+
+async fn get_realm(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<IdQuery>, QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(q) = q?;
+    let id = realm_id(&q.id)?;
+    let (view, state) = node.get(&id).await?;
+    let mut v = serde_json::to_value(view)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    v["state_hex"] = json!(hex::encode(state.state()));
+    Ok(Json(v))
+}
+
+/// Body of `POST /v1/query`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// The realm.
+    pub realm_id: String,
+    /// The request (JSON value; passed to the plugin as text).
+    #[serde(default)]
+    pub request: Option<serde_json::Value>,
+}
+
+async fn query(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<QueryBody>, JsonRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Json(b) = body?;
+    let id = realm_id(&b.realm_id)?;
+    let request = b.request.map(|r| r.to_string()).unwrap_or_default();
+    let answer = node.query(&id, &request).await?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or(serde_json::Value::String(answer));
+    Ok(Json(json!({ "realm_id": id.as_str(), "response": value })))
+}
+
+async fn verify(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<IdQuery>, QueryRejection>,
+) -> ApiResult<super::VerifyReport> {
+    let Query(q) = q?;
+    Ok(Json(node.verify(&realm_id(&q.id)?).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    realm_type: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_realms(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(q) = q?;
+    let after = q.after.as_deref().map(realm_id).transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let page = node
+        .list_realms(&q.realm_type, after.as_ref(), limit)
+        .await?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|r| r.to_string()))
+        .flatten();
+    let realms: Vec<_> = page
+        .iter()
+        .map(|r| json!({ "realm_id": r.as_str(), "shard": node.shard_of(r.as_str()) }))
+        .collect();
+    Ok(Json(
+        json!({ "realm_type": q.realm_type, "realms": realms, "next": next }),
+    ))
+}
+
+async fn stats(State(node): State<Arc<Node>>) -> ApiResult<super::NodeStats> {
+    Ok(Json(node.stats()))
+}
+
+async fn shard(
+    State(node): State<Arc<Node>>,
+    Path(n): Path<usize>,
+) -> ApiResult<serde_json::Value> {
+    let analysis = node.analyze(n)?;
+    let stats = node.store().stats();
+    let row = stats.shards.get(n).cloned();
+    Ok(Json(json!({ "analysis": analysis, "store": row })))
+}
+
+async fn quarantine(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(n): Path<usize>,
+) -> ApiResult<serde_json::Value> {
+    check_token(&node, &headers)?;
+    let changed = node.quarantine(n).await?;
+    Ok(Json(
+        json!({ "shard": n, "quarantined": true, "changed": changed }),
+    ))
+}
+
+async fn release(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(n): Path<usize>,
+) -> ApiResult<serde_json::Value> {
+    check_token(&node, &headers)?;
+    let changed = node.release(n).await?;
+    Ok(Json(
+        json!({ "shard": n, "quarantined": false, "changed": changed }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvictBody {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn evict(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    check_token(&node, &headers)?;
+    let b: EvictBody = if body.is_empty() {
+        EvictBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+    };
+    let evicted = node.evict(b.all).await;
+    Ok(Json(json!({ "evicted": evicted })))
+}
+
+async fn plugins(State(node): State<Arc<Node>>) -> ApiResult<serde_json::Value> {
+    Ok(Json(json!({ "plugins": node.plugins().list() })))
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    #[serde(default)]
+    activate: bool,
+}
+
+async fn upload_plugin(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    q: Result<Query<UploadQuery>, QueryRejection>,
+    body: Bytes,
+) -> ApiResult<crate::runtime::LoadReport> {
+    check_token(&node, &headers)?;
+    let Query(q) = q?;
+    let n = node.clone();
+    let report = tokio::task::spawn_blocking(move || n.plugins().load(&body, q.activate))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(NodeError::from)?;
+    Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwapBody {
+    version: String,
+}
+
+async fn swap(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(realm_type): Path<String>,
+    body: Result<Json<SwapBody>, JsonRejection>,
+) -> ApiResult<crate::runtime::PluginInfo> {
+    check_token(&node, &headers)?;
+    let Json(b) = body?;
+    let version = PluginVersion::from_hex(&b.version).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "version must be 64 hex characters",
+        )
+    })?;
+    Ok(Json(
+        node.plugins()
+            .swap(&realm_type, version)
+            .map_err(NodeError::from)?,
+    ))
+}
+
+async fn rollback(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(realm_type): Path<String>,
+) -> ApiResult<crate::runtime::PluginInfo> {
+    check_token(&node, &headers)?;
+    Ok(Json(
+        node.plugins()
+            .rollback(&realm_type)
+            .map_err(NodeError::from)?,
+    ))
+}
+
+async fn metrics_route(State(node): State<Arc<Node>>) -> Response {
+    match super::metrics::render(&node) {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder is installed",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The API router over a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.config().http.max_body_bytes;
+    let plugin_limit = node.config().http.max_plugin_bytes;
+    let admin_plugins = Router::new()
+        .route("/v1/admin/plugins", post(upload_plugin))
+        .layer(DefaultBodyLimit::max(plugin_limit));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/v1/events", post(append))
+        .route("/v1/realm", get(get_realm))
+        .route("/v1/query", post(query))
+        .route("/v1/verify", get(verify))
+        .route("/v1/realms", get(list_realms))
+        .route("/v1/stats", get(stats))
+        .route("/v1/shards/{n}", get(shard))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/admin/shards/{n}/quarantine", post(quarantine))
+        .route("/v1/admin/shards/{n}/release", post(release))
+        .route("/v1/admin/evict", post(evict))
+        .route("/v1/admin/plugins/{realm_type}/swap", post(swap))
+        .route("/v1/admin/plugins/{realm_type}/rollback", post(rollback))
+        .route("/metrics", get(metrics_route))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(admin_plugins)
+        .fallback(not_found)
+        .with_state(node)
+}

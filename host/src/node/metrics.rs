@@ -1,0 +1,70 @@
+//! Prometheus metrics.
+//!
+//! Counters and histograms on the hot path (append latency, outcomes) are
+//! recorded where they happen through the `metrics` facade. Per-shard gauges
+//! (loaded realms, hits, misses, evictions, reputation, quarantine) and
+//! per-plugin counters (calls, faults, fuel) are refreshed from the node's
+//! statistics at scrape time, so the hot path pays nothing for them.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::Node;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the process-wide Prometheus recorder (idempotent). Returns false
+/// when another recorder was installed first.
+pub fn install() -> bool {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                ])
+                .ok()
+                .and_then(|b| b.install_recorder().ok())
+        })
+        .is_some()
+}
+
+/// Refresh the gauges from `node` and render the exposition text.
+pub fn render(node: &Node) -> Option<String> {
+    let handle = HANDLE.get()?.as_ref()?;
+    let stats = node.stats();
+    for row in &stats.sharding.shards {
+        let shard = row.index.to_string();
+        metrics::gauge!("realmhost_shard_loaded_realms", "shard" => shard.clone())
+            .set(row.loaded_count as f64);
+        metrics::gauge!("realmhost_shard_hits", "shard" => shard.clone())
+            .set(row.cache_hits as f64);
+        metrics::gauge!("realmhost_shard_misses", "shard" => shard.clone())
+            .set(row.cache_misses as f64);
+        metrics::gauge!("realmhost_shard_evictions", "shard" => shard).set(row.evictions as f64);
+    }
+    for s in &stats.monitor.shards {
+        let shard = s.shard.to_string();
+        metrics::gauge!("realmhost_shard_reputation", "shard" => shard.clone()).set(s.reputation);
+        metrics::gauge!("realmhost_shard_quarantined", "shard" => shard.clone())
+            .set(if s.quarantined { 1.0 } else { 0.0 });
+        metrics::gauge!("realmhost_shard_entropy", "shard" => shard.clone())
+            .set(s.entropy.unwrap_or(f64::NAN));
+        metrics::gauge!("realmhost_shard_gas", "shard" => shard).set(s.gas as f64);
+    }
+    metrics::gauge!("realmhost_health_score").set(stats.monitor.health_score);
+    metrics::gauge!("realmhost_realms_loaded").set(stats.sharding.total_loaded_realms as f64);
+    metrics::gauge!("realmhost_snapshots_written").set(stats.snapshots as f64);
+    metrics::gauge!("realmhost_realm_loads").set(stats.loads as f64);
+    for p in node.plugins().list() {
+        let labels = [
+            ("realm_type", p.info.realm_type.clone()),
+            ("version", p.info.version.short()),
+        ];
+        metrics::gauge!("realmhost_plugin_calls", &labels).set(p.calls as f64);
+        metrics::gauge!("realmhost_plugin_faults", &labels).set(p.faults as f64);
+        metrics::gauge!("realmhost_plugin_fuel", &labels).set(p.fuel as f64);
+    }
+    handle.run_upkeep();
+    Some(handle.render())
+}
