@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("realmhost-plugin-membership", "MEMBERSHIP", false),
     ("realmhost-fixture-hostile", "HOSTILE", true),
     ("realmhost-fixture-forbidden", "FORBIDDEN", true),
+    ("realmhost-fixture-ledger-strict", "LEDGER_STRICT", true),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

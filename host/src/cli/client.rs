@@ -83,12 +83,28 @@ pub enum PluginCmd {
         #[arg(long)]
         activate: bool,
     },
-    /// Make a loaded version active.
+    /// Replay realms through a loaded candidate version and report failures (read-only).
+    Shadow {
+        /// Realm type.
+        realm_type: String,
+        /// Candidate version (64 hex characters, see `plugin list --json`).
+        version: String,
+        /// Realms to check (default: all).
+        #[arg(long)]
+        sample: Option<usize>,
+    },
+    /// Make a loaded version active, after a passing shadow replay.
     Swap {
         /// Realm type.
         realm_type: String,
         /// Version (64 hex characters, see `plugin list --json`).
         version: String,
+        /// Realms to shadow-replay first (default: all).
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Promote without shadow replay.
+        #[arg(long)]
+        force: bool,
     },
     /// Return to the previous version.
     Rollback {
@@ -442,6 +458,28 @@ pub fn plugin(conn: &Conn, cmd: PluginCmd) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_shadow(v: &Value) {
+    println!(
+        "shadow replay of {} candidate {}: {} of {} realms checked, {} events, {} ms",
+        v["realm_type"].as_str().unwrap_or("?"),
+        v["candidate"].as_str().map_or("?", |s| &s[..s.len().min(12)]),
+        v["realms_checked"],
+        v["realms_total"],
+        v["events_replayed"],
+        v["millis"]
+    );
+    let failures = v["failures"].as_array().cloned().unwrap_or_default();
+    if failures.is_empty() {
+        println!("passed: every checked realm rebuilt cleanly");
+    }
+    for f in failures.iter().take(20) {
+        println!("  FAIL {} at seq {}: {}", f["realm_id"].as_str().unwrap_or(""), f["seq"], f["reason"].as_str().unwrap_or(""));
+    }
+    if failures.len() > 20 {
+        println!("  … and {} more", failures.len() - 20);
+    }
 }
 
 /// Run a `realm` command.

@@ -18,7 +18,8 @@
 //! | POST | `/v1/admin/shards/{n}/quarantine` · `/release` | shard admin (token) |
 //! | POST | `/v1/admin/evict` | evict (`{"all":true}` for everything) (token) |
 //! | POST | `/v1/admin/plugins?activate=` | upload a component (token) |
-//! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | swap / roll back (token) |
+//! | POST | `/v1/plugins/{type}/shadow` | shadow-replay a candidate version (read-only) |
+//! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | promote (after shadow replay unless `force`) / roll back (token) |
 //! | GET | `/metrics` | Prometheus metrics |
 
 use std::sync::Arc;
@@ -110,6 +111,10 @@ impl From<NodeError> for ApiError {
             NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
             NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
             NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
+            NodeError::ShadowFailed(report) => Self {
+                detail: serde_json::to_value(&*report).ok(),
+                ..Self::new(S::CONFLICT, "shadow_failed", msg)
+            },
         }
     }
 }
@@ -415,6 +420,34 @@ async fn upload_plugin(
 #[serde(deny_unknown_fields)]
 struct SwapBody {
     version: String,
+    /// Skip the shadow replay.
+    #[serde(default)]
+    force: bool,
+    /// Realms to shadow-replay (default: all).
+    #[serde(default)]
+    sample: Option<usize>,
+}
+
+fn parse_version(v: &str) -> Result<PluginVersion, ApiError> {
+    PluginVersion::from_hex(v)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", "version must be 64 hex characters"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowBody {
+    version: String,
+    #[serde(default)]
+    sample: Option<usize>,
+}
+
+async fn shadow(
+    State(node): State<Arc<Node>>,
+    Path(realm_type): Path<String>,
+    body: Result<Json<ShadowBody>, JsonRejection>,
+) -> ApiResult<super::ShadowReport> {
+    let Json(b) = body?;
+    Ok(Json(node.shadow(&realm_type, parse_version(&b.version)?, b.sample).await?))
 }
 
 async fn swap(
@@ -422,7 +455,7 @@ async fn swap(
     headers: HeaderMap,
     Path(realm_type): Path<String>,
     body: Result<Json<SwapBody>, JsonRejection>,
-) -> ApiResult<crate::runtime::PluginInfo> {
+) -> ApiResult<serde_json::Value> {
     check_token(&node, &headers)?;
     let Json(b) = body?;
     let version = PluginVersion::from_hex(&b.version).ok_or_else(|| {
@@ -495,6 +528,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/shards/{n}/quarantine", post(quarantine))
         .route("/v1/admin/shards/{n}/release", post(release))
         .route("/v1/admin/evict", post(evict))
+        .route("/v1/plugins/{realm_type}/shadow", post(shadow))
         .route("/v1/admin/plugins/{realm_type}/swap", post(swap))
         .route("/v1/admin/plugins/{realm_type}/rollback", post(rollback))
         .route("/metrics", get(metrics_route))

@@ -111,6 +111,9 @@ pub enum NodeError {
     /// Loading the realm failed.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// Shadow replay found realms the candidate cannot rebuild; not promoted.
+    #[error("candidate {} refused: {} of {} realms failed shadow replay", .0.candidate, .0.failures.len(), .0.realms_checked)]
+    ShadowFailed(Box<ShadowReport>),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -184,6 +187,43 @@ pub struct VerifyReport {
     pub matches: bool,
     /// Replay time in microseconds.
     pub micros: u64,
+}
+
+/// One realm that a candidate plugin version could not rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowFailure {
+    /// The realm.
+    pub realm_id: String,
+    /// The event the candidate refused (0 when the failure is not one event).
+    pub seq: u64,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Result of [`Node::shadow`]: a candidate version replayed against real realms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    /// Realm type.
+    pub realm_type: String,
+    /// The candidate version.
+    pub candidate: PluginVersion,
+    /// Realms of the type in the inventory.
+    pub realms_total: u64,
+    /// Realms replayed through the candidate.
+    pub realms_checked: u64,
+    /// Events replayed.
+    pub events_replayed: u64,
+    /// Every realm that failed.
+    pub failures: Vec<ShadowFailure>,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+}
+
+impl ShadowReport {
+    /// True when every checked realm rebuilt cleanly.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
 }
 
 /// Node counters.
@@ -772,6 +812,111 @@ impl Node {
             .storage
             .list_realms(realm_type, after, limit.clamp(1, 10_000))
             .await?)
+    }
+
+    /// Shadow replay: rebuild a sample of the realm type's realms (all of them
+    /// with `sample = None`) from their full logs through the candidate
+    /// version, and read their snapshots back with it. Nothing is written;
+    /// live traffic keeps using the active version.
+    #[tracing::instrument(name = "node.shadow", skip(self), fields(%version))]
+    pub async fn shadow(
+        &self,
+        realm_type: &str,
+        version: PluginVersion,
+        sample: Option<usize>,
+    ) -> Result<ShadowReport, NodeError> {
+        let t = Instant::now();
+        let candidate = self.registry.get_version(realm_type, version)?;
+        // The inventory, not the log: ids only.
+        let mut ids = Vec::new();
+        let mut after: Option<RealmId> = None;
+        loop {
+            let page = self.storage.list_realms(realm_type, after.as_ref(), 10_000).await?;
+            let done = page.len() < 10_000;
+            after = page.last().cloned();
+            ids.extend(page);
+            if done {
+                break;
+            }
+        }
+        let total = ids.len();
+        let chosen: Vec<RealmId> = match sample {
+            Some(n) if n < total => (0..n).map(|i| ids[i * total / n.max(1)].clone()).collect(),
+            _ => ids,
+        };
+        let mut report = ShadowReport {
+            realm_type: realm_type.to_owned(),
+            candidate: version,
+            realms_total: total as u64,
+            realms_checked: 0,
+            events_replayed: 0,
+            failures: Vec::new(),
+            millis: 0,
+        };
+        for id in chosen {
+            report.realms_checked += 1;
+            let fail = |seq: u64, reason: String| ShadowFailure { realm_id: id.to_string(), seq, reason };
+            let Some(load) = self.storage.load_realm(&id).await? else { continue };
+            let events = if load.snapshot.is_some() { self.storage.events_since(&id, 0).await? } else { load.tail };
+            report.events_replayed += events.len() as u64;
+            let init = match candidate.init(id.as_str()) {
+                Ok(m) => m.value,
+                Err(e) => {
+                    report.failures.push(fail(0, format!("init failed: {e}")));
+                    continue;
+                }
+            };
+            match candidate.replay(init, &events, self.config.replay_batch) {
+                Ok(m) => {
+                    if let Err((seq, e)) = m.value {
+                        let reason = match e {
+                            ApplyOutcome::Rejected(r) => format!("rejected: {r}"),
+                            ApplyOutcome::Invalid(m) => format!("invalid: {m}"),
+                            ApplyOutcome::Applied(_) => "unexpected".to_owned(),
+                        };
+                        report.failures.push(fail(seq, reason));
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    report.failures.push(fail(0, format!("fault: {e}")));
+                    continue;
+                }
+            }
+            if let Some(snap) = &load.snapshot {
+                match candidate.restore(&snap.state) {
+                    Ok(m) if m.value.is_ok() => {}
+                    Ok(m) => report.failures.push(fail(snap.seq, format!("snapshot unreadable: {}", m.value.err().unwrap_or_default()))),
+                    Err(e) => report.failures.push(fail(snap.seq, format!("restore fault: {e}"))),
+                }
+            }
+        }
+        report.millis = t.elapsed().as_millis() as u64;
+        tracing::info!(realm_type, checked = report.realms_checked, failures = report.failures.len(), millis = report.millis, "shadow replay done");
+        Ok(report)
+    }
+
+    /// Make `version` the active version of its realm type. Unless `force`
+    /// is set, a shadow replay over `sample` realms must pass first; on
+    /// failure nothing changes and the report explains why.
+    pub async fn promote(
+        &self,
+        realm_type: &str,
+        version: PluginVersion,
+        sample: Option<usize>,
+        force: bool,
+    ) -> Result<(crate::runtime::PluginInfo, Option<ShadowReport>), NodeError> {
+        let report = if force { None } else { Some(self.shadow(realm_type, version, sample).await?) };
+        if let Some(r) = report.as_ref().filter(|r| !r.passed()) {
+            return Err(NodeError::ShadowFailed(Box::new(r.clone())));
+        }
+        let info = self.registry.swap(realm_type, version)?;
+        Ok((info, report))
+    }
+
+    /// Roll the realm type back to its previous version.
+    pub fn rollback(&self, realm_type: &str) -> Result<crate::runtime::PluginInfo, NodeError> {
+        Ok(self.registry.rollback(realm_type)?)
     }
 
     /// Statistics of the node, the store and the monitor.

@@ -23,4 +23,8 @@ pub mod fixtures {
     pub const FORBIDDEN: &[u8] = super::FORBIDDEN;
     /// Path of [`FORBIDDEN`].
     pub const FORBIDDEN_PATH: &str = super::FORBIDDEN_PATH;
+    /// A broken candidate `ledger` that rejects deposits above 50.
+    pub const LEDGER_STRICT: &[u8] = super::LEDGER_STRICT;
+    /// Path of [`LEDGER_STRICT`].
+    pub const LEDGER_STRICT_PATH: &str = super::LEDGER_STRICT_PATH;
 }

@@ -1,0 +1,209 @@
+//! End to end: the real `realmhost` binary, driven over HTTP and through the
+//! operator CLI, including every kind of bad input.
+
+mod common;
+
+use common::{NodeProc, TOKEN};
+use serde_json::{Value, json};
+
+fn append(node: &NodeProc, realm: &str, ty: &str, payload: Value) -> (u16, Value) {
+    node.post(
+        "/v1/events",
+        &json!({ "realm_id": realm, "realm_type": ty, "kind": "t", "payload": payload, "source": "tester" }),
+        None,
+    )
+}
+
+#[test]
+fn http_api_and_cli_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+
+    // Appends through the API.
+    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"open": {"account": "alice"}}));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["seq"], 1);
+    assert_eq!(append(&node, "bank/eu-1", "ledger", json!({"open": {"account": "bob"}})).0, 200);
+    assert_eq!(append(&node, "bank/eu-1", "ledger", json!({"deposit": {"account": "alice", "amount": 100}})).0, 200);
+    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"transfer": {"from": "alice", "to": "bob", "amount": 30}}));
+    assert_eq!((s, r["seq"].as_u64()), (200, Some(4)), "{r}");
+
+    // A domain rejection: 422 with the plugin's code; nothing stored.
+    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"withdraw": {"account": "bob", "amount": 31}}));
+    assert_eq!(s, 422, "{r}");
+    assert_eq!(r["error"]["code"], "rejected");
+    assert_eq!(r["error"]["detail"]["rejection"], "overdraft");
+
+    // Read, query, verify, list.
+    let (s, v) = node.get("/v1/realm?id=bank%2Feu-1");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["seq"], 4);
+    assert_eq!(v["realm_type"], "ledger");
+    let (s, q) = node.post("/v1/query", &json!({"realm_id": "bank/eu-1", "request": {"balance": "bob"}}), None);
+    assert_eq!((s, &q["response"]["balance"]), (200, &json!(30)), "{q}");
+    let (s, ver) = node.get("/v1/verify?id=bank%2Feu-1");
+    assert_eq!((s, &ver["matches"]), (200, &json!(true)), "{ver}");
+    for i in 0..5 {
+        assert_eq!(append(&node, &format!("c-{i}"), "counter", json!({"add": i})).0, 200);
+    }
+    let (s, l) = node.get("/v1/realms?type=counter&limit=3");
+    assert_eq!(s, 200);
+    assert_eq!(l["realms"].as_array().unwrap().len(), 3);
+    let next = l["next"].as_str().unwrap().to_owned();
+    let (_, l2) = node.get(&format!("/v1/realms?type=counter&limit=3&after={next}"));
+    assert_eq!(l2["realms"].as_array().unwrap().len(), 2);
+    assert!(l2["next"].is_null());
+
+    // Metrics.
+    let body = ureq::get(&format!("{}/metrics", node.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(body.contains("realmhost_shard_loaded_realms"), "{body}");
+    assert!(body.contains("realmhost_append_seconds"), "{body}");
+
+    // The operator CLI.
+    let (ok, out, err) = node.cli(&["shard", "status"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Shards: 64\nTotal Loaded Realms: "), "{out}");
+    assert!(out.contains("Cache Hit Rate: ") && out.contains("Cross-Shard Success Rate: 100.0%"), "{out}");
+    assert!(out.contains("Quarantined Shards: 0"), "{out}");
+    let (ok, out, _) = node.cli(&["shard", "list"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 65, "header + 64 rows");
+    let (ok, out, _) = node.cli(&["shard", "analyze", "3"]);
+    assert!(ok && out.contains("Recommendation:"), "{out}");
+    let (ok, out, _) = node.cli(&["shard", "analyze", "999"]);
+    assert!(!ok, "{out}");
+    let (ok, out, err) = node.cli(&["realm", "append", "bank/eu-1", "--type", "ledger", "--event", r#"{"deposit":{"account":"bob","amount":5}}"#]);
+    assert!(ok, "{err}");
+    assert!(out.contains("seq 5"), "{out}");
+    let (ok, out, _) = node.cli(&["realm", "query", "bank/eu-1", r#"{"balance":"bob"}"#]);
+    assert!(ok && out.contains("35"), "{out}");
+    let (ok, out, _) = node.cli(&["realm", "verify", "bank/eu-1"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    let (ok, out, _) = node.cli(&["realm", "get", "bank/eu-1", "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["seq"], 5);
+    let (ok, out, _) = node.cli(&["plugin", "list"]);
+    assert!(ok && out.contains("ledger") && out.contains("active"), "{out}");
+    let (ok, out, _) = node.cli(&["realm", "list", "--type", "counter", "--limit", "2"]);
+    assert!(ok && out.contains("c-0") && out.contains("more"), "{out}");
+
+    // Quarantine by hand: crossings from that shard are refused before any plugin runs.
+    let src = "visitor-realm";
+    let (_, v) = append(&node, src, "counter", json!({"add": 1}));
+    let src_shard = v["shard"].as_u64().unwrap();
+    let target = (0..100)
+        .map(|i| format!("club-{i}"))
+        .find(|t| {
+            let (_, r) = append(&node, t, "membership", json!({"join": {"member": "x"}}));
+            r["shard"].as_u64() != Some(src_shard)
+        })
+        .unwrap();
+    let (ok, out, err) = node.cli(&["shard", "quarantine", &src_shard.to_string()]);
+    assert!(ok && out.contains("quarantined"), "{out}{err}");
+    let crossing = json!({ "realm_id": target, "realm_type": "membership", "kind": "t",
+        "payload": {"arrive": {"member": "v"}}, "source": "s", "source_realm": src });
+    let (s, r) = node.post("/v1/events", &crossing, None);
+    assert_eq!((s, r["error"]["code"].as_str()), (403, Some("quarantined")), "{r}");
+    let (ok, _, _) = node.cli(&["shard", "release", &src_shard.to_string()]);
+    assert!(ok);
+    let (s, r) = node.post("/v1/events", &crossing, None);
+    assert_eq!(s, 200, "{r}");
+
+    // Graceful shutdown keeps everything; a restart serves the same state.
+    assert!(node.stop().success());
+    let node = NodeProc::start(dir.path(), &[]);
+    let (s, v) = node.get("/v1/realm?id=bank%2Feu-1");
+    assert_eq!((s, v["seq"].as_u64()), (200, Some(5)), "{v}");
+    let (_, ver) = node.get("/v1/verify?id=bank%2Feu-1");
+    assert_eq!(ver["matches"], true);
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    let code = |r: &Value| r["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    // Malformed JSON.
+    let (s, r) = node.post_raw("/v1/events", b"{not json", "application/json");
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(code(&r), "invalid_json");
+    // Wrong shape.
+    let (s, r) = node.post("/v1/events", &json!({"realm_id": 5}), None);
+    assert!(s == 400 || s == 422, "{s} {r}");
+    // Oversized body.
+    let big = format!(r#"{{"realm_id":"a","realm_type":"counter","source":"s","payload":"{}"}}"#, "x".repeat(300_000));
+    let (s, r) = node.post_raw("/v1/events", big.as_bytes(), "application/json");
+    assert_eq!(s, 413, "{r}");
+    // Unknown realm type.
+    let (s, r) = append(&node, "a", "no-such-type", json!({}));
+    assert_eq!((s, code(&r)), (400, "unknown_realm_type".into()), "{r}");
+    // Bad ids.
+    let (s, r) = append(&node, "", "counter", json!({"add": 1}));
+    assert_eq!((s, code(&r)), (400, "invalid_realm_id".into()), "{r}");
+    let (s, r) = append(&node, "a\u{7}b", "counter", json!({"add": 1}));
+    assert_eq!((s, code(&r)), (400, "invalid_realm_id".into()), "{r}");
+    let (s, r) = append(&node, &"x".repeat(300), "counter", json!({"add": 1}));
+    assert_eq!((s, code(&r)), (400, "invalid_realm_id".into()), "{r}");
+    // An event the plugin cannot read.
+    let (s, r) = append(&node, "a", "counter", json!({"multiply": 3}));
+    assert_eq!((s, code(&r)), (422, "invalid_event".into()), "{r}");
+    // Raw payload bytes that are not a counter event.
+    let raw = json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "ffffff", "source": "s"});
+    let (s, r) = node.post("/v1/events", &raw, None);
+    assert_eq!((s, code(&r)), (422, "invalid_event".into()), "{r}");
+    let (s, r) = node.post("/v1/events", &json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "zz", "source": "s"}), None);
+    assert_eq!((s, code(&r)), (400, "invalid_input".into()), "{r}");
+    // Type mismatch on an existing realm.
+    assert_eq!(append(&node, "a", "counter", json!({"add": 1})).0, 200);
+    let (s, r) = append(&node, "a", "ledger", json!({"open": {"account": "x"}}));
+    assert_eq!((s, code(&r)), (409, "realm_type_mismatch".into()), "{r}");
+    // Unknown realm, unknown route, bad query string.
+    let (s, r) = node.get("/v1/realm?id=never-seen");
+    assert_eq!((s, code(&r)), (404, "realm_not_found".into()), "{r}");
+    let (s, _) = node.get("/v1/nothing-here");
+    assert_eq!(s, 404);
+    let (s, r) = node.get("/v1/realm");
+    assert_eq!((s, code(&r)), (400, "invalid_query".into()), "{r}");
+    // Admin routes: missing token, wrong token, right token.
+    let (s, r) = node.post("/v1/admin/shards/1/quarantine", &json!({}), None);
+    assert_eq!((s, code(&r)), (401, "missing_token".into()), "{r}");
+    let (s, r) = node.post("/v1/admin/shards/1/quarantine", &json!({}), Some("wrong"));
+    assert_eq!((s, code(&r)), (401, "bad_token".into()), "{r}");
+    let (s, r) = node.post("/v1/admin/shards/9999/quarantine", &json!({}), Some(TOKEN));
+    assert_eq!((s, code(&r)), (404, "unknown_shard".into()), "{r}");
+    let (s, r) = node.post("/v1/admin/evict", &json!({"all": true}), Some(TOKEN));
+    assert_eq!(s, 200, "{r}");
+    // A garbage plugin upload is refused with a typed error and changes nothing.
+    let mut req = NodeProc::agent().post(&format!("{}/v1/admin/plugins?activate=true", node.url));
+    req = req.header("Authorization", &format!("Bearer {TOKEN}"));
+    let mut resp = req.send(&b"\0asm\x0d\0\x01\0garbage"[..]).unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.body_mut().read_json().unwrap();
+    assert_eq!(code(&body), "plugin", "{body}");
+    // The node is still fine.
+    let (s, v) = node.get("/v1/realm?id=a");
+    assert_eq!((s, v["seq"].as_u64()), (200, Some(1)), "{v}");
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "snapshot_every = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("snapshot_every"), "{err}");
+    std::fs::write(&cfg, "[sharding]\nnum_shards = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    std::fs::write(&cfg, "this is = not toml [").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
+}
