@@ -205,7 +205,10 @@ fn validate_shard(i: usize, s: &ShardV1) -> Result<(), MonitorError> {
         && let Some(until) = q.until_ms
         && until < q.since_ms
     {
-        return corrupt(format!("quarantine ends ({until}) before it starts ({})", q.since_ms));
+        return corrupt(format!(
+            "quarantine ends ({until}) before it starts ({})",
+            q.since_ms
+        ));
     }
     Ok(())
 }

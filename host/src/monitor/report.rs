@@ -215,7 +215,11 @@ impl ShardMonitor {
             );
             match row.quarantine_lifts_at_ms {
                 Some(at) => {
-                    let _ = write!(t, "; lifts at {at} ms (in {} ms)", at.saturating_sub(self.now_ms()));
+                    let _ = write!(
+                        t,
+                        "; lifts at {at} ms (in {} ms)",
+                        at.saturating_sub(self.now_ms())
+                    );
                 }
                 None => t.push_str("; release by hand"),
             }
@@ -233,8 +237,10 @@ impl ShardMonitor {
         } else {
             (Verdict::Healthy, "healthy".to_owned())
         };
-        if matches!(verdict, Verdict::Quarantined | Verdict::QuarantineRecommended)
-            && !watch.is_empty()
+        if matches!(
+            verdict,
+            Verdict::Quarantined | Verdict::QuarantineRecommended
+        ) && !watch.is_empty()
         {
             let _ = write!(text, "; also {}", watch.join("; "));
         }

@@ -37,13 +37,55 @@ fn config_profiles_match_the_spec() {
 #[test]
 fn config_validation_names_the_bad_field() {
     let cases: Vec<(&str, ShardMonitorConfig)> = vec![
-        ("bias_threshold", ShardMonitorConfig { bias_threshold: f64::NAN, ..Default::default() }),
-        ("entropy_decay", ShardMonitorConfig { entropy_decay: 1.0, ..Default::default() }),
-        ("quarantine_failure_threshold", ShardMonitorConfig { quarantine_failure_threshold: 0, ..Default::default() }),
-        ("max_penalty_multiplier", ShardMonitorConfig { max_penalty_multiplier: 0.5, ..Default::default() }),
-        ("entropy_window", ShardMonitorConfig { entropy_window: 1, ..Default::default() }),
-        ("quarantine_cooldown_ms", ShardMonitorConfig { quarantine_cooldown_ms: Some(0), ..Default::default() }),
-        ("reputation_penalty_per_failure", ShardMonitorConfig { reputation_penalty_per_failure: -0.1, ..Default::default() }),
+        (
+            "bias_threshold",
+            ShardMonitorConfig {
+                bias_threshold: f64::NAN,
+                ..Default::default()
+            },
+        ),
+        (
+            "entropy_decay",
+            ShardMonitorConfig {
+                entropy_decay: 1.0,
+                ..Default::default()
+            },
+        ),
+        (
+            "quarantine_failure_threshold",
+            ShardMonitorConfig {
+                quarantine_failure_threshold: 0,
+                ..Default::default()
+            },
+        ),
+        (
+            "max_penalty_multiplier",
+            ShardMonitorConfig {
+                max_penalty_multiplier: 0.5,
+                ..Default::default()
+            },
+        ),
+        (
+            "entropy_window",
+            ShardMonitorConfig {
+                entropy_window: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "quarantine_cooldown_ms",
+            ShardMonitorConfig {
+                quarantine_cooldown_ms: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "reputation_penalty_per_failure",
+            ShardMonitorConfig {
+                reputation_penalty_per_failure: -0.1,
+                ..Default::default()
+            },
+        ),
     ];
     for (field, c) in cases {
         match c.validate() {
@@ -204,7 +246,10 @@ fn attack_flooded_shard_raises_bias_alarms_diverse_shards_do_not() {
     let flooded = &snap.shards[0];
     let e0 = flooded.entropy.unwrap();
     assert!((e0 - 3f64.ln() / 256f64.ln()).abs() < 0.01, "{e0}");
-    assert!(flooded.bias_alarms > 0 && flooded.alarm_active, "{flooded:?}");
+    assert!(
+        flooded.bias_alarms > 0 && flooded.alarm_active,
+        "{flooded:?}"
+    );
     for s in &snap.shards[1..] {
         assert_eq!(s.bias_alarms, 0, "{s:?}");
         assert!(!s.alarm_active);
@@ -215,7 +260,12 @@ fn attack_flooded_shard_raises_bias_alarms_diverse_shards_do_not() {
 
     let a = m.analyze(0).unwrap();
     assert_eq!(a.verdict, Verdict::Watch);
-    assert!(a.recommendation.starts_with("watch: entropy 0.20 below 0.5 × global"), "{}", a.recommendation);
+    assert!(
+        a.recommendation
+            .starts_with("watch: entropy 0.20 below 0.5 × global"),
+        "{}",
+        a.recommendation
+    );
     let healthy = m.analyze(5).unwrap();
     assert_eq!(healthy.verdict, Verdict::Healthy);
     assert_eq!(healthy.recommendation, "healthy");
@@ -256,7 +306,10 @@ fn attack_failing_crossings_quarantine_the_source_shard_only() {
     assert!(m.is_quarantined(3));
     assert!(matches!(
         m.check_crossing(3),
-        Err(MonitorError::Quarantined { shard: 3, reason: QuarantineReason::Automatic })
+        Err(MonitorError::Quarantined {
+            shard: 3,
+            reason: QuarantineReason::Automatic
+        })
     ));
     assert!(!m.record_crossing(3, false), "already quarantined");
     for s in (0..8).filter(|&s| s != 3) {
@@ -272,7 +325,11 @@ fn attack_failing_crossings_quarantine_the_source_shard_only() {
     assert_eq!(m.quarantined_shards(), vec![3]);
     let a = m.analyze(3).unwrap();
     assert_eq!(a.verdict, Verdict::Quarantined);
-    assert!(a.recommendation.starts_with("quarantined (automatic)"), "{}", a.recommendation);
+    assert!(
+        a.recommendation.starts_with("quarantined (automatic)"),
+        "{}",
+        a.recommendation
+    );
 }
 
 #[test]
@@ -291,7 +348,12 @@ fn strict_quarantines_at_50_relaxed_never() {
     assert!(!relaxed.is_quarantined(0));
     let a = relaxed.analyze(0).unwrap();
     assert_eq!(a.verdict, Verdict::QuarantineRecommended);
-    assert!(a.recommendation.starts_with("quarantine: failures 500 ≥ threshold 100"), "{}", a.recommendation);
+    assert!(
+        a.recommendation
+            .starts_with("quarantine: failures 500 ≥ threshold 100"),
+        "{}",
+        a.recommendation
+    );
 }
 
 #[test]
@@ -302,7 +364,10 @@ fn manual_quarantine_and_release() {
     assert!(m.is_quarantined(2));
     assert!(matches!(
         m.check_crossing(2),
-        Err(MonitorError::Quarantined { shard: 2, reason: QuarantineReason::Manual })
+        Err(MonitorError::Quarantined {
+            shard: 2,
+            reason: QuarantineReason::Manual
+        })
     ));
     clock.advance(365 * 24 * 3_600_000);
     assert!(m.is_quarantined(2), "manual quarantines never expire");
@@ -311,9 +376,21 @@ fn manual_quarantine_and_release() {
     assert!(!m.release(2).unwrap());
     assert!(!m.is_quarantined(2));
     m.check_crossing(2).unwrap();
-    assert!(matches!(m.quarantine(4), Err(MonitorError::UnknownShard { shard: 4, num_shards: 4 })));
-    assert!(matches!(m.release(9), Err(MonitorError::UnknownShard { .. })));
-    assert!(matches!(m.analyze(9), Err(MonitorError::UnknownShard { .. })));
+    assert!(matches!(
+        m.quarantine(4),
+        Err(MonitorError::UnknownShard {
+            shard: 4,
+            num_shards: 4
+        })
+    ));
+    assert!(matches!(
+        m.release(9),
+        Err(MonitorError::UnknownShard { .. })
+    ));
+    assert!(matches!(
+        m.analyze(9),
+        Err(MonitorError::UnknownShard { .. })
+    ));
 }
 
 #[test]
@@ -382,13 +459,19 @@ fn out_of_range_shards_are_neutral_on_the_hot_path() {
     assert!(!m.is_quarantined(7));
     assert_eq!(m.reputation(7), 1.0);
     assert_eq!(m.record_gas(7, 10), 10);
-    assert!(matches!(m.check_crossing(2), Err(MonitorError::UnknownShard { .. })));
+    assert!(matches!(
+        m.check_crossing(2),
+        Err(MonitorError::UnknownShard { .. })
+    ));
     assert_eq!(m.snapshot().total_events, 0);
 }
 
 #[test]
 fn export_import_roundtrip_keeps_the_record() {
-    let config = ShardMonitorConfig { quarantine_failure_threshold: 20, ..Default::default() };
+    let config = ShardMonitorConfig {
+        quarantine_failure_threshold: 20,
+        ..Default::default()
+    };
     let (m, _) = monitor(6, config.clone());
     for i in 0..3_000 {
         m.record_event(0, ["a", "b", "c"][i % 3]);
@@ -418,7 +501,10 @@ fn export_import_roundtrip_keeps_the_record() {
     assert_eq!(fresh.reputation(1), 0.0);
     assert!(matches!(
         fresh.check_crossing(4),
-        Err(MonitorError::Quarantined { reason: QuarantineReason::Manual, .. })
+        Err(MonitorError::Quarantined {
+            reason: QuarantineReason::Manual,
+            ..
+        })
     ));
     assert_eq!(fresh.export_state()[..6], bytes[..6]);
 
@@ -426,20 +512,35 @@ fn export_import_roundtrip_keeps_the_record() {
     let (other, _) = monitor(5, config);
     assert!(matches!(
         other.import_state(&bytes),
-        Err(MonitorError::ShardCountMismatch { expected: 5, found: 6 })
+        Err(MonitorError::ShardCountMismatch {
+            expected: 5,
+            found: 6
+        })
     ));
     assert_eq!(other.snapshot().total_events, 0);
-    assert!(matches!(fresh.import_state(b"nope"), Err(MonitorError::NotMonitorState)));
+    assert!(matches!(
+        fresh.import_state(b"nope"),
+        Err(MonitorError::NotMonitorState)
+    ));
     let mut v2 = bytes.clone();
     v2[4] = 2;
     assert!(matches!(
         fresh.import_state(&v2),
-        Err(MonitorError::UnsupportedVersion { found: 2, supported: 1 })
+        Err(MonitorError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
     ));
     let mut trailing = bytes.clone();
     trailing.push(0);
-    assert!(matches!(fresh.import_state(&trailing), Err(MonitorError::Corrupt(_))));
-    assert!(matches!(fresh.import_state(&bytes[..bytes.len() - 1]), Err(MonitorError::Decode(_))));
+    assert!(matches!(
+        fresh.import_state(&trailing),
+        Err(MonitorError::Corrupt(_))
+    ));
+    assert!(matches!(
+        fresh.import_state(&bytes[..bytes.len() - 1]),
+        Err(MonitorError::Decode(_))
+    ));
     assert_eq!(fresh.snapshot().shards, before.shards);
 }
 
@@ -449,10 +550,15 @@ fn import_rejects_impossible_values() {
     let mut state = persist_test_state();
     state.shards[0].reputation = 1.5;
     let bytes = persist::encode_for_test(&state);
-    assert!(matches!(m.import_state(&bytes), Err(MonitorError::Corrupt(msg)) if msg.contains("reputation")));
+    assert!(
+        matches!(m.import_state(&bytes), Err(MonitorError::Corrupt(msg)) if msg.contains("reputation"))
+    );
     let mut state = persist_test_state();
     state.shards[0].entropy = Some(f64::INFINITY);
-    assert!(matches!(m.import_state(&persist::encode_for_test(&state)), Err(MonitorError::Corrupt(_))));
+    assert!(matches!(
+        m.import_state(&persist::encode_for_test(&state)),
+        Err(MonitorError::Corrupt(_))
+    ));
 }
 
 fn persist_test_state() -> persist::StateV1 {
