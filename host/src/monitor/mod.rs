@@ -461,7 +461,7 @@ impl ShardMonitor {
     fn evaluate_bias(&self, shard: usize, cell: &ShardCell, entropy: f64, activity: u64) {
         let closes = self.window_closes.fetch_add(1, Ordering::Relaxed);
         let cached = f64::from_bits(self.global_entropy.load(Ordering::Relaxed));
-        let global = if cached.is_nan() || closes % self.global_every == 0 {
+        let global = if cached.is_nan() || closes.is_multiple_of(self.global_every) {
             self.recompute_global_entropy()
         } else {
             Some(cached)
@@ -505,11 +505,11 @@ impl ShardMonitor {
         let global = if values.is_empty() {
             None
         } else {
-            let n = values.len();
-            let mid = n / 2;
+            let mid = values.len() / 2;
+            let even = values.len().is_multiple_of(2);
             let (low, upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
             let upper = *upper;
-            Some(if low.len() == mid && n % 2 == 0 {
+            Some(if even {
                 // Even count: average the two middle values.
                 let lower = low.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 (lower + upper) / 2.0
