@@ -26,7 +26,11 @@ const REALMS_PER_WRITER: usize = 4;
 
 #[test]
 fn acknowledged_events_survive_sigkill() {
-    let rounds = if std::env::var("REALMHOST_SOAK").is_ok_and(|v| v == "1") { 200 } else { 20 };
+    let rounds = if std::env::var("REALMHOST_SOAK").is_ok_and(|v| v == "1") {
+        200
+    } else {
+        20
+    };
     let dir = tempfile::tempdir().unwrap();
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let mut rng = rand::rng();
@@ -49,13 +53,16 @@ fn acknowledged_events_survive_sigkill() {
                     n += 1;
                     let body = json!({"realm_id": realm, "realm_type": "counter", "kind": "inc",
                                       "payload": {"add": 1}, "source": format!("writer-{w}")});
-                    let Ok(mut resp) = agent.post(&format!("{url}/v1/events")).send_json(&body) else {
+                    let Ok(mut resp) = agent.post(&format!("{url}/v1/events")).send_json(&body)
+                    else {
                         break; // the node is gone
                     };
                     if resp.status().as_u16() != 200 {
                         continue;
                     }
-                    let Ok(v) = resp.body_mut().read_json::<serde_json::Value>() else { break };
+                    let Ok(v) = resp.body_mut().read_json::<serde_json::Value>() else {
+                        break;
+                    };
                     if let Some(seq) = v["seq"].as_u64() {
                         let mut a = acked.lock().unwrap();
                         let e = a.entry(realm).or_default();
@@ -76,7 +83,10 @@ fn acknowledged_events_survive_sigkill() {
     }
     let node = NodeProc::start(dir.path(), &[]);
     check(&node, &acked.lock().unwrap(), rounds);
-    assert!(total_acks > rounds * 10, "too few acknowledged appends ({total_acks}) to mean anything");
+    assert!(
+        total_acks > rounds * 10,
+        "too few acknowledged appends ({total_acks}) to mean anything"
+    );
     eprintln!("{rounds} kills, {total_acks} acknowledged appends, all present exactly once");
 }
 
@@ -85,10 +95,20 @@ fn check(node: &NodeProc, acked: &HashMap<String, u64>, round: usize) {
         let (s, v) = node.get(&format!("/v1/realm?id={realm}"));
         assert_eq!(s, 200, "round {round}: {realm} lost: {v}");
         let durable = v["seq"].as_u64().unwrap();
-        assert!(durable >= seq, "round {round}: {realm} acknowledged seq {seq} but only {durable} survived");
+        assert!(
+            durable >= seq,
+            "round {round}: {realm} acknowledged seq {seq} but only {durable} survived"
+        );
         let (_, q) = node.post("/v1/query", &json!({"realm_id": realm}), None);
-        assert_eq!(q["response"]["value"].as_u64(), Some(durable), "round {round}: {realm}: an event applied twice or lost: {q}");
+        assert_eq!(
+            q["response"]["value"].as_u64(),
+            Some(durable),
+            "round {round}: {realm}: an event applied twice or lost: {q}"
+        );
         let (_, ver) = node.get(&format!("/v1/verify?id={realm}"));
-        assert_eq!(ver["matches"], true, "round {round}: {realm}: live state differs from replay: {ver}");
+        assert_eq!(
+            ver["matches"], true,
+            "round {round}: {realm}: live state differs from replay: {ver}"
+        );
     }
 }

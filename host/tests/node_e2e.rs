@@ -20,16 +20,49 @@ fn http_api_and_cli_end_to_end() {
     let node = NodeProc::start(dir.path(), &[]);
 
     // Appends through the API.
-    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"open": {"account": "alice"}}));
+    let (s, r) = append(
+        &node,
+        "bank/eu-1",
+        "ledger",
+        json!({"open": {"account": "alice"}}),
+    );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["seq"], 1);
-    assert_eq!(append(&node, "bank/eu-1", "ledger", json!({"open": {"account": "bob"}})).0, 200);
-    assert_eq!(append(&node, "bank/eu-1", "ledger", json!({"deposit": {"account": "alice", "amount": 100}})).0, 200);
-    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"transfer": {"from": "alice", "to": "bob", "amount": 30}}));
+    assert_eq!(
+        append(
+            &node,
+            "bank/eu-1",
+            "ledger",
+            json!({"open": {"account": "bob"}})
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        append(
+            &node,
+            "bank/eu-1",
+            "ledger",
+            json!({"deposit": {"account": "alice", "amount": 100}})
+        )
+        .0,
+        200
+    );
+    let (s, r) = append(
+        &node,
+        "bank/eu-1",
+        "ledger",
+        json!({"transfer": {"from": "alice", "to": "bob", "amount": 30}}),
+    );
     assert_eq!((s, r["seq"].as_u64()), (200, Some(4)), "{r}");
 
     // A domain rejection: 422 with the plugin's code; nothing stored.
-    let (s, r) = append(&node, "bank/eu-1", "ledger", json!({"withdraw": {"account": "bob", "amount": 31}}));
+    let (s, r) = append(
+        &node,
+        "bank/eu-1",
+        "ledger",
+        json!({"withdraw": {"account": "bob", "amount": 31}}),
+    );
     assert_eq!(s, 422, "{r}");
     assert_eq!(r["error"]["code"], "rejected");
     assert_eq!(r["error"]["detail"]["rejection"], "overdraft");
@@ -39,12 +72,19 @@ fn http_api_and_cli_end_to_end() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["seq"], 4);
     assert_eq!(v["realm_type"], "ledger");
-    let (s, q) = node.post("/v1/query", &json!({"realm_id": "bank/eu-1", "request": {"balance": "bob"}}), None);
+    let (s, q) = node.post(
+        "/v1/query",
+        &json!({"realm_id": "bank/eu-1", "request": {"balance": "bob"}}),
+        None,
+    );
     assert_eq!((s, &q["response"]["balance"]), (200, &json!(30)), "{q}");
     let (s, ver) = node.get("/v1/verify?id=bank%2Feu-1");
     assert_eq!((s, &ver["matches"]), (200, &json!(true)), "{ver}");
     for i in 0..5 {
-        assert_eq!(append(&node, &format!("c-{i}"), "counter", json!({"add": i})).0, 200);
+        assert_eq!(
+            append(&node, &format!("c-{i}"), "counter", json!({"add": i})).0,
+            200
+        );
     }
     let (s, l) = node.get("/v1/realms?type=counter&limit=3");
     assert_eq!(s, 200);
@@ -55,15 +95,26 @@ fn http_api_and_cli_end_to_end() {
     assert!(l2["next"].is_null());
 
     // Metrics.
-    let body = ureq::get(&format!("{}/metrics", node.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    let body = ureq::get(&format!("{}/metrics", node.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(body.contains("realmhost_shard_loaded_realms"), "{body}");
     assert!(body.contains("realmhost_append_seconds"), "{body}");
 
     // The operator CLI.
     let (ok, out, err) = node.cli(&["shard", "status"]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("Shards: 64\nTotal Loaded Realms: "), "{out}");
-    assert!(out.contains("Cache Hit Rate: ") && out.contains("Cross-Shard Success Rate: 100.0%"), "{out}");
+    assert!(
+        out.starts_with("Shards: 64\nTotal Loaded Realms: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Cache Hit Rate: ") && out.contains("Cross-Shard Success Rate: 100.0%"),
+        "{out}"
+    );
     assert!(out.contains("Quarantined Shards: 0"), "{out}");
     let (ok, out, _) = node.cli(&["shard", "list"]);
     assert!(ok);
@@ -72,7 +123,15 @@ fn http_api_and_cli_end_to_end() {
     assert!(ok && out.contains("Recommendation:"), "{out}");
     let (ok, out, _) = node.cli(&["shard", "analyze", "999"]);
     assert!(!ok, "{out}");
-    let (ok, out, err) = node.cli(&["realm", "append", "bank/eu-1", "--type", "ledger", "--event", r#"{"deposit":{"account":"bob","amount":5}}"#]);
+    let (ok, out, err) = node.cli(&[
+        "realm",
+        "append",
+        "bank/eu-1",
+        "--type",
+        "ledger",
+        "--event",
+        r#"{"deposit":{"account":"bob","amount":5}}"#,
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("seq 5"), "{out}");
     let (ok, out, _) = node.cli(&["realm", "query", "bank/eu-1", r#"{"balance":"bob"}"#]);
@@ -83,7 +142,10 @@ fn http_api_and_cli_end_to_end() {
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["seq"], 5);
     let (ok, out, _) = node.cli(&["plugin", "list"]);
-    assert!(ok && out.contains("ledger") && out.contains("active"), "{out}");
+    assert!(
+        ok && out.contains("ledger") && out.contains("active"),
+        "{out}"
+    );
     let (ok, out, _) = node.cli(&["realm", "list", "--type", "counter", "--limit", "2"]);
     assert!(ok && out.contains("c-0") && out.contains("more"), "{out}");
 
@@ -103,7 +165,11 @@ fn http_api_and_cli_end_to_end() {
     let crossing = json!({ "realm_id": target, "realm_type": "membership", "kind": "t",
         "payload": {"arrive": {"member": "v"}}, "source": "s", "source_realm": src });
     let (s, r) = node.post("/v1/events", &crossing, None);
-    assert_eq!((s, r["error"]["code"].as_str()), (403, Some("quarantined")), "{r}");
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (403, Some("quarantined")),
+        "{r}"
+    );
     let (ok, _, _) = node.cli(&["shard", "release", &src_shard.to_string()]);
     assert!(ok);
     let (s, r) = node.post("/v1/events", &crossing, None);
@@ -132,7 +198,10 @@ fn bad_input_gets_typed_errors() {
     let (s, r) = node.post("/v1/events", &json!({"realm_id": 5}), None);
     assert!(s == 400 || s == 422, "{s} {r}");
     // Oversized body.
-    let big = format!(r#"{{"realm_id":"a","realm_type":"counter","source":"s","payload":"{}"}}"#, "x".repeat(300_000));
+    let big = format!(
+        r#"{{"realm_id":"a","realm_type":"counter","source":"s","payload":"{}"}}"#,
+        "x".repeat(300_000)
+    );
     let (s, r) = node.post_raw("/v1/events", big.as_bytes(), "application/json");
     assert_eq!(s, 413, "{r}");
     // Unknown realm type.
@@ -149,10 +218,15 @@ fn bad_input_gets_typed_errors() {
     let (s, r) = append(&node, "a", "counter", json!({"multiply": 3}));
     assert_eq!((s, code(&r)), (422, "invalid_event".into()), "{r}");
     // Raw payload bytes that are not a counter event.
-    let raw = json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "ffffff", "source": "s"});
+    let raw =
+        json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "ffffff", "source": "s"});
     let (s, r) = node.post("/v1/events", &raw, None);
     assert_eq!((s, code(&r)), (422, "invalid_event".into()), "{r}");
-    let (s, r) = node.post("/v1/events", &json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "zz", "source": "s"}), None);
+    let (s, r) = node.post(
+        "/v1/events",
+        &json!({"realm_id": "a", "realm_type": "counter", "payload_hex": "zz", "source": "s"}),
+        None,
+    );
     assert_eq!((s, code(&r)), (400, "invalid_input".into()), "{r}");
     // Type mismatch on an existing realm.
     assert_eq!(append(&node, "a", "counter", json!({"add": 1})).0, 200);
@@ -200,10 +274,18 @@ fn bad_config_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("snapshot_every"), "{err}");
     std::fs::write(&cfg, "[sharding]\nnum_shards = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     std::fs::write(&cfg, "this is = not toml [").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
 }

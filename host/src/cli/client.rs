@@ -402,12 +402,32 @@ pub fn plugin(conn: &Conn, cmd: PluginCmd) -> Result<()> {
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             c.post_bytes(&format!("/v1/admin/plugins?activate={activate}"), &bytes)?
         }
+        PluginCmd::Shadow {
+            realm_type,
+            version,
+            sample,
+        } => {
+            let v = c.post(
+                &format!("/v1/plugins/{}/shadow", enc(&realm_type)),
+                &json!({ "version": version, "sample": sample }),
+            )?;
+            if !conn.json {
+                print_shadow(&v);
+                if !v["failures"].as_array().is_none_or(Vec::is_empty) {
+                    bail!("the candidate failed shadow replay");
+                }
+                return Ok(());
+            }
+            v
+        }
         PluginCmd::Swap {
             realm_type,
             version,
+            sample,
+            force,
         } => c.post(
             &format!("/v1/admin/plugins/{}/swap", enc(&realm_type)),
-            &json!({ "version": version }),
+            &json!({ "version": version, "sample": sample, "force": force }),
         )?,
         PluginCmd::Rollback { realm_type } => c.post(
             &format!("/v1/admin/plugins/{}/rollback", enc(&realm_type)),
@@ -440,6 +460,9 @@ pub fn plugin(conn: &Conn, cmd: PluginCmd) -> Result<()> {
             );
         }
     } else {
+        if v["shadow"].is_object() {
+            print_shadow(&v["shadow"]);
+        }
         let info = if v["info"].is_object() {
             &v["info"]
         } else {
@@ -464,7 +487,9 @@ fn print_shadow(v: &Value) {
     println!(
         "shadow replay of {} candidate {}: {} of {} realms checked, {} events, {} ms",
         v["realm_type"].as_str().unwrap_or("?"),
-        v["candidate"].as_str().map_or("?", |s| &s[..s.len().min(12)]),
+        v["candidate"]
+            .as_str()
+            .map_or("?", |s| &s[..s.len().min(12)]),
         v["realms_checked"],
         v["realms_total"],
         v["events_replayed"],
@@ -475,7 +500,12 @@ fn print_shadow(v: &Value) {
         println!("passed: every checked realm rebuilt cleanly");
     }
     for f in failures.iter().take(20) {
-        println!("  FAIL {} at seq {}: {}", f["realm_id"].as_str().unwrap_or(""), f["seq"], f["reason"].as_str().unwrap_or(""));
+        println!(
+            "  FAIL {} at seq {}: {}",
+            f["realm_id"].as_str().unwrap_or(""),
+            f["seq"],
+            f["reason"].as_str().unwrap_or("")
+        );
     }
     if failures.len() > 20 {
         println!("  … and {} more", failures.len() - 20);

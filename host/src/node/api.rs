@@ -429,8 +429,13 @@ struct SwapBody {
 }
 
 fn parse_version(v: &str) -> Result<PluginVersion, ApiError> {
-    PluginVersion::from_hex(v)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", "version must be 64 hex characters"))
+    PluginVersion::from_hex(v).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "version must be 64 hex characters",
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,7 +452,10 @@ async fn shadow(
     body: Result<Json<ShadowBody>, JsonRejection>,
 ) -> ApiResult<super::ShadowReport> {
     let Json(b) = body?;
-    Ok(Json(node.shadow(&realm_type, parse_version(&b.version)?, b.sample).await?))
+    Ok(Json(
+        node.shadow(&realm_type, parse_version(&b.version)?, b.sample)
+            .await?,
+    ))
 }
 
 async fn swap(
@@ -458,18 +466,10 @@ async fn swap(
 ) -> ApiResult<serde_json::Value> {
     check_token(&node, &headers)?;
     let Json(b) = body?;
-    let version = PluginVersion::from_hex(&b.version).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            "version must be 64 hex characters",
-        )
-    })?;
-    Ok(Json(
-        node.plugins()
-            .swap(&realm_type, version)
-            .map_err(NodeError::from)?,
-    ))
+    let (info, report) = node
+        .promote(&realm_type, parse_version(&b.version)?, b.sample, b.force)
+        .await?;
+    Ok(Json(json!({ "info": info, "shadow": report })))
 }
 
 async fn rollback(

@@ -831,7 +831,10 @@ impl Node {
         let mut ids = Vec::new();
         let mut after: Option<RealmId> = None;
         loop {
-            let page = self.storage.list_realms(realm_type, after.as_ref(), 10_000).await?;
+            let page = self
+                .storage
+                .list_realms(realm_type, after.as_ref(), 10_000)
+                .await?;
             let done = page.len() < 10_000;
             after = page.last().cloned();
             ids.extend(page);
@@ -855,9 +858,19 @@ impl Node {
         };
         for id in chosen {
             report.realms_checked += 1;
-            let fail = |seq: u64, reason: String| ShadowFailure { realm_id: id.to_string(), seq, reason };
-            let Some(load) = self.storage.load_realm(&id).await? else { continue };
-            let events = if load.snapshot.is_some() { self.storage.events_since(&id, 0).await? } else { load.tail };
+            let fail = |seq: u64, reason: String| ShadowFailure {
+                realm_id: id.to_string(),
+                seq,
+                reason,
+            };
+            let Some(load) = self.storage.load_realm(&id).await? else {
+                continue;
+            };
+            let events = if load.snapshot.is_some() {
+                self.storage.events_since(&id, 0).await?
+            } else {
+                load.tail
+            };
             report.events_replayed += events.len() as u64;
             let init = match candidate.init(id.as_str()) {
                 Ok(m) => m.value,
@@ -886,13 +899,24 @@ impl Node {
             if let Some(snap) = &load.snapshot {
                 match candidate.restore(&snap.state) {
                     Ok(m) if m.value.is_ok() => {}
-                    Ok(m) => report.failures.push(fail(snap.seq, format!("snapshot unreadable: {}", m.value.err().unwrap_or_default()))),
-                    Err(e) => report.failures.push(fail(snap.seq, format!("restore fault: {e}"))),
+                    Ok(m) => report.failures.push(fail(
+                        snap.seq,
+                        format!("snapshot unreadable: {}", m.value.err().unwrap_or_default()),
+                    )),
+                    Err(e) => report
+                        .failures
+                        .push(fail(snap.seq, format!("restore fault: {e}"))),
                 }
             }
         }
         report.millis = t.elapsed().as_millis() as u64;
-        tracing::info!(realm_type, checked = report.realms_checked, failures = report.failures.len(), millis = report.millis, "shadow replay done");
+        tracing::info!(
+            realm_type,
+            checked = report.realms_checked,
+            failures = report.failures.len(),
+            millis = report.millis,
+            "shadow replay done"
+        );
         Ok(report)
     }
 
@@ -906,7 +930,11 @@ impl Node {
         sample: Option<usize>,
         force: bool,
     ) -> Result<(crate::runtime::PluginInfo, Option<ShadowReport>), NodeError> {
-        let report = if force { None } else { Some(self.shadow(realm_type, version, sample).await?) };
+        let report = if force {
+            None
+        } else {
+            Some(self.shadow(realm_type, version, sample).await?)
+        };
         if let Some(r) = report.as_ref().filter(|r| !r.passed()) {
             return Err(NodeError::ShadowFailed(Box::new(r.clone())));
         }

@@ -21,7 +21,14 @@ impl NodeProc {
     /// Start `realmhost serve` on `data_dir`, on a free port, and wait until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_realmhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                TOKEN,
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(["--plugins-dir"])
             .arg(data_dir.join("no-plugins"))
@@ -59,7 +66,10 @@ impl NodeProc {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let mut r = Self::agent().get(&format!("{}{path}", self.url)).call().expect("GET");
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.body_mut().read_json().unwrap_or(Value::Null))
     }
