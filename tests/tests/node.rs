@@ -128,6 +128,7 @@ async fn monitor_record_survives_restart() {
     );
     assert!(node.release(7).await.unwrap());
     node.shutdown().await.unwrap();
+    drop(node);
     let node = Node::open(config(dir.path())).await.unwrap();
     assert!(!node.monitor().is_quarantined(7));
 }

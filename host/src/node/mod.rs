@@ -1023,8 +1023,12 @@ impl Node {
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        if let Some(t) = self.snapshot_task.lock().take() {
+        let task = self.snapshot_task.lock().take();
+        if let Some(t) = task {
             t.abort();
+            // Wait for the task to drop its handle on the storage, so the
+            // database closes when the node does.
+            let _ = t.await;
         }
         self.persist_monitor().await?;
         Ok(())
