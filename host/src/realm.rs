@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(pinned, PINNED);
     }
 
-    const PINNED: &[(usize, usize)] = &[(0, 0), (0, 0), (0, 0), (0, 0)];
+    const PINNED: &[(usize, usize)] = &[(22, 22), (16, 16), (59, 59), (14, 14)];
 
     #[test]
     fn partitions_spread_over_shards() {
