@@ -194,12 +194,15 @@ impl<V> Slot<V> {
 #[derive(Debug, Default)]
 struct Padded<T>(T);
 
+/// What a load ends with, as shared with every caller waiting on it.
+type Outcome<V> = Option<Result<Arc<V>, LoadError>>;
+
 /// One in-flight load; followers wait on `rx`.
 struct Flight<V> {
     /// Set by a removal of the realm while the load runs: the loaded value
     /// may predate the removed state, so it must not be inserted.
     stale: AtomicBool,
-    rx: watch::Receiver<Option<Result<Arc<V>, LoadError>>>,
+    rx: watch::Receiver<Outcome<V>>,
 }
 
 struct Shard<V> {
@@ -904,7 +907,7 @@ struct Leader<'a, V> {
     shard: &'a Shard<V>,
     key: Arc<str>,
     flight: Arc<Flight<V>>,
-    tx: Option<watch::Sender<Option<Result<Arc<V>, LoadError>>>>,
+    tx: Option<watch::Sender<Outcome<V>>>,
 }
 
 impl<V> Leader<'_, V> {

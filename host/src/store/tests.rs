@@ -220,11 +220,9 @@ fn memory_budget_sheds_coldest() {
     assert!(!s.contains("r1"));
 }
 
-fn loader_counting(
-    loads: &Arc<AtomicUsize>,
-    seq: u64,
-) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Option<State>, BoxError>> + Send>>
-+ use<> {
+type BoxedLoad = std::pin::Pin<Box<dyn Future<Output = Result<Option<State>, BoxError>> + Send>>;
+
+fn loader_counting(loads: &Arc<AtomicUsize>, seq: u64) -> impl FnMut() -> BoxedLoad + use<> {
     let loads = Arc::clone(loads);
     move || {
         let loads = Arc::clone(&loads);
