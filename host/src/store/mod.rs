@@ -10,7 +10,8 @@
 //! about 3× slower than a bare map lookup. Here a hit only takes the map's
 //! internal read lock, copies the shard's logical clock into the slot's stamp
 //! (and only when it changed, so hot realms do not bounce a cache line between
-//! cores), bumps a counter and clones the `Arc`. Nothing is allocated.
+//! cores), bumps the calling thread's own hit counter (a plain store, no
+//! atomic read-modify-write) and clones the `Arc`. Nothing is allocated.
 //!
 //! The LRU order is brought up to date off the hot path: when a shard has to
 //! shed realms, the evictor scans the shard's stamps, picks the oldest ones and

@@ -1,7 +1,7 @@
 //! Statistics: atomic counters per shard, read into plain serializable rows.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,18 +33,44 @@ const STRIPES: usize = 64;
 const STRIPE_GAP: usize = 16;
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+/// Stripes given back by threads that ended, handed out again first, so that
+/// up to 64 threads alive at once always own distinct stripes.
+static FREE_STRIPES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// A thread's stripe; returned to the free list when the thread ends.
+struct StripeSlot(usize);
+
+impl StripeSlot {
+    fn acquire() -> Self {
+        let reused = FREE_STRIPES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        Self(reused.unwrap_or_else(|| NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES))
+    }
+}
+
+impl Drop for StripeSlot {
+    fn drop(&mut self) {
+        FREE_STRIPES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.0);
+    }
+}
 
 thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    static STRIPE: StripeSlot = StripeSlot::acquire();
 }
 
 /// Hit counters for all shards, striped by thread.
 ///
 /// Counting a hit is on the read path, where an atomic read-modify-write
 /// costs as much as a tenth of the lookup. Each thread instead owns one
-/// stripe and increments its counter with a plain load and store. With more
-/// than 64 threads two threads share a stripe and a concurrent increment
-/// can occasionally be lost: hit counts are statistics, not accounting.
+/// stripe and increments its counter with a plain load and store. Only with
+/// more than 64 threads alive at once do two threads share a stripe, and then
+/// a concurrent increment can occasionally be lost: hit counts are
+/// statistics, not accounting.
 #[derive(Debug)]
 pub(crate) struct HitCounters {
     cells: Box<[AtomicU64]>,
@@ -62,15 +88,8 @@ impl HitCounters {
 
     #[inline]
     fn stripe() -> usize {
-        STRIPE.with(|s| {
-            let stripe = s.get();
-            if stripe != usize::MAX {
-                return stripe;
-            }
-            let stripe = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(stripe);
-            stripe
-        })
+        // During thread teardown the slot may be gone: count on stripe 0.
+        STRIPE.try_with(|s| s.0).unwrap_or(0)
     }
 
     #[inline]

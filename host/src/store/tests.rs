@@ -92,6 +92,22 @@ fn basic_api_and_stats() {
     );
 }
 
+#[test]
+fn hits_from_many_threads_are_all_counted() {
+    let s = Arc::new(store(4, 100, 150));
+    s.register("hot", State::new(1));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    assert!(s.get_cached("hot").is_some());
+                }
+            });
+        }
+    });
+    assert_eq!(s.stats().total_cache_hits, 4000);
+}
+
 /// The store places realms with `shard_of`; these ids must stay where they
 /// are across releases, processes and platforms.
 #[test]
