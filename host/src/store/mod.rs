@@ -10,7 +10,8 @@
 //! about 3× slower than a bare map lookup. Here a hit only takes the map's
 //! internal read lock, copies the shard's logical clock into the slot's stamp
 //! (and only when it changed, so hot realms do not bounce a cache line between
-//! cores), bumps a counter and clones the `Arc`. Nothing is allocated.
+//! cores), bumps the calling thread's own hit counter (a plain store, no
+//! atomic read-modify-write) and clones the `Arc`. Nothing is allocated.
 //!
 //! The LRU order is brought up to date off the hot path: when a shard has to
 //! shed realms, the evictor scans the shard's stamps, picks the oldest ones and
@@ -57,6 +58,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use lru::LruCache;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -65,7 +67,7 @@ pub use config::{ConfigError, ShardingConfig, ShardingConfigBuilder};
 pub use stats::{ShardStats, ShardingStats};
 
 use crate::realm::shard_of;
-use stats::ShardCounters;
+use stats::{HitCounters, ShardCounters};
 
 /// A value the store can hold: the node's realm state.
 pub trait StoreValue: Send + Sync + 'static {
@@ -147,8 +149,6 @@ pub enum EvictionReason {
     Explicit,
 }
 
-use serde::{Deserialize, Serialize};
-
 /// A realm the store evicted, handed to the eviction hook.
 #[derive(Debug)]
 pub struct Evicted<V> {
@@ -195,12 +195,15 @@ impl<V> Slot<V> {
 #[derive(Debug, Default)]
 struct Padded<T>(T);
 
+/// What a load ends with, as shared with every caller waiting on it.
+type Outcome<V> = Option<Result<Arc<V>, LoadError>>;
+
 /// One in-flight load; followers wait on `rx`.
 struct Flight<V> {
     /// Set by a removal of the realm while the load runs: the loaded value
     /// may predate the removed state, so it must not be inserted.
     stale: AtomicBool,
-    rx: watch::Receiver<Option<Result<Arc<V>, LoadError>>>,
+    rx: watch::Receiver<Outcome<V>>,
 }
 
 struct Shard<V> {
@@ -256,6 +259,7 @@ pub struct ShardedStore<V> {
     shards: Box<[Shard<V>]>,
     config: ShardingConfig,
     total_bytes: AtomicU64,
+    hits: HitCounters,
     load_slots: Semaphore,
     hook: Option<Hook<V>>,
 }
@@ -294,6 +298,7 @@ impl<V: StoreValue> ShardedStore<V> {
         Ok(Self {
             shards,
             load_slots: Semaphore::new(config.max_concurrent_loads),
+            hits: HitCounters::new(config.num_shards),
             config,
             total_bytes: AtomicU64::new(0),
             hook: None,
@@ -348,17 +353,17 @@ impl<V: StoreValue> ShardedStore<V> {
     /// internal read lock; allocates nothing.
     #[inline]
     pub fn get_cached(&self, realm_id: &str) -> Option<Arc<V>> {
-        let (_, shard) = self.shard(realm_id);
-        Self::lookup(shard, realm_id, true)
+        self.lookup(self.shard_index(realm_id), realm_id, true)
     }
 
     #[inline]
-    fn lookup(shard: &Shard<V>, realm_id: &str, count: bool) -> Option<Arc<V>> {
+    fn lookup(&self, idx: usize, realm_id: &str, count: bool) -> Option<Arc<V>> {
+        let shard = &self.shards[idx];
         match shard.map.get(realm_id) {
             Some(slot) => {
                 slot.touch(shard.clock.load(Ordering::Relaxed));
                 if count {
-                    ShardCounters::add(&shard.counters.0.hits, 1);
+                    self.hits.hit(idx);
                 }
                 Some(Arc::clone(&slot.value))
             }
@@ -526,7 +531,7 @@ impl<V: StoreValue> ShardedStore<V> {
         let (idx, shard) = self.shard(realm_id);
         let mut count = true;
         loop {
-            if let Some(value) = Self::lookup(shard, realm_id, count) {
+            if let Some(value) = self.lookup(idx, realm_id, count) {
                 return Ok(value);
             }
             count = false;
@@ -587,7 +592,7 @@ impl<V: StoreValue> ShardedStore<V> {
         let key = Arc::clone(&leader.key);
         // Registered first, looked up second: a value inserted before the
         // registration is seen here, a removal after it marks the flight.
-        if let Some(value) = Self::lookup(shard, &key, false) {
+        if let Some(value) = self.lookup(self.shard_index(&key), &key, false) {
             leader.finish(Ok(Arc::clone(&value)));
             return Ok(value);
         }
@@ -885,7 +890,7 @@ impl<V: StoreValue> ShardedStore<V> {
                     loaded_count: shard.len.load(Ordering::Relaxed),
                     lru_size: shard.queue_len.load(Ordering::Relaxed),
                     state_bytes: shard.bytes.load(Ordering::Relaxed),
-                    cache_hits: ShardCounters::read(&c.hits),
+                    cache_hits: self.hits.read(index),
                     cache_misses: ShardCounters::read(&c.misses),
                     loads: ShardCounters::read(&c.loads),
                     evictions: ShardCounters::read(&c.evictions),
@@ -903,7 +908,7 @@ struct Leader<'a, V> {
     shard: &'a Shard<V>,
     key: Arc<str>,
     flight: Arc<Flight<V>>,
-    tx: Option<watch::Sender<Option<Result<Arc<V>, LoadError>>>>,
+    tx: Option<watch::Sender<Outcome<V>>>,
 }
 
 impl<V> Leader<'_, V> {

@@ -92,6 +92,22 @@ fn basic_api_and_stats() {
     );
 }
 
+#[test]
+fn hits_from_many_threads_are_all_counted() {
+    let s = Arc::new(store(4, 100, 150));
+    s.register("hot", State::new(1));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    assert!(s.get_cached("hot").is_some());
+                }
+            });
+        }
+    });
+    assert_eq!(s.stats().total_cache_hits, 4000);
+}
+
 /// The store places realms with `shard_of`; these ids must stay where they
 /// are across releases, processes and platforms.
 #[test]
@@ -220,11 +236,9 @@ fn memory_budget_sheds_coldest() {
     assert!(!s.contains("r1"));
 }
 
-fn loader_counting(
-    loads: &Arc<AtomicUsize>,
-    seq: u64,
-) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Option<State>, BoxError>> + Send>>
-+ use<> {
+type BoxedLoad = std::pin::Pin<Box<dyn Future<Output = Result<Option<State>, BoxError>> + Send>>;
+
+fn loader_counting(loads: &Arc<AtomicUsize>, seq: u64) -> impl FnMut() -> BoxedLoad + use<> {
     let loads = Arc::clone(loads);
     move || {
         let loads = Arc::clone(&loads);
