@@ -135,6 +135,11 @@ impl From<redb::Error> for StorageError {
             redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
                 Self::AlreadyOpen
             }
+            // redb reports a foreign or mangled header (bad magic number) as
+            // an `InvalidData` I/O error: that is damage, not an I/O fault.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                Self::Corrupt(io.to_string())
+            }
             redb::Error::Io(io) => Self::Io(io),
             other => Self::Backend(other.to_string()),
         }
