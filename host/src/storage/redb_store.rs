@@ -178,7 +178,15 @@ impl RedbStorage {
         // redb documents that a plain open of a file altered outside redb may
         // panic; a damaged file is input like any other and gets a typed error.
         let db = guarded("opening", || {
-            builder.create(&path).map_err(StorageError::from)
+            builder
+                .create(&path)
+                .map_err(|e| match StorageError::from(e) {
+                    // redb reports a file that is not a database as invalid data.
+                    StorageError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        StorageError::Corrupt(io.to_string())
+                    }
+                    other => other,
+                })
         })?;
         let db = Arc::new(db);
         let counters = guarded("reading", || {
