@@ -135,6 +135,32 @@ impl Drop for RedbStorage {
     }
 }
 
+/// Create a new database under a temporary name, write its format record,
+/// and only then rename it into place (and sync the directory), so that a
+/// crash during creation leaves either no database or a complete one — never
+/// a half-initialized file that a restart would have to repair. A leftover
+/// temporary file from such a crash is discarded.
+fn create_atomically(path: &Path, config: &StorageConfig) -> Result<(), StorageError> {
+    let tmp = path.with_extension("creating");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    {
+        let mut builder = Database::builder();
+        builder.set_cache_size(config.cache_bytes.min(16 << 20));
+        let db = Arc::new(guarded("creating", || Ok(builder.create(&tmp)?))?);
+        init_format(&db)?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The committer's view of counters that live in memory between commits.
 /// They only advance after a commit succeeds.
 struct Counters {
@@ -165,6 +191,11 @@ impl RedbStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(e.into()),
         };
+
+        if fresh {
+            create_atomically(&path, &config)?;
+        }
+        let fresh = false;
 
         let repaired = Arc::new(AtomicBool::new(false));
         let mut builder = Database::builder();
