@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
 }
 
 /// A plain table of the same measurements, best of five runs of 4M events
-/// each, so the figures can be copied into docs/BENCHMARKS-monitor.md.
+/// each, so the figures can be copied into docs/BENCHMARKS.md.
 fn summary(sources: &[String]) {
     const EVENTS: u64 = 4_000_000;
     let best = |f: &dyn Fn() -> Duration| (0..5).map(|_| f()).min().unwrap_or_default();
