@@ -530,34 +530,30 @@ impl Node {
             timestamp_ms: now_ms(),
             source_reputation: reputation,
         };
-        let outcome = plugin.apply(&base_state, &record);
-        let metered = match outcome {
-            Ok(m) => m,
-            Err(e) => {
-                if crossing_shard.is_some() {
-                    self.monitor.record_crossing(source_shard, false);
-                }
-                return Err(e.into());
+        // A refused or failed crossing counts against its source shard.
+        let crossing_failed = || {
+            if crossing_shard.is_some() {
+                self.monitor.record_crossing(source_shard, false);
             }
         };
+        let metered = plugin
+            .apply(&base_state, &record)
+            .inspect_err(|_| crossing_failed())?;
         let gas = self.monitor.record_gas(source_shard, metered.fuel);
+        let realm_type = || plugin.realm_type().to_owned();
         let new_state = match metered.value {
             ApplyOutcome::Applied(s) => s,
             ApplyOutcome::Rejected(rejection) => {
-                if crossing_shard.is_some() {
-                    self.monitor.record_crossing(source_shard, false);
-                }
+                crossing_failed();
                 return Err(NodeError::Rejected {
-                    realm_type: plugin.realm_type().to_owned(),
+                    realm_type: realm_type(),
                     rejection,
                 });
             }
             ApplyOutcome::Invalid(message) => {
-                if crossing_shard.is_some() {
-                    self.monitor.record_crossing(source_shard, false);
-                }
+                crossing_failed();
                 return Err(NodeError::PluginInvalid {
-                    realm_type: plugin.realm_type().to_owned(),
+                    realm_type: realm_type(),
                     message,
                 });
             }
