@@ -80,6 +80,7 @@ impl Default for HttpConfig {
 /// | `plugins_dir` | `./plugins` (if it exists; the built-in example plugins are always loaded first) |
 /// | `snapshot_every` | 100 events |
 /// | `replay_batch` | 1000 events per `apply-batch` call |
+/// | `monitor_enabled` | true (false: no entropy, reputation, quarantine or gas accounting) |
 /// | `sharding` | `ShardingConfig::default()` (64 shards) |
 /// | `monitor` | `ShardMonitorConfig::default()` |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +96,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Events per `apply-batch` call when replaying.
     pub replay_batch: usize,
+    /// Run the shard monitor on the append path.
+    pub monitor_enabled: bool,
     /// Input limits.
     pub limits: InputLimits,
     /// The sharded store.
@@ -115,6 +118,7 @@ impl Default for NodeConfig {
             builtin_plugins: true,
             snapshot_every: 100,
             replay_batch: 1000,
+            monitor_enabled: true,
             limits: InputLimits::default(),
             sharding: ShardingConfig::default(),
             monitor: ShardMonitorConfig::default(),

@@ -490,7 +490,8 @@ impl Node {
             .as_ref()
             .map(|r| self.shard_of(r.as_str()))
             .filter(|&s| s != shard);
-        if let Some(src) = crossing_shard {
+        let watch = self.config.monitor_enabled;
+        if let Some(src) = crossing_shard.filter(|_| watch) {
             self.monitor
                 .check_crossing(src)
                 .map_err(NodeError::Quarantined)?;
@@ -520,7 +521,11 @@ impl Node {
             None => (plugin.init(ev.realm_id.as_str())?.value, 0, 0),
         };
 
-        let reputation = self.monitor.reputation(source_shard);
+        let reputation = if watch {
+            self.monitor.reputation(source_shard)
+        } else {
+            1.0
+        };
         let record = EventRecord {
             seq: base_seq + 1,
             kind: ev.kind,
@@ -532,14 +537,18 @@ impl Node {
         };
         // A refused or failed crossing counts against its source shard.
         let crossing_failed = || {
-            if crossing_shard.is_some() {
+            if watch && crossing_shard.is_some() {
                 self.monitor.record_crossing(source_shard, false);
             }
         };
         let metered = plugin
             .apply(&base_state, &record)
             .inspect_err(|_| crossing_failed())?;
-        let gas = self.monitor.record_gas(source_shard, metered.fuel);
+        let gas = if watch {
+            self.monitor.record_gas(source_shard, metered.fuel)
+        } else {
+            metered.fuel
+        };
         let realm_type = || plugin.realm_type().to_owned();
         let new_state = match metered.value {
             ApplyOutcome::Applied(s) => s,
@@ -606,9 +615,11 @@ impl Node {
             new_state,
         );
         self.store.upsert(ev.realm_id.as_str(), state);
-        self.monitor.record_event(shard, &source);
-        if crossing_shard.is_some() {
-            self.monitor.record_crossing(source_shard, true);
+        if watch {
+            self.monitor.record_event(shard, &source);
+            if crossing_shard.is_some() {
+                self.monitor.record_crossing(source_shard, true);
+            }
         }
         Ok(AppendReceipt {
             realm_id: ev.realm_id.to_string(),

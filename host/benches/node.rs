@@ -1,0 +1,393 @@
+//! The whole node, measured against baselines taken in the same run.
+//!
+//! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
+//! change the measurement time per case, default 3).
+//!
+//! 1. **Durable appends**: 256 writers on distinct counter realms through
+//!    the full append path (validate, apply in the sandbox, group commit,
+//!    publish), against the bare `write 4 KiB + fdatasync` rate of the same
+//!    disk. Also with the shard monitor off, for the monitor's overhead.
+//! 2. **Cold load**: a ledger realm with a snapshot and a ~100-event tail,
+//!    evicted, then read through the node (storage read + `restore` +
+//!    `apply-batch` in the sandbox), against the bare storage read of the same
+//!    bytes.
+//! 3. **Replay**: a 10 000-event realm without snapshot; events/s through the
+//!    sandbox against the same logic native.
+//! 4. **Hot swap under load**: 64 writers; swap latency (including shadow
+//!    replay of every realm) and the throughput dip around the swap.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use realmhost::node::{Node, NodeConfig};
+use realmhost::realm::{NewEvent, RealmId};
+use realmhost_guest::encode_payload;
+use realmhost_plugin_ledger::Tx;
+
+fn secs() -> Duration {
+    let s = std::env::var("REALMHOST_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(s)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn fdatasync_rate(dir: &std::path::Path, d: Duration) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0xa5u8; 4096];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < d {
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn counter_event(realm: &RealmId, w: usize) -> NewEvent {
+    NewEvent {
+        realm_id: realm.clone(),
+        realm_type: "counter".into(),
+        kind: "add".into(),
+        payload: encode_payload(&realmhost_plugin_counter::Op::Add(1)),
+        source: format!("writer-{w}"),
+        source_realm: None,
+    }
+}
+
+fn ledger_event(realm: &RealmId, tx: &Tx) -> NewEvent {
+    NewEvent {
+        realm_id: realm.clone(),
+        realm_type: "ledger".into(),
+        kind: "tx".into(),
+        payload: encode_payload(tx),
+        source: "bench".into(),
+        source_realm: None,
+    }
+}
+
+/// 256 writers, distinct realms: (events/s, p50 ms, p99 ms).
+async fn appends(monitor: bool, d: Duration) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    cfg.monitor_enabled = monitor;
+    let node = Node::open(cfg).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let warm = Duration::from_millis(500);
+    let mut tasks = Vec::new();
+    for w in 0..256 {
+        let (node, stop) = (node.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let realm = RealmId::new(format!("bench-{w:04}")).unwrap();
+            let start = Instant::now();
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                node.append(counter_event(&realm, w)).await.unwrap();
+                if start.elapsed() > warm {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(warm + d).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat.sort_by(f64::total_cmp);
+    let rate = lat.len() as f64 / d.as_secs_f64();
+    node.shutdown().await.unwrap();
+    (rate, pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+async fn cold_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    cfg.snapshot_every = 100;
+    let node = Node::open(cfg).await.unwrap();
+    let realms: Vec<RealmId> = (0..200)
+        .map(|i| RealmId::new(format!("cold-{i:04}")).unwrap())
+        .collect();
+    for r in &realms {
+        node.append(ledger_event(
+            r,
+            &Tx::Open {
+                account: "a".into(),
+            },
+        ))
+        .await
+        .unwrap();
+        node.append(ledger_event(
+            r,
+            &Tx::Open {
+                account: "b".into(),
+            },
+        ))
+        .await
+        .unwrap();
+        // 199 events: a snapshot at seq 100 and a 99-event tail.
+        for i in 0..197u64 {
+            let tx = if i % 2 == 0 {
+                Tx::Deposit {
+                    account: "a".into(),
+                    amount: 5,
+                }
+            } else {
+                Tx::Transfer {
+                    from: "a".into(),
+                    to: "b".into(),
+                    amount: 2,
+                }
+            };
+            node.append(ledger_event(r, &tx)).await.unwrap();
+        }
+    }
+    let storage = node.storage().clone();
+    // Warm redb's cache for both measurements alike.
+    for r in &realms {
+        storage.load_realm(r).await.unwrap();
+    }
+    let (mut bare, mut full) = (Vec::new(), Vec::new());
+    for _round in 0..5 {
+        for r in &realms {
+            let t = Instant::now();
+            std::hint::black_box(storage.load_realm(r).await.unwrap());
+            bare.push(t.elapsed().as_secs_f64() * 1e6);
+            node.store().remove(r.as_str());
+            let t = Instant::now();
+            std::hint::black_box(node.get(r).await.unwrap());
+            full.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    bare.sort_by(f64::total_cmp);
+    full.sort_by(f64::total_cmp);
+    println!(
+        "cold load, snapshot + 99-event tail (ledger), {} loads, warm redb cache",
+        full.len()
+    );
+    println!(
+        "  bare storage read of the same bytes   p50 {:>8.1} µs  p99 {:>8.1} µs",
+        pct(&bare, 0.5),
+        pct(&bare, 0.99)
+    );
+    println!(
+        "  node load (read + restore + replay)    p50 {:>8.1} µs  p99 {:>8.1} µs",
+        pct(&full, 0.5),
+        pct(&full, 0.99)
+    );
+    println!(
+        "  ratio                                  p50 {:>8.2}×     p99 {:>8.2}×",
+        pct(&full, 0.5) / pct(&bare, 0.5),
+        pct(&full, 0.99) / pct(&bare, 0.99)
+    );
+
+    // A 10k-event realm without a usable snapshot: full replay.
+    let big = RealmId::new("big-realm").unwrap();
+    node.append(ledger_event(
+        &big,
+        &Tx::Open {
+            account: "a".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    for _ in 0..9_999 {
+        node.append(ledger_event(
+            &big,
+            &Tx::Deposit {
+                account: "a".into(),
+                amount: 1,
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    let events = storage.events_since(&big, 0).await.unwrap();
+    let plugin = node.plugins().get("ledger").unwrap();
+    let mut wasm = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let init = plugin.init("big-realm").unwrap().value;
+        std::hint::black_box(plugin.replay(init, &events, 1000).unwrap().value.unwrap());
+        wasm.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut state =
+            realmhost_guest::entry::init::<realmhost_plugin_ledger::Ledger>("big-realm");
+        for chunk in events.chunks(1000) {
+            let mut enc = realmhost_guest::batch::BatchEncoder::new();
+            for e in chunk {
+                enc.push(&e.as_event_ref());
+            }
+            state = realmhost_guest::entry::apply_batch::<realmhost_plugin_ledger::Ledger>(
+                &state,
+                &enc.finish(),
+            )
+            .unwrap();
+        }
+        std::hint::black_box(state);
+        native.push(t.elapsed().as_secs_f64());
+    }
+    wasm.sort_by(f64::total_cmp);
+    native.sort_by(f64::total_cmp);
+    let n = events.len() as f64;
+    println!("replay of a 10 000-event realm (no snapshot), median of 5");
+    println!(
+        "  sandbox {:>10.0} events/s ({:.1} ms)   native {:>10.0} events/s   ratio {:.2}×",
+        n / wasm[2],
+        wasm[2] * 1e3,
+        n / native[2],
+        native[2] / wasm[2]
+    );
+    node.store().remove("big-realm");
+    let t = Instant::now();
+    node.get(&big).await.unwrap();
+    println!(
+        "  cold load through the node (storage read + init + replay): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    node.shutdown().await.unwrap();
+}
+
+async fn swap_under_load(d: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    let node = Node::open(cfg).await.unwrap();
+    let mut v2 = realmhost_plugin_artifacts::LEDGER.to_vec();
+    v2.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
+    let v2 = node.plugins().load(&v2, false).unwrap().info.version;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (node, done, stop) = (node.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let realm = RealmId::new(format!("swap-{w:03}")).unwrap();
+            node.append(ledger_event(
+                &realm,
+                &Tx::Open {
+                    account: "a".into(),
+                },
+            ))
+            .await
+            .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                node.append(ledger_event(
+                    &realm,
+                    &Tx::Deposit {
+                        account: "a".into(),
+                        amount: 1,
+                    },
+                ))
+                .await
+                .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let window = Duration::from_millis(100);
+    let mut samples = Vec::new();
+    let t0 = Instant::now();
+    let swap_at = d / 2;
+    let mut swapped = None;
+    let mut last = 0;
+    while t0.elapsed() < d {
+        if swapped.is_none() && t0.elapsed() >= swap_at {
+            let t = Instant::now();
+            let (_, report) = node.promote("ledger", v2, None, false).await.unwrap();
+            swapped = Some((
+                t.elapsed(),
+                report.map(|r| (r.realms_checked, r.millis)),
+                samples.len(),
+            ));
+        }
+        tokio::time::sleep(window).await;
+        let now = done.load(Ordering::Relaxed);
+        samples.push((now - last) as f64 / window.as_secs_f64());
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (lat, report, at) = swapped.unwrap();
+    let mut before: Vec<f64> = samples[..at].to_vec();
+    before.sort_by(f64::total_cmp);
+    let base = pct(&before, 0.5);
+    let after = &samples[at..(at + 5).min(samples.len())];
+    let dip = after.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("hot swap under load (64 writers, ledger)");
+    if let Some((checked, millis)) = report {
+        println!("  shadow replay before promotion: {checked} realms in {millis} ms");
+    }
+    println!(
+        "  swap latency (shadow + promote): {:.1} ms",
+        lat.as_secs_f64() * 1e3
+    );
+    println!(
+        "  throughput: {:.0} events/s before; lowest 100 ms window in the 0.5 s after: {:.0} events/s ({:.2}×)",
+        base,
+        dip,
+        dip / base
+    );
+    println!(
+        "  realms rebuilt with the new version on next access: {}",
+        node.stats().rebuilds
+    );
+    node.shutdown().await.unwrap();
+}
+
+fn main() {
+    let d = secs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let probe_dir = tempfile::tempdir().unwrap();
+    let fsync1 = fdatasync_rate(probe_dir.path(), Duration::from_secs(2));
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for _ in 0..2 {
+        on.push(rt.block_on(appends(true, d)));
+        off.push(rt.block_on(appends(false, d)));
+    }
+    let fsync2 = fdatasync_rate(probe_dir.path(), Duration::from_secs(2));
+    let fsync = (fsync1 + fsync2) / 2.0;
+    println!("\nbare fdatasync (4 KiB writes): {fsync1:.0}/s before, {fsync2:.0}/s after");
+    println!("durable appends through the node, 256 writers on distinct counter realms:");
+    for (name, runs) in [("monitor on ", &on), ("monitor off", &off)] {
+        for (rate, p50, p99) in runs.iter() {
+            println!(
+                "  {name}: {rate:>8.0} events/s ({:.1}× fdatasync)  ack p50 {p50:.1} ms  p99 {p99:.1} ms",
+                rate / fsync
+            );
+        }
+    }
+    let best = |v: &Vec<(f64, f64, f64)>| v.iter().map(|r| r.0).fold(0.0, f64::max);
+    println!(
+        "  monitor on / off (best of 2 each): {:.3}",
+        best(&on) / best(&off)
+    );
+    println!();
+    rt.block_on(cold_load());
+    println!();
+    rt.block_on(swap_under_load(d.max(Duration::from_secs(3))));
+}
