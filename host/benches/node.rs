@@ -198,7 +198,16 @@ async fn cold_load() {
         pct(&full, 0.99) / pct(&bare, 0.99)
     );
 
-    // A 10k-event realm without a usable snapshot: full replay.
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    // A 10k-event realm without a snapshot: full replay.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    cfg.snapshot_every = u64::MAX;
+    let node = Node::open(cfg).await.unwrap();
+    let storage = node.storage().clone();
     let big = RealmId::new("big-realm").unwrap();
     node.append(ledger_event(
         &big,
@@ -208,16 +217,28 @@ async fn cold_load() {
     ))
     .await
     .unwrap();
-    for _ in 0..9_999 {
-        node.append(ledger_event(
-            &big,
-            &Tx::Deposit {
+    node.append(ledger_event(
+        &big,
+        &Tx::Open {
+            account: "b".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    for i in 0..9_998u64 {
+        let tx = if i % 2 == 0 {
+            Tx::Deposit {
                 account: "a".into(),
-                amount: 1,
-            },
-        ))
-        .await
-        .unwrap();
+                amount: 5,
+            }
+        } else {
+            Tx::Transfer {
+                from: "a".into(),
+                to: "b".into(),
+                amount: 2,
+            }
+        };
+        node.append(ledger_event(&big, &tx)).await.unwrap();
     }
     let events = storage.events_since(&big, 0).await.unwrap();
     let plugin = node.plugins().get("ledger").unwrap();

@@ -103,6 +103,9 @@ fn http_api_and_cli_end_to_end() {
         .unwrap();
     assert!(body.contains("realmhost_shard_loaded_realms"), "{body}");
     assert!(body.contains("realmhost_append_seconds"), "{body}");
+    assert!(body.contains("realmhost_commit_batch_events"), "{body}");
+    assert!(body.contains("realmhost_plugin_fuel"), "{body}");
+    assert!(body.contains("realmhost_shard_reputation"), "{body}");
 
     // The operator CLI.
     let (ok, out, err) = node.cli(&["shard", "status"]);

@@ -630,6 +630,9 @@ fn commit_batch(db: &Database, counters: &mut Counters, ops: Vec<Op>, config: &S
         events = tracing::field::Empty
     );
     let _enter = span.enter();
+    // Group-commit batch sizes, for the node's Prometheus metrics.
+    metrics::histogram!("realmhost_commit_batch_requests").record(ops.len() as f64);
+    let started = std::time::Instant::now();
     let mut next = Counters {
         next_pos: counters.next_pos,
         next_realm_no: counters.next_realm_no,
@@ -688,6 +691,8 @@ fn commit_batch(db: &Database, counters: &mut Counters, ops: Vec<Op>, config: &S
     })();
     span.record("realms", realms);
     span.record("events", events);
+    metrics::histogram!("realmhost_commit_batch_events").record(events as f64);
+    metrics::histogram!("realmhost_commit_seconds").record(started.elapsed().as_secs_f64());
 
     match result {
         Ok(()) => {
