@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
-pub(crate) use realmhost::realm::types::LogLevel;
+pub(crate) use self::realmhost::realm::types::LogLevel;
