@@ -190,6 +190,12 @@ async fn hot_swap_and_rollback_under_load() {
     let (_, report) = node.promote("ledger", v2, None, false).await.unwrap();
     assert!(report.unwrap().passed());
     assert_eq!(node.plugins().get("ledger").unwrap().version(), v2);
+    // The next access rebuilds a state made by v1 with v2.
+    let (view, _) = node.get(&RealmId::new("swap-0-0").unwrap()).await.unwrap();
+    assert_eq!(
+        view.plugin_version, v2,
+        "state not rebuilt with the new version"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     node.rollback("ledger").unwrap();
     assert_eq!(node.plugins().get("ledger").unwrap().version(), v1);
