@@ -78,6 +78,41 @@ fn ledger_event(realm: &RealmId, tx: &Tx) -> NewEvent {
     }
 }
 
+/// `n` ledger events: two accounts opened, then deposits and transfers.
+async fn fill_ledger(node: &Node, realm: &RealmId, n: u64) {
+    node.append(ledger_event(
+        realm,
+        &Tx::Open {
+            account: "a".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    node.append(ledger_event(
+        realm,
+        &Tx::Open {
+            account: "b".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    for i in 0..n.saturating_sub(2) {
+        let tx = if i % 2 == 0 {
+            Tx::Deposit {
+                account: "a".into(),
+                amount: 5,
+            }
+        } else {
+            Tx::Transfer {
+                from: "a".into(),
+                to: "b".into(),
+                amount: 2,
+            }
+        };
+        node.append(ledger_event(realm, &tx)).await.unwrap();
+    }
+}
+
 /// 256 writers, distinct realms: (events/s, p50 ms, p99 ms).
 async fn appends(monitor: bool, d: Duration) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
@@ -126,38 +161,8 @@ async fn cold_load() {
         .map(|i| RealmId::new(format!("cold-{i:04}")).unwrap())
         .collect();
     for r in &realms {
-        node.append(ledger_event(
-            r,
-            &Tx::Open {
-                account: "a".into(),
-            },
-        ))
-        .await
-        .unwrap();
-        node.append(ledger_event(
-            r,
-            &Tx::Open {
-                account: "b".into(),
-            },
-        ))
-        .await
-        .unwrap();
         // 199 events: a snapshot at seq 100 and a 99-event tail.
-        for i in 0..197u64 {
-            let tx = if i % 2 == 0 {
-                Tx::Deposit {
-                    account: "a".into(),
-                    amount: 5,
-                }
-            } else {
-                Tx::Transfer {
-                    from: "a".into(),
-                    to: "b".into(),
-                    amount: 2,
-                }
-            };
-            node.append(ledger_event(r, &tx)).await.unwrap();
-        }
+        fill_ledger(&node, r, 199).await;
     }
     let storage = node.storage().clone();
     // Warm redb's cache for both measurements alike.
@@ -209,37 +214,7 @@ async fn cold_load() {
     let node = Node::open(cfg).await.unwrap();
     let storage = node.storage().clone();
     let big = RealmId::new("big-realm").unwrap();
-    node.append(ledger_event(
-        &big,
-        &Tx::Open {
-            account: "a".into(),
-        },
-    ))
-    .await
-    .unwrap();
-    node.append(ledger_event(
-        &big,
-        &Tx::Open {
-            account: "b".into(),
-        },
-    ))
-    .await
-    .unwrap();
-    for i in 0..9_998u64 {
-        let tx = if i % 2 == 0 {
-            Tx::Deposit {
-                account: "a".into(),
-                amount: 5,
-            }
-        } else {
-            Tx::Transfer {
-                from: "a".into(),
-                to: "b".into(),
-                amount: 2,
-            }
-        };
-        node.append(ledger_event(&big, &tx)).await.unwrap();
-    }
+    fill_ledger(&node, &big, 10_000).await;
     let events = storage.events_since(&big, 0).await.unwrap();
     let plugin = node.plugins().get("ledger").unwrap();
     let mut wasm = Vec::new();

@@ -65,6 +65,22 @@ struct TypeEntry {
     versions: HashMap<PluginVersion, Arc<Plugin>>,
 }
 
+impl TypeEntry {
+    fn version(
+        &self,
+        realm_type: &str,
+        version: PluginVersion,
+    ) -> Result<Arc<Plugin>, RegistryError> {
+        self.versions
+            .get(&version)
+            .cloned()
+            .ok_or_else(|| RegistryError::UnknownVersion {
+                realm_type: realm_type.to_owned(),
+                version,
+            })
+    }
+}
+
 /// One row of [`PluginRegistry::list`].
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginListing {
@@ -243,14 +259,7 @@ impl PluginRegistry {
         let entry = types
             .get(realm_type)
             .ok_or_else(|| RegistryError::UnknownRealmType(realm_type.to_owned()))?;
-        entry
-            .versions
-            .get(&version)
-            .cloned()
-            .ok_or_else(|| RegistryError::UnknownVersion {
-                realm_type: realm_type.to_owned(),
-                version,
-            })
+        entry.version(realm_type, version)
     }
 
     /// Make a loaded version active. Calls in flight finish on the old one.
@@ -263,15 +272,7 @@ impl PluginRegistry {
         let entry = types
             .get_mut(realm_type)
             .ok_or_else(|| RegistryError::UnknownRealmType(realm_type.to_owned()))?;
-        let next =
-            entry
-                .versions
-                .get(&version)
-                .cloned()
-                .ok_or_else(|| RegistryError::UnknownVersion {
-                    realm_type: realm_type.to_owned(),
-                    version,
-                })?;
+        let next = entry.version(realm_type, version)?;
         next.release();
         if entry.active.version() != version {
             entry.previous = Some(std::mem::replace(&mut entry.active, next));
