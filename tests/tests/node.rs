@@ -304,3 +304,29 @@ async fn shadow_replay_refuses_a_broken_candidate() {
         strict.info.version
     );
 }
+
+/// With lazy loading off (the `minimal` profile) new realms can still be
+/// created and used; a realm that is only on disk is reported, not invented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_profile_without_lazy_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.sharding = realmhost::store::ShardingConfig::minimal();
+    cfg.monitor.expected_shards = cfg.sharding.num_shards;
+    let node = Node::open(cfg).await.unwrap();
+    node.append(ledger_event(
+        "m",
+        &Tx::Open {
+            account: "a".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    node.append(ledger_event("m", &deposit(3))).await.unwrap();
+    assert_eq!(balance(&node, "m").await, 3);
+    node.store().remove("m");
+    match node.get(&RealmId::new("m").unwrap()).await {
+        Err(NodeError::Load(_)) => {}
+        other => panic!("expected a load error with lazy loading off, got {other:?}"),
+    }
+}

@@ -698,6 +698,12 @@ impl Node {
         match r {
             Ok(s) => Ok(s),
             Err(LoadError::NotFound(_)) => Err(NodeError::RealmNotFound(id.clone())),
+            // Without lazy loading a miss cannot be filled from storage; a
+            // realm storage has never seen is simply new.
+            Err(e @ LoadError::LoadingDisabled(_)) => match self.storage.realm_meta(id).await? {
+                None => Err(NodeError::RealmNotFound(id.clone())),
+                Some(_) => Err(e.into()),
+            },
             Err(e) => Err(e.into()),
         }
     }
