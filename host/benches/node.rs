@@ -267,9 +267,15 @@ async fn swap_under_load(d: Duration) {
     let mut cfg = NodeConfig::with_data_dir(dir.path());
     cfg.plugins_dir = None;
     let node = Node::open(cfg).await.unwrap();
-    let mut v2 = realmhost_plugin_artifacts::LEDGER.to_vec();
-    v2.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
-    let v2 = node.plugins().load(&v2, false).unwrap().info.version;
+    let v2 = node
+        .plugins()
+        .load(
+            &realmhost_plugin_artifacts::fixtures::ledger_next_version(),
+            false,
+        )
+        .unwrap()
+        .info
+        .version;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();

@@ -267,28 +267,25 @@ fn bad_input_gets_typed_errors() {
 fn bad_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "snapshot_every = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `serve` with `text` as its config file: (succeeded, stderr).
+    let serve = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = serve("snapshot_every = 0\n");
+    assert!(!ok);
     assert!(err.contains("snapshot_every"), "{err}");
-    std::fs::write(&cfg, "[sharding]\nnum_shards = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    std::fs::write(&cfg, "this is = not toml [").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realmhost"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
+    let (ok, _) = serve("[sharding]\nnum_shards = 0\n");
+    assert!(!ok);
+    let (ok, err) = serve("this is = not toml [");
+    assert!(!ok);
+    assert!(err.contains("invalid config"), "{err}");
 }

@@ -9,7 +9,7 @@ use realmhost::node::{Node, NodeConfig, NodeError};
 use realmhost::realm::{NewEvent, RealmId};
 use realmhost::storage::Snapshot;
 use realmhost_guest::encode_payload;
-use realmhost_plugin_artifacts::{LEDGER, fixtures};
+use realmhost_plugin_artifacts::fixtures;
 use realmhost_plugin_ledger::Tx;
 
 fn config(dir: &std::path::Path) -> NodeConfig {
@@ -37,6 +37,21 @@ fn deposit(amount: u64) -> Tx {
     }
 }
 
+/// Open account `a` in `realm`, then deposit 1, 2, …, `n` into it.
+async fn open_and_deposit(node: &Node, realm: &str, n: u64) {
+    node.append(ledger_event(
+        realm,
+        &Tx::Open {
+            account: "a".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    for i in 1..=n {
+        node.append(ledger_event(realm, &deposit(i))).await.unwrap();
+    }
+}
+
 async fn balance(node: &Node, realm: &str) -> u64 {
     let r = node
         .query(&RealmId::new(realm).unwrap(), r#"{"balance":"a"}"#)
@@ -50,17 +65,7 @@ async fn balance(node: &Node, realm: &str) -> u64 {
 async fn evicted_realms_reload_from_snapshot_and_tail() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(config(dir.path())).await.unwrap();
-    node.append(ledger_event(
-        "r",
-        &Tx::Open {
-            account: "a".into(),
-        },
-    ))
-    .await
-    .unwrap();
-    for i in 1..=25 {
-        node.append(ledger_event("r", &deposit(i))).await.unwrap();
-    }
+    open_and_deposit(&node, "r", 25).await;
     let before = node.get(&RealmId::new("r").unwrap()).await.unwrap().0;
     assert_eq!(before.seq, 26);
     assert_eq!(before.snapshot_seq, 20);
@@ -79,17 +84,7 @@ async fn evicted_realms_reload_from_snapshot_and_tail() {
 async fn unreadable_snapshot_falls_back_to_full_replay() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(config(dir.path())).await.unwrap();
-    node.append(ledger_event(
-        "r",
-        &Tx::Open {
-            account: "a".into(),
-        },
-    ))
-    .await
-    .unwrap();
-    for i in 1..=14 {
-        node.append(ledger_event("r", &deposit(i))).await.unwrap();
-    }
+    open_and_deposit(&node, "r", 14).await;
     let good = node.get(&RealmId::new("r").unwrap()).await.unwrap().0;
     // Corrupt the stored snapshot, then force a reload.
     let version = good.plugin_version;
@@ -141,10 +136,13 @@ async fn monitor_record_survives_restart() {
 async fn hot_swap_and_rollback_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(config(dir.path())).await.unwrap();
-    // Version 2: the same logic, different bytes (an extra custom section).
-    let mut v2 = LEDGER.to_vec();
-    v2.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
-    let v2 = node.plugins().load(&v2, false).unwrap().info.version;
+    // Version 2: the same logic, different bytes.
+    let v2 = node
+        .plugins()
+        .load(&fixtures::ledger_next_version(), false)
+        .unwrap()
+        .info
+        .version;
     let v1 = node.plugins().get("ledger").unwrap().version();
 
     const WRITERS: usize = 6;

@@ -452,10 +452,8 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
 
     // Swap and roll back between two versions of one realm type. The counter
     // component under another name would be a different type, so use the
-    // ledger twice via two different byte strings: append a custom section.
-    let mut ledger2 = LEDGER.to_vec();
-    ledger2.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'o', b't', b'e']);
-    let v2 = reg.load(&ledger2, false).unwrap();
+    // ledger under two content hashes (the second has an extra custom section).
+    let v2 = reg.load(&fixtures::ledger_next_version(), false).unwrap();
     assert!(!v2.activated);
     assert_eq!(reg.get("ledger").unwrap().version(), first.info.version);
     reg.swap("ledger", v2.info.version).unwrap();

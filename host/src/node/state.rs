@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::realm::{EventRecord, RealmId};
 use crate::runtime::{Plugin, PluginRegistry, PluginVersion};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{RealmLoad, Storage, StorageError};
 use crate::store::StoreValue;
 
 use super::NodeError;
@@ -123,6 +123,57 @@ fn replay_tail(
     }
 }
 
+/// Build a realm's state as of `upto` with `plugin` from what storage holds:
+/// `restore` the snapshot and replay the tail after it; if the snapshot is
+/// unreadable (or the tail will not replay on it), replay the whole log from
+/// `init`. Returns the state and whether it had to fall back.
+async fn build(
+    storage: &dyn Storage,
+    plugin: &Plugin,
+    id: &RealmId,
+    load: RealmLoad,
+    upto: u64,
+    batch: usize,
+) -> Result<(RealmState, bool), LoadFailure> {
+    let new = |seq_snap: u64, state: Vec<u8>| {
+        RealmState::new(plugin.realm_type(), upto, seq_snap, plugin.version(), state)
+    };
+    let snapshot = load.snapshot.as_ref().filter(|s| s.seq <= upto);
+    if let Some(snap) = snapshot {
+        tracing::Span::current().record("snapshot_seq", snap.seq);
+        match plugin.restore(&snap.state).map_err(NodeError::from)?.value {
+            Ok(state) => {
+                let tail: Vec<_> = load
+                    .tail
+                    .iter()
+                    .filter(|e| e.seq > snap.seq && e.seq <= upto)
+                    .cloned()
+                    .collect();
+                match replay_tail(plugin, id, state, &tail, batch) {
+                    Ok(state) => return Ok((new(snap.seq, state), false)),
+                    Err(e) => {
+                        tracing::warn!(realm = %id, error = %e, "replay after snapshot failed; falling back to full replay");
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(realm = %id, snapshot_seq = snap.seq, %reason, "snapshot unreadable; falling back to full replay");
+            }
+        }
+    }
+    // Full replay from the start of the log (the tail is the whole log when
+    // there is no snapshot).
+    let events = if load.snapshot.is_some() {
+        storage.events_since(id, 0).await?
+    } else {
+        load.tail
+    };
+    let events: Vec<_> = events.into_iter().take_while(|e| e.seq <= upto).collect();
+    let init = plugin.init(id.as_str()).map_err(NodeError::from)?.value;
+    let state = replay_tail(plugin, id, init, &events, batch)?;
+    Ok((new(0, state), snapshot.is_some()))
+}
+
 /// Load a realm from storage: `Ok(None)` if it has no events.
 #[tracing::instrument(name = "node.load", skip_all, fields(realm = %id, tail, snapshot_seq))]
 pub(crate) async fn load_realm(
@@ -139,64 +190,20 @@ pub(crate) async fn load_realm(
     let plugin = registry
         .get(&load.meta.realm_type)
         .map_err(NodeError::from)?;
-    let span = tracing::Span::current();
-    span.record("tail", load.tail.len());
+    tracing::Span::current().record("tail", load.tail.len());
     if !replay_enabled && !load.tail.is_empty() {
         return Err(LoadFailure::ReplayDisabled(id.to_string()));
     }
-
-    if let Some(snap) = &load.snapshot {
-        span.record("snapshot_seq", snap.seq);
-        let restored = plugin.restore(&snap.state).map_err(NodeError::from)?.value;
-        match restored {
-            Ok(state) => {
-                let tail: Vec<_> = load
-                    .tail
-                    .iter()
-                    .filter(|e| e.seq > snap.seq)
-                    .cloned()
-                    .collect();
-                match replay_tail(&plugin, id, state, &tail, batch) {
-                    Ok(state) => {
-                        return Ok(Some(RealmState::new(
-                            plugin.realm_type(),
-                            load.meta.last_seq,
-                            snap.seq,
-                            plugin.version(),
-                            state,
-                        )));
-                    }
-                    Err(e) => {
-                        tracing::warn!(realm = %id, error = %e, "replay after snapshot failed; falling back to full replay");
-                    }
-                }
-            }
-            Err(reason) => {
-                tracing::warn!(realm = %id, snapshot_seq = snap.seq, %reason, "snapshot unreadable; falling back to full replay");
-            }
-        }
+    let upto = load.meta.last_seq;
+    let (state, fell_back) = build(storage, &plugin, id, load, upto, batch).await?;
+    if fell_back {
         fallbacks.fetch_add(1, Ordering::Relaxed);
     }
-
-    // Full replay from the start of the log.
-    let events = if load.snapshot.is_some() {
-        storage.events_since(id, 0).await?
-    } else {
-        load.tail
-    };
-    let init = plugin.init(id.as_str()).map_err(NodeError::from)?.value;
-    let state = replay_tail(&plugin, id, init, &events, batch)?;
-    Ok(Some(RealmState::new(
-        plugin.realm_type(),
-        load.meta.last_seq,
-        0,
-        plugin.version(),
-        state,
-    )))
+    Ok(Some(state))
 }
 
-/// Rebuild a realm with `plugin` (a new active version): restore its
-/// snapshot with the new version, or replay the whole log.
+/// Rebuild a realm as of `seq` with `plugin` (a new active version): restore
+/// its snapshot with the new version, or replay the whole log.
 pub(crate) async fn rebuild(
     storage: &dyn Storage,
     plugin: &Plugin,
@@ -204,51 +211,17 @@ pub(crate) async fn rebuild(
     seq: u64,
     batch: usize,
 ) -> Result<RealmState, NodeError> {
-    let fail = |reason: String| NodeError::PluginInvalid {
-        realm_type: plugin.realm_type().to_owned(),
-        message: format!(
-            "rebuilding {id} with version {}: {reason}",
-            plugin.version()
-        ),
-    };
     let load = storage
         .load_realm(id)
         .await?
         .ok_or_else(|| NodeError::RealmNotFound(id.clone()))?;
-    if let Some(snap) = &load.snapshot {
-        if let Ok(state) = plugin.restore(&snap.state)?.value {
-            let tail: Vec<_> = load
-                .tail
-                .iter()
-                .filter(|e| e.seq > snap.seq && e.seq <= seq)
-                .cloned()
-                .collect();
-            if let Ok(Ok(state)) = plugin.replay(state, &tail, batch).map(|m| m.value) {
-                return Ok(RealmState::new(
-                    plugin.realm_type(),
-                    seq,
-                    snap.seq,
-                    plugin.version(),
-                    state,
-                ));
-            }
-        }
-    }
-    let events: Vec<_> = storage
-        .events_since(id, 0)
-        .await?
-        .into_iter()
-        .take_while(|e| e.seq <= seq)
-        .collect();
-    let init = plugin.init(id.as_str())?.value;
-    match plugin.replay(init, &events, batch)?.value {
-        Ok(state) => Ok(RealmState::new(
-            plugin.realm_type(),
-            seq,
-            0,
-            plugin.version(),
-            state,
-        )),
-        Err((at, e)) => Err(fail(format!("event {at}: {e:?}"))),
+    match build(storage, plugin, id, load, seq, batch).await {
+        Ok((state, _)) => Ok(state),
+        Err(LoadFailure::Node(e)) => Err(e),
+        Err(LoadFailure::Storage(e)) => Err(e.into()),
+        Err(other) => Err(NodeError::PluginInvalid {
+            realm_type: plugin.realm_type().to_owned(),
+            message: format!("rebuilding {id} with version {}: {other}", plugin.version()),
+        }),
     }
 }

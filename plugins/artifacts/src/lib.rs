@@ -25,6 +25,16 @@ pub mod fixtures {
     pub const FORBIDDEN_PATH: &str = super::FORBIDDEN_PATH;
     /// A broken candidate `ledger` that rejects deposits above 50.
     pub const LEDGER_STRICT: &[u8] = super::LEDGER_STRICT;
+    /// The ledger component with an extra custom section: the same logic
+    /// under a different content hash, i.e. a second *version* of the
+    /// `ledger` realm type for swap and rollback tests.
+    pub fn ledger_next_version() -> Vec<u8> {
+        let mut bytes = super::LEDGER.to_vec();
+        // Custom section (id 0), size 5, name "next" (length 4).
+        bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
+        bytes
+    }
+
     /// Path of [`LEDGER_STRICT`].
     pub const LEDGER_STRICT_PATH: &str = super::LEDGER_STRICT_PATH;
 }
