@@ -219,6 +219,8 @@ pub struct Plugin {
     idle: Mutex<Vec<Instance>>,
     stats: PluginStats,
     faults: Mutex<FaultLog>,
+    /// Mirror of `faults.quarantined`, so the per-call check takes no lock.
+    quarantined: std::sync::atomic::AtomicBool,
 }
 
 /// Recent faults of one version, for plugin quarantine.
@@ -260,6 +262,7 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
             faults: Mutex::new(FaultLog::default()),
+            quarantined: std::sync::atomic::AtomicBool::new(false),
         };
         let fuel = plugin.config.fuel_per_call;
         let described = plugin.call(fuel, |b, s| b.call_describe(s))?.value;
@@ -316,8 +319,10 @@ impl Plugin {
         self.apply_with_fuel(state, event, self.config.fuel_per_call)
     }
 
-    /// `apply` with an explicit fuel budget (the monitor scales it for
-    /// crossings from low-reputation shards).
+    /// `apply` with an explicit fuel budget instead of `fuel_per_call`
+    /// (for embedders that give some callers more or less headroom; the
+    /// shard monitor charges gas on the fuel burned, it does not change the
+    /// budget).
     #[tracing::instrument(name = "plugin.apply", level = "trace", skip_all, fields(plugin = %self.label, seq = event.seq))]
     pub fn apply_with_fuel(
         &self,
@@ -510,12 +515,16 @@ impl Plugin {
             && !f.quarantined
         {
             f.quarantined = true;
+            self.quarantined.store(true, Ordering::Release);
             tracing::error!(plugin = %self.label, faults = f.recent.len(), last = ?f.last, "plugin version quarantined");
         }
     }
 
     /// `Some(last fault)` while this version is quarantined for faulting.
     pub fn quarantined(&self) -> Option<String> {
+        if !self.quarantined.load(Ordering::Acquire) {
+            return None;
+        }
         let f = self.faults.lock();
         f.quarantined.then(|| f.last.clone().unwrap_or_default())
     }
@@ -524,6 +533,7 @@ impl Plugin {
     pub fn release(&self) {
         let mut f = self.faults.lock();
         f.quarantined = false;
+        self.quarantined.store(false, Ordering::Release);
         f.recent.clear();
     }
 
