@@ -12,7 +12,11 @@
 //! Property: once both threads are done, the realm in memory is never older
 //! than the durable state.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p realmhost --lib store::loom_model --release`
+//! The model uses loom's primitives directly (no `--cfg loom` switch), so it
+//! runs with the ordinary test suite: `cargo test -p realmhost --lib
+//! store::loom_model`. A second test removes the stale check and expects loom
+//! to find the interleaving that resurrects an old state, which proves the
+//! model is able to fail.
 
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex, RwLock};
@@ -34,7 +38,9 @@ impl Model {
         }
     }
 
-    fn load(&self) {
+    /// The leader's side. `check_stale: false` is the broken variant without
+    /// the stale check, kept to prove the model can catch the bug.
+    fn load(&self, check_stale: bool) {
         let stale = Arc::new(AtomicBool::new(false));
         *self.flights.lock().expect("lock") = Some(Arc::clone(&stale));
         self.inflight.fetch_add(1, Ordering::SeqCst);
@@ -46,7 +52,7 @@ impl Model {
                     break;
                 }
                 let _flights = self.flights.lock().expect("lock");
-                if stale.swap(false, Ordering::SeqCst) {
+                if check_stale && stale.swap(false, Ordering::SeqCst) {
                     continue;
                 }
                 *map = Some(loaded);
@@ -67,9 +73,8 @@ impl Model {
     }
 }
 
-#[test]
-fn a_load_never_resurrects_a_removed_older_state() {
-    loom::model(|| {
+fn run(check_stale: bool) {
+    loom::model(move || {
         let m = Arc::new(Model {
             map: RwLock::new(None),
             durable: AtomicU64::new(1),
@@ -78,7 +83,7 @@ fn a_load_never_resurrects_a_removed_older_state() {
         });
         let loader = {
             let m = Arc::clone(&m);
-            thread::spawn(move || m.load())
+            thread::spawn(move || m.load(check_stale))
         };
         m.append_then_evict();
         loader.join().expect("join");
@@ -88,4 +93,15 @@ fn a_load_never_resurrects_a_removed_older_state() {
             "stale state {in_memory:?} in memory"
         );
     });
+}
+
+#[test]
+fn a_load_never_resurrects_a_removed_older_state() {
+    run(true);
+}
+
+#[test]
+#[should_panic(expected = "stale state")]
+fn without_the_stale_check_loom_finds_a_resurrection() {
+    run(false);
 }

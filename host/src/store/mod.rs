@@ -978,7 +978,7 @@ impl Drop for EvictionTasks {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(test)]
 mod loom_model;
 #[cfg(test)]
 mod tests;
