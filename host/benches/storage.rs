@@ -65,8 +65,32 @@ fn fdatasync_rate(dir: &Path, secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// CPU time (user + system) the storage committer thread has used so far,
+/// from `/proc/self/task/*/stat`; `None` where that is not available. CPU
+/// per event is the figure that does not move with the disk's mood.
+fn committer_cpu() -> Option<Duration> {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        if comm.trim() != "storage-committ" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        // Fields after the parenthesized command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        return Some(Duration::from_secs_f64((utime + stime) / ticks_per_s));
+    }
+    None
+}
+
 struct AppendFigures {
     events_per_s: f64,
+    committer_us_per_event: Option<f64>,
     p50: Duration,
     p99: Duration,
     max: Duration,
@@ -82,8 +106,15 @@ fn append_throughput(dir: &Path, config: StorageConfig, secs: f64) -> AppendFigu
     let version = PluginVersion([3; 32]);
     let warmup = Duration::from_millis(500);
     let measure = Duration::from_secs_f64(secs);
-    let (events, lat, elapsed) = rt.block_on(async {
+    let (events, lat, elapsed, cpu) = rt.block_on(async {
         let t0 = Instant::now();
+        let cpu_at_warmup = {
+            let t0 = t0;
+            tokio::spawn(async move {
+                tokio::time::sleep_until((t0 + warmup).into()).await;
+                committer_cpu()
+            })
+        };
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
             let storage = storage.clone();
@@ -120,7 +151,11 @@ fn append_throughput(dir: &Path, config: StorageConfig, secs: f64) -> AppendFigu
             events += c;
             lat.extend(l);
         }
-        (events, lat, t0.elapsed().saturating_sub(warmup))
+        let cpu = match (cpu_at_warmup.await.expect("probe"), committer_cpu()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        (events, lat, t0.elapsed().saturating_sub(warmup), cpu)
     });
     let mut lat = lat;
     lat.sort_unstable();
@@ -131,6 +166,7 @@ fn append_throughput(dir: &Path, config: StorageConfig, secs: f64) -> AppendFigu
     };
     AppendFigures {
         events_per_s: events as f64 / elapsed.as_secs_f64(),
+        committer_us_per_event: cpu.map(|c| c.as_secs_f64() * 1e6 / events.max(1) as f64),
         p50: pct(0.50),
         p99: pct(0.99),
         max: lat.last().copied().unwrap_or_default(),
@@ -140,9 +176,11 @@ fn append_throughput(dir: &Path, config: StorageConfig, secs: f64) -> AppendFigu
 
 fn print_append(label: &str, f: &AppendFigures, fsync: f64) {
     println!(
-        "storage/append_{label}: {:>9.0} events/s  ({:.1}x fdatasync)  ack p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  [{}]",
+        "storage/append_{label}: {:>9.0} events/s  ({:.1}x fdatasync)  committer {} us/event  ack p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  [{}]",
         f.events_per_s,
         f.events_per_s / fsync,
+        f.committer_us_per_event
+            .map_or_else(|| "?".to_owned(), |c| format!("{c:.1}")),
         f.p50.as_secs_f64() * 1e3,
         f.p99.as_secs_f64() * 1e3,
         f.max.as_secs_f64() * 1e3,

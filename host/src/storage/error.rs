@@ -82,6 +82,17 @@ pub enum StorageError {
         /// Newest version this build reads.
         supported: u64,
     },
+    /// The database was written by an older release in a format this one no
+    /// longer reads. Nothing was modified.
+    #[error(
+        "database format version {found} is older than the supported {supported} and cannot be read by this release"
+    )]
+    UnsupportedFormat {
+        /// Version on disk.
+        found: u64,
+        /// The version this build reads.
+        supported: u64,
+    },
     /// The file is a redb database but not one of ours (no format record).
     #[error("{0} is not a realmhost database")]
     NotRealmhost(String),
