@@ -300,37 +300,55 @@ async fn usable_as_trait_object() {
     assert_eq!(s.get_meta("k").await.unwrap(), Some(vec![1]));
 }
 
+/// A database whose format record says `version`; returns its path.
+fn db_with_format(dir: &std::path::Path, version: u64) -> std::path::PathBuf {
+    drop(RedbStorage::open(dir).unwrap());
+    let path = dir.join(DB_FILE_NAME);
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(redb::TableDefinition::<&str, u64>::new("sys"))
+        .unwrap()
+        .insert("format_version", version)
+        .unwrap();
+    txn.commit().unwrap();
+    path
+}
+
+/// redb itself rewrites its header on open/close; what matters is that our
+/// records are untouched: the format version is still `version`.
+fn assert_format_untouched(path: &std::path::Path, version: u64) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let sys = txn
+        .open_table(redb::TableDefinition::<&str, u64>::new("sys"))
+        .unwrap();
+    assert_eq!(sys.get("format_version").unwrap().unwrap().value(), version);
+}
+
 #[test]
 fn newer_format_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    drop(RedbStorage::open(dir.path()).unwrap());
-    let path = dir.path().join(DB_FILE_NAME);
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(redb::TableDefinition::<&str, u64>::new("sys"))
-            .unwrap()
-            .insert("format_version", FORMAT_VERSION + 1)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    let path = db_with_format(dir.path(), FORMAT_VERSION + 1);
     match RedbStorage::open(dir.path()) {
         Err(StorageError::NewerFormat { found, supported }) => {
             assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
         }
         other => panic!("expected NewerFormat, got {other:?}"),
     }
-    // redb itself rewrites its header on open/close; what matters is that
-    // our records are untouched: the newer version is still there.
-    let db = redb::Database::open(&path).unwrap();
-    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let sys = txn
-        .open_table(redb::TableDefinition::<&str, u64>::new("sys"))
-        .unwrap();
-    assert_eq!(
-        sys.get("format_version").unwrap().unwrap().value(),
-        FORMAT_VERSION + 1
-    );
+    assert_format_untouched(&path, FORMAT_VERSION + 1);
+}
+
+#[test]
+fn older_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_with_format(dir.path(), 1);
+    match RedbStorage::open(dir.path()) {
+        Err(e @ StorageError::UnsupportedFormat { found: 1, .. }) => {
+            assert!(e.to_string().contains("older"), "{e}");
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    assert_format_untouched(&path, 1);
 }
 
 #[test]
