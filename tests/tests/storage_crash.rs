@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use realmhost::runtime::PluginVersion;
-use realmhost::storage::{AppendRequest, RedbStorage};
+use realmhost::storage::{AppendRequest, RedbStorage, StorageConfig};
 use realmhost::{EventRecord, RealmId};
 
 const CHILD_ENV: &str = "REALMHOST_CRASH_WRITER_DIR";
@@ -47,7 +47,8 @@ fn crash_writer_child() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let storage = std::sync::Arc::new(RedbStorage::open(&dir).expect("child open"));
+        let storage =
+            std::sync::Arc::new(RedbStorage::open_with(&dir, config()).expect("child open"));
         let mut tasks = Vec::new();
         for i in 0..REALMS {
             let storage = storage.clone();
@@ -82,6 +83,16 @@ fn crash_writer_child() {
     });
 }
 
+/// Small checkpoint thresholds, so that kills land before, during and after
+/// checkpoints, and reopens rebuild unindexed tails of every length.
+fn config() -> StorageConfig {
+    StorageConfig {
+        checkpoint_events: 300,
+        checkpoint_realms: 8,
+        ..StorageConfig::default()
+    }
+}
+
 /// A tiny xorshift generator: kill timings only need to vary, not be good.
 struct Rng(u64);
 impl Rng {
@@ -109,6 +120,8 @@ fn acknowledged_events_survive_sigkill() {
     // Highest acknowledged seq per realm over all runs so far.
     let mut acked: BTreeMap<usize, u64> = BTreeMap::new();
     let mut total_acks = 0usize;
+    // Unindexed events the reopens rebuilt from the log.
+    let mut recovered = 0usize;
 
     for iter in 0..iterations {
         let mut child = Command::new(&exe)
@@ -161,8 +174,9 @@ fn acknowledged_events_survive_sigkill() {
             *e = (*e).max(s);
         }
 
-        let storage = RedbStorage::open(dir.path())
+        let storage = RedbStorage::open_with(dir.path(), config())
             .unwrap_or_else(|e| panic!("iteration {iter}: reopen failed: {e}"));
+        recovered += storage.recovered_events();
         assert!(
             !storage.opened_with_repair(),
             "iteration {iter}: reopen needed a repair"
@@ -199,14 +213,24 @@ fn acknowledged_events_survive_sigkill() {
                 acked.insert(i, last);
             }
         }
-        drop(storage);
+        // Every other check leaves the tail unindexed, so the child's own
+        // open rebuilds it too (and may be killed while doing so).
+        if iter % 2 == 0 {
+            storage.close_without_checkpoint();
+        } else {
+            drop(storage);
+        }
     }
     eprintln!(
-        "crash test: {total_acks} acknowledgments checked in {:?}",
+        "crash test: {total_acks} acknowledgments checked, {recovered} unindexed events rebuilt by reopens, in {:?}",
         started.elapsed()
     );
     assert!(
         total_acks > iterations,
         "the child barely wrote anything ({total_acks} acks)"
+    );
+    assert!(
+        recovered > 0,
+        "no reopen had an unindexed tail to rebuild: the recovery scan went untested"
     );
 }
