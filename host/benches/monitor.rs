@@ -37,7 +37,7 @@ fn monitor_op(m: &ShardMonitor, sources: &[String], t: usize, i: usize) {
     let shard = (mixed >> 32) % SHARDS;
     m.record_event(shard, &sources[(mixed >> 8) % SOURCES]);
     if !m.is_quarantined(shard) {
-        m.record_crossing(shard, i % 100 != 0);
+        m.record_crossing(shard, !i.is_multiple_of(100));
     }
     black_box(m.reputation(shard));
 }

@@ -19,7 +19,7 @@ use realmhost_guest::{encode_payload, entry};
 use realmhost_plugin_ledger::{Ledger, Tx};
 
 fn event(seq: u64) -> EventRecord {
-    let (from, to) = if seq % 2 == 0 {
+    let (from, to) = if seq.is_multiple_of(2) {
         ("alice", "bob")
     } else {
         ("bob", "alice")

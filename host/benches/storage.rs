@@ -108,13 +108,10 @@ fn append_throughput(dir: &Path, config: StorageConfig, secs: f64) -> AppendFigu
     let measure = Duration::from_secs_f64(secs);
     let (events, lat, elapsed, cpu) = rt.block_on(async {
         let t0 = Instant::now();
-        let cpu_at_warmup = {
-            let t0 = t0;
-            tokio::spawn(async move {
-                tokio::time::sleep_until((t0 + warmup).into()).await;
-                committer_cpu()
-            })
-        };
+        let cpu_at_warmup = tokio::spawn(async move {
+            tokio::time::sleep_until((t0 + warmup).into()).await;
+            committer_cpu()
+        });
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
             let storage = storage.clone();

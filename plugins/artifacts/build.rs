@@ -126,12 +126,12 @@ fn check_target_installed() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot {
-        if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-            panic!(
-                "\n\nThe Rust target `{TARGET}` is not installed, and the plugins cannot be built without it.\n\
-                 Run this once, then build again:\n\n    rustup target add {TARGET}\n\n"
-            );
-        }
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(TARGET).exists()
+    {
+        panic!(
+            "\n\nThe Rust target `{TARGET}` is not installed, and the plugins cannot be built without it.\n\
+             Run this once, then build again:\n\n    rustup target add {TARGET}\n\n"
+        );
     }
 }

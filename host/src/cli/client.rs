@@ -243,7 +243,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -439,8 +439,8 @@ pub fn plugin(conn: &Conn, cmd: PluginCmd) -> Result<()> {
     }
     if let Some(list) = v["plugins"].as_array() {
         println!(
-            "{:<12} {:<8} {:<14} {:>9} {:>7}  {}",
-            "REALM TYPE", "SEMVER", "VERSION", "CALLS", "FAULTS", "STATE"
+            "{:<12} {:<8} {:<14} {:>9} {:>7}  STATE",
+            "REALM TYPE", "SEMVER", "VERSION", "CALLS", "FAULTS"
         );
         for p in list {
             let state = match (p["active"].as_bool(), p["previous"].as_bool()) {

@@ -153,19 +153,19 @@ impl PluginRuntime {
     }
 
     fn compile(&self, bytes: &[u8], version: PluginVersion) -> Result<Component, RuntimeError> {
-        if let Some(cache) = &self.cache {
-            if let Some(c) = cache.get(&self.engine, version) {
-                return Ok(c);
-            }
+        if let Some(cache) = &self.cache
+            && let Some(c) = cache.get(&self.engine, version)
+        {
+            return Ok(c);
         }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InvalidComponent {
                 reason: format!("{e:#}"),
             })?;
-        if let Some(cache) = &self.cache {
-            if let Err(e) = cache.put(version, &component) {
-                tracing::warn!(error = %e, "could not write the compiled-component cache");
-            }
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(version, &component)
+        {
+            tracing::warn!(error = %e, "could not write the compiled-component cache");
         }
         Ok(component)
     }

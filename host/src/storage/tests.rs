@@ -528,7 +528,7 @@ fn realm_name(r: usize) -> String {
     format!("m/{r}")
 }
 fn realm_type(r: usize) -> &'static str {
-    if r % 2 == 0 { "even" } else { "odd" }
+    if r.is_multiple_of(2) { "even" } else { "odd" }
 }
 
 proptest! {
