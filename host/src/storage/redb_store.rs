@@ -961,37 +961,38 @@ impl Committer {
     fn run(mut self, rx: &mpsc::Receiver<Op>, skip_final_checkpoint: &AtomicBool) {
         let max_batch = self.config.max_batch.max(1);
         while let Ok(first) = rx.recv() {
-            // Everything that queued up while the previous commit was syncing
-            // goes into this one: the batch size adapts to the load by itself,
-            // with no timer adding latency when the system is idle.
-            let mut ops = vec![first];
-            while ops.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+            // The first request, then everything that queued up while the
+            // previous commit was syncing *and while this one is being
+            // written*: the batch size adapts to the load by itself, with no
+            // timer adding latency when the system is idle. Taking requests
+            // until the queue is empty (rather than only those queued at the
+            // start) lets closed-loop writers that were acknowledged by the
+            // previous commit join this one instead of waiting for the next:
+            // one fsync for all of them instead of two half-full commits.
+            let ops = std::iter::once(first)
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                .take(max_batch);
             self.commit_batch(ops, false);
         }
         // Clean shutdown: fold the whole tail into the index so that the next
         // open has no log to scan.
         if !skip_final_checkpoint.load(Ordering::SeqCst) && self.unindexed.read().events > 0 {
-            self.commit_batch(Vec::new(), true);
+            self.commit_batch(std::iter::empty(), true);
         }
     }
 
     /// Process `ops` in one durable transaction; with `full_checkpoint`, also
-    /// index every unindexed tail.
-    fn commit_batch(&mut self, ops: Vec<Op>, full_checkpoint: bool) {
+    /// index every unindexed tail. `ops` is drained lazily, while the
+    /// transaction is open.
+    fn commit_batch(&mut self, ops: impl Iterator<Item = Op>, full_checkpoint: bool) {
         let span = tracing::info_span!(
             "storage.commit",
-            batch = ops.len(),
+            batch = tracing::field::Empty,
             realms = tracing::field::Empty,
             events = tracing::field::Empty,
             indexed = tracing::field::Empty,
         );
         let _enter = span.enter();
-        metrics::histogram!("realmhost_commit_batch_requests").record(ops.len() as f64);
         let started = std::time::Instant::now();
         let mut batch = BatchState {
             next_pos: self.counters.next_pos,
@@ -1001,8 +1002,8 @@ impl Committer {
             indexed: Vec::new(),
             events: 0,
         };
-        let mut done = Vec::with_capacity(ops.len());
-        let mut ops = ops.into_iter();
+        let mut done = Vec::new();
+        let mut ops = ops;
         let mut realms = 0usize;
 
         let result = (|| -> Result<(), StorageError> {
@@ -1053,6 +1054,8 @@ impl Committer {
             txn.commit()?;
             Ok(())
         })();
+        span.record("batch", done.len());
+        metrics::histogram!("realmhost_commit_batch_requests").record(done.len() as f64);
         span.record("realms", realms);
         span.record("events", batch.events);
         span.record("indexed", batch.indexed.len());
@@ -1088,8 +1091,8 @@ impl Committer {
             }
             Err(e) => {
                 // Nothing of this batch is stored (the transaction was dropped
-                // uncommitted); every waiter learns that, including requests
-                // that were not reached yet.
+                // uncommitted); every waiter of it learns that. Requests not
+                // taken from the queue yet go into the next batch.
                 tracing::error!(error = %e, "storage commit failed");
                 let msg = e.to_string();
                 let failed = || StorageError::CommitFailed(msg.clone());
@@ -1097,14 +1100,6 @@ impl Committer {
                     match d {
                         Done::Append(reply, _) => drop(reply.send(Err(failed()))),
                         Done::Unit(reply, _) => drop(reply.send(Err(failed()))),
-                    }
-                }
-                for op in ops {
-                    match op {
-                        Op::Append(_, reply) => drop(reply.send(Err(failed()))),
-                        Op::Snapshot(_, _, reply) | Op::Meta(_, _, reply) => {
-                            drop(reply.send(Err(failed())))
-                        }
                     }
                 }
             }
