@@ -285,6 +285,12 @@ fn bad_config_is_a_clear_error() {
     assert!(err.contains("snapshot_every"), "{err}");
     let (ok, _) = serve("[sharding]\nnum_shards = 0\n");
     assert!(!ok);
+    let (ok, err) = serve("[storage]\nmax_batch = 0\n");
+    assert!(!ok);
+    assert!(err.contains("storage.max_batch"), "{err}");
+    let (ok, err) = serve("[storage]\nno_such_knob = 1\n");
+    assert!(!ok);
+    assert!(err.contains("no_such_knob"), "{err}");
     let (ok, err) = serve("this is = not toml [");
     assert!(!ok);
     assert!(err.contains("invalid config"), "{err}");

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::monitor::ShardMonitorConfig;
 use crate::runtime::RuntimeConfig;
+use crate::storage::StorageConfig;
 use crate::store::ShardingConfig;
 
 /// Limits on what a client may send.
@@ -83,6 +84,7 @@ impl Default for HttpConfig {
 /// | `monitor_enabled` | true (false: no entropy, reputation, quarantine or gas accounting) |
 /// | `sharding` | `ShardingConfig::default()` (64 shards) |
 /// | `monitor` | `ShardMonitorConfig::default()` |
+/// | `storage` | `StorageConfig::default()` (redb cache, group commit, checkpoints) |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
@@ -108,6 +110,8 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// The HTTP API.
     pub http: HttpConfig,
+    /// The embedded database.
+    pub storage: StorageConfig,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +128,7 @@ impl Default for NodeConfig {
             monitor: ShardMonitorConfig::default(),
             runtime: RuntimeConfig::default(),
             http: HttpConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -195,6 +200,26 @@ impl NodeConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.runtime.validate().map_err(ConfigError::Invalid)?;
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_section_is_read_and_checked() {
+        let c = NodeConfig::from_toml_str(
+            "[storage]\ncheckpoint_events = 1000\nquick_repair = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.checkpoint_events, 1000);
+        assert!(!c.storage.quick_repair);
+        assert_eq!(c.storage.max_batch, StorageConfig::default().max_batch);
+        let err = NodeConfig::from_toml_str("[storage]\ncheckpoint_realms = 0\n").unwrap_err();
+        assert!(err.to_string().contains("checkpoint_realms"), "{err}");
+        assert!(NodeConfig::from_toml_str("[storage]\ncache = 1\n").is_err());
     }
 }

@@ -308,7 +308,10 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             NodeError::Setup(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
-        let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open(&config.data_dir)?);
+        let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open_with(
+            &config.data_dir,
+            config.storage.clone(),
+        )?);
         Self::open_with_storage(config, storage).await
     }
 

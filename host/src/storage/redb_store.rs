@@ -82,8 +82,19 @@ const KEY_FORMAT: &str = "format_version";
 const KEY_NEXT_REALM: &str = "next_realm_no";
 const KEY_INDEX_FLOOR: &str = "index_floor";
 
-/// Tuning of [`RedbStorage`].
-#[derive(Debug, Clone)]
+/// Tuning of [`RedbStorage`]; the `[storage]` section of the node's TOML
+/// config, every field optional.
+///
+/// | field | default |
+/// |---|---|
+/// | `cache_bytes` | 256 MiB |
+/// | `quick_repair` | true |
+/// | `verify_on_open` | false |
+/// | `max_batch` | 8192 requests |
+/// | `checkpoint_events` | 65 536 |
+/// | `checkpoint_realms` | 1024 |
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// redb page cache, bytes.
     pub cache_bytes: usize,
@@ -119,6 +130,22 @@ impl Default for StorageConfig {
             checkpoint_events: 64 * 1024,
             checkpoint_realms: 1024,
         }
+    }
+}
+
+impl StorageConfig {
+    /// Check the values; the message names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_batch == 0 {
+            return Err("storage.max_batch must be > 0".into());
+        }
+        if self.checkpoint_realms == 0 {
+            return Err("storage.checkpoint_realms must be > 0".into());
+        }
+        if self.cache_bytes < (1 << 20) {
+            return Err("storage.cache_bytes must be at least 1 MiB".into());
+        }
+        Ok(())
     }
 }
 
