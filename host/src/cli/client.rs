@@ -62,7 +62,8 @@ pub enum ShardCmd {
         /// Shard index.
         shard: usize,
     },
-    /// Evict realms from memory (dirty ones are snapshotted first).
+    /// Evict realms from memory (dirty ones are snapshotted first). Refused
+    /// by a node running without lazy loading.
     Evict {
         /// Evict every realm, not only those beyond each shard's limit.
         #[arg(long)]

@@ -335,7 +335,7 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
 
     let t = Instant::now();
     let loaded = node.store().len();
-    let evicted = node.evict(true).await;
+    let evicted = node.evict(true).await?;
     println!(
         "  evicted {evicted} of {loaded} realms in {:.2?} (dirty ones snapshotted); reloading on demand\n",
         t.elapsed()

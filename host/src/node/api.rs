@@ -16,7 +16,7 @@
 //! | GET | `/v1/shards/{n}` | analysis of one shard |
 //! | GET | `/v1/plugins` | loaded plugin versions |
 //! | POST | `/v1/admin/shards/{n}/quarantine` · `/release` | shard admin (token) |
-//! | POST | `/v1/admin/evict` | evict (`{"all":true}` for everything) (token) |
+//! | POST | `/v1/admin/evict` | evict (`{"all":true}` for everything) (token); 409 `eviction_disabled` with lazy loading off |
 //! | POST | `/v1/admin/plugins?activate=` | upload a component (token) |
 //! | POST | `/v1/plugins/{type}/shadow` | shadow-replay a candidate version (read-only) |
 //! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | promote (after shadow replay unless `force`) / roll back (token) |
@@ -39,7 +39,7 @@ use super::{Node, NodeError};
 use crate::monitor::MonitorError;
 use crate::realm::{NewEvent, RealmId};
 use crate::runtime::{PluginVersion, RegistryError, RuntimeError};
-use crate::store::LoadError;
+use crate::store::{LoadError, StoreError};
 
 /// An API error: status, stable code, message.
 #[derive(Debug)]
@@ -109,6 +109,11 @@ impl From<NodeError> for ApiError {
                 Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
             NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
+            NodeError::Store(StoreError::ShardFull { .. } | StoreError::MemoryFull { .. }) => {
+                Self::new(S::INSUFFICIENT_STORAGE, "store_full", msg)
+            }
+            NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
+            NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
             NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
             NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
             NodeError::ShadowFailed(report) => Self {
@@ -386,7 +391,7 @@ async fn evict(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
     };
-    let evicted = node.evict(b.all).await;
+    let evicted = node.evict(b.all).await?;
     Ok(Json(json!({ "evicted": evicted })))
 }
 

@@ -21,10 +21,26 @@
 //! Because a state enters the store only after its events are durable, any
 //! realm in memory may be evicted at any time without losing an event; a
 //! dirty realm (events since its snapshot) gets a snapshot on eviction.
+//!
+//! ## Without lazy loading
+//! With `sharding.lazy_loading_enabled` off (the `minimal` profile) a realm
+//! that is not in memory cannot be loaded on demand, so the node keeps every
+//! realm in memory for its whole life:
+//! - [`Node::open`] loads every stored realm before it returns (see
+//!   [`PreloadReport`]; a realm that fails is reported and then answers with
+//!   a typed load error, it does not stop the start);
+//! - nothing is evicted: no periodic sweep, no shedding at the hard cap or
+//!   the memory budget, and [`Node::evict`] is refused with
+//!   [`NodeError::EvictionDisabled`];
+//! - a new realm is created only if the store has room for it, checked before
+//!   its first event is made durable; otherwise the append fails with
+//!   [`NodeError::Store`] (`StoreError::ShardFull` / `MemoryFull`) and
+//!   nothing is stored.
 
 pub mod api;
 mod config;
 pub mod metrics;
+mod preload;
 mod state;
 
 use std::sync::Arc;
@@ -35,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
+pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 
 use crate::monitor::{MonitorError, ShardAnalysis, ShardMonitor, ShardMonitorSnapshot};
@@ -44,7 +61,7 @@ use crate::runtime::{
     RuntimeConfig, RuntimeError,
 };
 use crate::storage::{AppendRequest, RedbStorage, Snapshot, Storage, StorageError};
-use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats};
+use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats, StoreError};
 
 /// Number of per-realm append lock stripes.
 const LOCK_STRIPES: usize = 4096;
@@ -111,6 +128,17 @@ pub enum NodeError {
     /// Loading the realm failed.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The store refused a new realm (lazy loading is off, so nothing is
+    /// evicted, and the realm's shard or the memory budget is full); nothing
+    /// was stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Eviction was requested, but lazy loading is off: an evicted realm
+    /// could not be loaded again.
+    #[error(
+        "eviction is disabled: lazy loading is off, so an evicted realm could not be loaded again"
+    )]
+    EvictionDisabled,
     /// Shadow replay found realms the candidate cannot rebuild; not promoted.
     #[error("candidate {} refused: {} of {} realms failed shadow replay", .0.candidate, .0.failures.len(), .0.realms_checked)]
     ShadowFailed(Box<ShadowReport>),
@@ -235,6 +263,7 @@ struct Counters {
     snapshots: AtomicU64,
     snapshot_failures: AtomicU64,
     loads: AtomicU64,
+    preloaded: AtomicU64,
     load_fallbacks: AtomicU64,
     rebuilds: AtomicU64,
     /// Evicted dirty realms whose snapshot is not written yet.
@@ -252,8 +281,11 @@ pub struct NodeStats {
     pub failures: u64,
     /// Snapshots written.
     pub snapshots: u64,
-    /// Realms loaded from storage.
+    /// Realms loaded from storage on demand (lazy loads).
     pub loads: u64,
+    /// Realms loaded from storage at start (lazy loading off).
+    #[serde(default)]
+    pub preloaded: u64,
     /// Loads whose snapshot was unreadable and fell back to full replay.
     pub load_fallbacks: u64,
     /// Realms rebuilt because their plugin version changed.
@@ -276,6 +308,8 @@ pub struct Node {
     eviction: parking_lot::Mutex<Option<crate::store::EvictionTasks>>,
     snapshot_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Set at start when lazy loading is off.
+    preloaded: std::sync::OnceLock<preload::Preloaded>,
 }
 
 impl std::fmt::Debug for Node {
@@ -299,8 +333,9 @@ fn hash_hex(bytes: &[u8]) -> String {
 
 impl Node {
     /// Open (or create) a node on `config.data_dir`: storage, plugins, store,
-    /// monitor (with its persisted record) and the eviction tasks. Needs a
-    /// running tokio runtime.
+    /// monitor (with its persisted record) and the eviction tasks. With lazy
+    /// loading off, every stored realm is loaded before this returns (see
+    /// [`Node::preload_report`]). Needs a running tokio runtime.
     pub async fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
         config
             .validate()
@@ -390,7 +425,7 @@ impl Node {
             .spawn_eviction_tasks()
             .map_err(|e| NodeError::Setup(e.to_string()))?;
 
-        Ok(Arc::new(Self {
+        let node = Arc::new(Self {
             config,
             registry,
             store,
@@ -401,7 +436,19 @@ impl Node {
             eviction: parking_lot::Mutex::new(Some(eviction)),
             snapshot_task: parking_lot::Mutex::new(Some(snapshot_task)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-        }))
+            preloaded: std::sync::OnceLock::new(),
+        });
+        if !node.config.sharding.lazy_loading_enabled {
+            let preloaded = node.preload().await?;
+            let _ = node.preloaded.set(preloaded);
+        }
+        Ok(node)
+    }
+
+    /// What loading every stored realm at start found; `None` when lazy
+    /// loading is on (realms are then loaded on demand).
+    pub fn preload_report(&self) -> Option<&PreloadReport> {
+        self.preloaded.get().map(|p| &p.report)
     }
 
     /// The configuration.
@@ -506,6 +553,14 @@ impl Node {
             Ok(s) => Some(s),
             Err(NodeError::RealmNotFound(_)) => None,
             Err(e) => return Err(e),
+        };
+        // A new realm gets its room in memory before its first event is
+        // durable: with lazy loading off the store evicts nothing and refuses
+        // realms beyond its limits, and a durable realm it could not hold
+        // would be unreachable. Held until the state is published.
+        let _room = match current {
+            None => Some(self.store.reserve(ev.realm_id.as_str())?),
+            Some(_) => None,
         };
         let (base_state, base_seq, snapshot_seq) = match &current {
             Some(s) if s.realm_type() != ev.realm_type => {
@@ -702,10 +757,18 @@ impl Node {
             Ok(s) => Ok(s),
             Err(LoadError::NotFound(_)) => Err(NodeError::RealmNotFound(id.clone())),
             // Without lazy loading a miss cannot be filled from storage; a
-            // realm storage has never seen is simply new.
+            // realm storage has never seen is simply new. One that failed to
+            // load at start answers with the reason.
             Err(e @ LoadError::LoadingDisabled(_)) => match self.storage.realm_meta(id).await? {
                 None => Err(NodeError::RealmNotFound(id.clone())),
-                Some(_) => Err(e.into()),
+                Some(_) => match self.preloaded.get().and_then(|p| p.failed.get(id.as_str())) {
+                    Some(source) => Err(LoadError::Loader {
+                        realm: Arc::from(id.as_str()),
+                        source: Arc::clone(source),
+                    }
+                    .into()),
+                    None => Err(e.into()),
+                },
             },
             Err(e) => Err(e.into()),
         }
@@ -972,6 +1035,7 @@ impl Node {
             failures: c.failures.load(Ordering::Relaxed),
             snapshots: c.snapshots.load(Ordering::Relaxed),
             loads: c.loads.load(Ordering::Relaxed),
+            preloaded: c.preloaded.load(Ordering::Relaxed),
             load_fallbacks: c.load_fallbacks.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
             sharding: self.store.stats(),
@@ -999,15 +1063,24 @@ impl Node {
     }
 
     /// Evict every realm beyond each shard's limit... and with `all`, every
-    /// realm: dirty ones are snapshotted first.
-    pub async fn evict(&self, all: bool) -> usize {
+    /// realm: dirty ones are snapshotted first. Refused with
+    /// [`NodeError::EvictionDisabled`] when lazy loading is off (an evicted
+    /// realm could not come back).
+    pub async fn evict(&self, all: bool) -> Result<usize, NodeError> {
+        if !self.config.sharding.lazy_loading_enabled {
+            tracing::warn!(
+                all,
+                "eviction refused: lazy loading is off, so an evicted realm could not be loaded again"
+            );
+            return Err(NodeError::EvictionDisabled);
+        }
         let n = if all {
             self.store.evict_down_to(0)
         } else {
             self.store.evict_all()
         };
         tracing::info!(evicted = n, all, "eviction requested");
-        n
+        Ok(n)
     }
 
     /// Write the shard monitor's record to storage.

@@ -72,8 +72,19 @@ pub struct ShardingConfig {
     /// How many realms a shard tracks for LRU ordering; also the default hard
     /// cap (a shard never holds more realms than it can order).
     pub lru_capacity_per_shard: usize,
-    /// Whether `get_or_load` may call the loader on a miss. When off, a miss
-    /// is answered with `LoadError::LoadingDisabled`.
+    /// Whether realms come and go: `get_or_load` calls the loader on a miss,
+    /// and realms beyond the limits are evicted.
+    ///
+    /// When off, the store holds the complete set of realms its owner put in
+    /// (the node loads every stored realm at start): a miss is answered with
+    /// `LoadError::LoadingDisabled`, and *nothing is evicted* — no periodic
+    /// sweep, no shedding at the hard cap or the memory budget, and
+    /// `evict_all` does nothing — because an evicted realm could not come
+    /// back. Instead, `ShardedStore::reserve` refuses room for a new realm
+    /// once its shard holds `hard_cap()` realms or the store reaches
+    /// `memory_budget_bytes` (`StoreError::ShardFull` / `MemoryFull`);
+    /// `max_per_shard` is not enforced. Only explicit `remove` and
+    /// `evict_down_to` calls drop realms.
     pub lazy_loading_enabled: bool,
     /// Whether loaders should replay events after the snapshot. The store only
     /// carries this flag for the loader; it does not replay anything itself.
@@ -127,7 +138,8 @@ impl ShardingConfig {
     }
 
     /// Tests: 4 shards × 100 realms, sweep every 60 s, LRU 150, no lazy
-    /// loading and no replay (simpler debugging).
+    /// loading and no replay (simpler debugging). Without lazy loading nothing
+    /// is evicted, so each shard holds up to its hard cap (150 realms).
     pub const fn minimal() -> Self {
         Self::with_shape(4, 100, 60, 150, false, false)
     }

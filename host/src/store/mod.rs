@@ -43,6 +43,23 @@
 //! shard to `max_per_shard`. Between sweeps, an insert that pushes its shard
 //! past the hard cap, or the whole store past `memory_budget_bytes`, sheds the
 //! coldest realms of that shard at once.
+//!
+//! # Without lazy loading
+//! With `lazy_loading_enabled` off a realm that left memory could not come
+//! back, so the store never evicts: [`spawn_eviction_tasks`] starts no task,
+//! inserts shed nothing, and [`evict_all`] returns 0 (each logged). Memory is
+//! bounded by refusing new realms instead: [`reserve`] grants room for one
+//! more realm only while its shard holds fewer than the hard cap (rooms
+//! granted and not yet released included) and the store is below its memory
+//! budget, and otherwise fails with [`StoreError::ShardFull`] or
+//! [`StoreError::MemoryFull`]. A caller reserves *before* making a new realm
+//! durable, so that a refusal leaves nothing behind. Explicit
+//! [`remove`](ShardedStore::remove) and [`evict_down_to`] still work.
+//!
+//! [`spawn_eviction_tasks`]: ShardedStore::spawn_eviction_tasks
+//! [`evict_all`]: ShardedStore::evict_all
+//! [`reserve`]: ShardedStore::reserve
+//! [`evict_down_to`]: ShardedStore::evict_down_to
 
 mod config;
 mod stats;
@@ -134,6 +151,29 @@ pub enum StoreError {
     /// Background tasks need a tokio runtime and none is running.
     #[error("spawning eviction tasks needs a running tokio runtime")]
     NoRuntime,
+    /// Eviction is suspended (lazy loading is off) and the realm's shard
+    /// already holds its hard cap of realms: a new realm would need another
+    /// one to leave memory for good.
+    #[error(
+        "store full: shard {shard} holds its hard cap of {cap} realms, and nothing is evicted while lazy loading is off"
+    )]
+    ShardFull {
+        /// The shard.
+        shard: usize,
+        /// Its hard cap (`ShardingConfig::hard_cap`).
+        cap: usize,
+    },
+    /// Eviction is suspended (lazy loading is off) and the realms in memory
+    /// already use the whole memory budget.
+    #[error(
+        "store full: realms in memory use {bytes} bytes of the {budget}-byte budget, and nothing is evicted while lazy loading is off"
+    )]
+    MemoryFull {
+        /// State bytes in memory.
+        bytes: u64,
+        /// `ShardingConfig::memory_budget_bytes`.
+        budget: u64,
+    },
 }
 
 /// Why a realm left memory.
@@ -226,6 +266,8 @@ struct Shard<V> {
     flights: Mutex<HashMap<Arc<str>, Arc<Flight<V>>>>,
     /// `flights.len()`, readable without the lock (removals check it).
     inflight: AtomicUsize,
+    /// Rooms granted by [`ShardedStore::reserve`] and not released yet.
+    reserved: AtomicUsize,
 }
 
 impl<V> Shard<V> {
@@ -240,6 +282,7 @@ impl<V> Shard<V> {
             queue_len: AtomicUsize::new(0),
             flights: Mutex::new(HashMap::new()),
             inflight: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
         }
     }
 
@@ -349,6 +392,62 @@ impl<V: StoreValue> ShardedStore<V> {
     /// Sum of `size_bytes` over all realms in memory.
     pub fn state_bytes(&self) -> u64 {
         self.total_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether realms may leave memory other than by explicit calls; false
+    /// when lazy loading is off (see the [module documentation](self)).
+    #[inline]
+    fn evicts(&self) -> bool {
+        self.config.lazy_loading_enabled
+    }
+
+    /// Room for `realm_id` in memory, asked for *before* the caller makes a
+    /// new realm durable, so that a refusal leaves nothing behind.
+    ///
+    /// With lazy loading on, inserts make room by evicting: this always
+    /// succeeds and holds nothing. With it off (nothing is ever evicted), it
+    /// fails with [`StoreError::ShardFull`] when the realm's shard holds its
+    /// hard cap of realms, counting rooms granted and not released yet, or
+    /// with [`StoreError::MemoryFull`] when the store has reached its memory
+    /// budget. A realm already in memory needs no room.
+    ///
+    /// Insert the realm, then drop the [`Reservation`] (dropping it without
+    /// inserting gives the room back).
+    pub fn reserve(&self, realm_id: &str) -> Result<Reservation<'_>, StoreError> {
+        let none = Reservation { reserved: None };
+        if self.evicts() {
+            return Ok(none);
+        }
+        let (idx, shard) = self.shard(realm_id);
+        if shard.map.contains_key(realm_id) {
+            return Ok(none);
+        }
+        if let Some(budget) = self.config.memory_budget_bytes {
+            let bytes = self.total_bytes.load(Ordering::Relaxed);
+            if bytes >= budget {
+                return Err(StoreError::MemoryFull { bytes, budget });
+            }
+        }
+        let cap = self.config.hard_cap();
+        let mut reserved = shard.reserved.load(Ordering::Relaxed);
+        loop {
+            if shard.len.load(Ordering::Relaxed) + reserved >= cap {
+                return Err(StoreError::ShardFull { shard: idx, cap });
+            }
+            match shard.reserved.compare_exchange_weak(
+                reserved,
+                reserved + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        reserved: Some(&shard.reserved),
+                    });
+                }
+                Err(now) => reserved = now,
+            }
+        }
     }
 
     /// The realm if it is in memory (never loads). Counts a hit or a miss and
@@ -491,6 +590,19 @@ impl<V: StoreValue> ShardedStore<V> {
     /// is already shedding this shard.
     fn after_insert(&self, idx: usize) {
         let shard = &self.shards[idx];
+        if !self.evicts() {
+            // Callers that reserve never get here past the cap; say so once
+            // per crossing when one did not.
+            let cap = self.config.hard_cap();
+            if shard.len.load(Ordering::Relaxed) == cap + 1 {
+                tracing::warn!(
+                    shard = idx,
+                    cap,
+                    "shard went past its hard cap without a reservation; nothing is evicted while lazy loading is off"
+                );
+            }
+            return;
+        }
         if shard.len.load(Ordering::Relaxed) > self.config.hard_cap() {
             self.evict_shard(
                 idx,
@@ -682,7 +794,15 @@ impl<V: StoreValue> ShardedStore<V> {
 
     /// Trim every shard to `max_per_shard` (and the memory budget, if set),
     /// least recently used first; returns how many realms were evicted.
+    /// With lazy loading off nothing is evicted (and 0 returned).
     pub fn evict_all(&self) -> usize {
+        if !self.evicts() {
+            tracing::info!(
+                realms = self.len(),
+                "eviction pass skipped: lazy loading is off, so nothing is evicted"
+            );
+            return 0;
+        }
         (0..self.shards.len())
             .map(|idx| self.sweep_shard(idx))
             .sum()
@@ -690,7 +810,8 @@ impl<V: StoreValue> ShardedStore<V> {
 
     /// Trim every shard to at most `per_shard` realms (only evictable ones
     /// go), least recently used first. `evict_down_to(0)` empties the store
-    /// of everything evictable.
+    /// of everything evictable. An explicit call, like
+    /// [`remove`](Self::remove): it works with lazy loading off too.
     pub fn evict_down_to(&self, per_shard: usize) -> usize {
         (0..self.shards.len())
             .map(|idx| self.evict_shard(idx, EvictionReason::Explicit, per_shard, None, true))
@@ -850,10 +971,21 @@ impl<V: StoreValue> ShardedStore<V> {
     /// Start one tokio task per shard that sweeps it every
     /// `eviction_interval_secs` (staggered so that shards do not all sweep at
     /// the same instant). The tasks stop when the returned guard is shut down
-    /// or dropped.
+    /// or dropped. With lazy loading off no task is started (nothing is
+    /// evicted) and the guard is empty.
     pub fn spawn_eviction_tasks(self: Arc<Self>) -> Result<EvictionTasks, StoreError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         let (stop, stopped) = watch::channel(false);
+        if !self.evicts() {
+            tracing::info!(
+                shards = self.shards.len(),
+                "periodic eviction off: lazy loading is off, so every realm stays in memory"
+            );
+            return Ok(EvictionTasks {
+                stop,
+                handles: Vec::new(),
+            });
+        }
         let interval = self.config.eviction_interval();
         let n = self.shards.len();
         let handles = (0..n)
@@ -942,6 +1074,22 @@ impl<V> Drop for Leader<'_, V> {
     }
 }
 
+/// Room for one realm, from [`ShardedStore::reserve`]; released on drop.
+#[must_use = "the room is released when the reservation is dropped"]
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    /// The shard's count of granted rooms; `None` when nothing was reserved.
+    reserved: Option<&'a AtomicUsize>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(reserved) = self.reserved {
+            reserved.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// The background eviction tasks; see [`ShardedStore::spawn_eviction_tasks`].
 #[derive(Debug)]
 pub struct EvictionTasks {
@@ -950,7 +1098,7 @@ pub struct EvictionTasks {
 }
 
 impl EvictionTasks {
-    /// Number of tasks (one per shard).
+    /// Number of tasks (one per shard; none with lazy loading off).
     pub fn len(&self) -> usize {
         self.handles.len()
     }

@@ -494,6 +494,103 @@ async fn eviction_tasks_sweep_and_stop() {
     assert_eq!(Arc::strong_count(&s), 1, "tasks still hold the store");
 }
 
+/// With lazy loading off nothing is evicted — no periodic task, no sweep, no
+/// shedding at the hard cap or the memory budget — and new realms past the
+/// limits are refused by `reserve` instead. Explicit calls still work.
+#[tokio::test]
+async fn without_lazy_loading_nothing_is_evicted_and_full_shards_refuse_room() {
+    let lazy_off =
+        || ShardingConfigBuilder::from_profile(config(1, 10, 20)).lazy_loading_enabled(false);
+    let s =
+        Arc::new(ShardedStore::<State>::new(lazy_off().build().expect("valid")).expect("store"));
+    let tasks = Arc::clone(&s).spawn_eviction_tasks().expect("runtime");
+    assert!(tasks.is_empty(), "a periodic eviction task was started");
+    for i in 0..20 {
+        let room = s
+            .reserve(&format!("r{i}"))
+            .expect("room below the hard cap");
+        assert!(s.register(&format!("r{i}"), State::new(i)));
+        drop(room);
+    }
+    // Twice `max_per_shard`, and nothing goes.
+    assert_eq!(s.evict_all(), 0);
+    assert_eq!(s.len(), 20);
+    // At the hard cap: no room for a new realm; a realm in memory needs none.
+    assert!(matches!(
+        s.reserve("new"),
+        Err(StoreError::ShardFull { shard: 0, cap: 20 })
+    ));
+    assert!(s.reserve("r3").is_ok());
+    // Replacing a realm in memory is always possible.
+    assert!(s.upsert("r3", State::new(30)).is_some());
+    // An insert without a reservation is not refused, but still sheds nothing.
+    assert!(s.register("unreserved", State::new(0)));
+    assert_eq!(s.len(), 21);
+    assert_eq!(s.stats().total_evictions, 0);
+    for i in 0..20 {
+        assert!(s.contains(&format!("r{i}")), "r{i} was evicted");
+    }
+    // Explicit calls still drop realms.
+    assert!(s.remove("unreserved").is_some());
+    assert_eq!(s.evict_down_to(0), 20);
+    assert!(s.is_empty());
+    tasks.shutdown().await;
+
+    // Rooms granted and not released count against the cap.
+    let s = ShardedStore::<State>::new(
+        ShardingConfigBuilder::from_profile(config(1, 1, 2))
+            .lazy_loading_enabled(false)
+            .build()
+            .expect("valid"),
+    )
+    .expect("store");
+    let a = s.reserve("a").expect("room");
+    let b = s.reserve("b").expect("room");
+    assert!(matches!(s.reserve("c"), Err(StoreError::ShardFull { .. })));
+    drop(b);
+    let c = s.reserve("c").expect("room given back");
+    s.register("a", State::new(1));
+    drop(a);
+    drop(c);
+    assert!(s.reserve("d").is_ok());
+
+    // The memory budget refuses new realms instead of shedding old ones.
+    let s = ShardedStore::<State>::new(
+        lazy_off()
+            .memory_budget_bytes(64 * 3)
+            .build()
+            .expect("valid"),
+    )
+    .expect("store");
+    for i in 0..3 {
+        let room = s.reserve(&format!("m{i}")).expect("room below the budget");
+        s.register(&format!("m{i}"), State::new(i));
+        drop(room);
+    }
+    assert!(matches!(
+        s.reserve("m3"),
+        Err(StoreError::MemoryFull {
+            bytes: 192,
+            budget: 192
+        })
+    ));
+    let grown = State {
+        bytes: 128,
+        ..State::new(9)
+    };
+    assert!(s.upsert("m0", grown).is_some());
+    assert_eq!((s.len(), s.state_bytes()), (3, 256));
+
+    // With lazy loading on, a reservation never fails: inserts make room.
+    let s = store(1, 1, 2);
+    for i in 0..5 {
+        let room = s.reserve(&format!("e{i}")).expect("always room");
+        s.register(&format!("e{i}"), State::new(i));
+        drop(room);
+    }
+    assert!(s.len() <= 2);
+}
+
 #[test]
 fn spawning_needs_a_runtime() {
     assert!(matches!(
