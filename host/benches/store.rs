@@ -4,7 +4,18 @@
 //! `cargo bench -p realmhost --bench store` first prints a summary (hit-path
 //! ratios, memory per realm as RSS delta measured in child processes,
 //! `evict_all` duration and read latency during it), then runs the criterion
-//! groups. `REALMHOST_STORE_BENCH_QUICK=1` skips the criterion groups.
+//! groups. `REALMHOST_STORE_BENCH_QUICK=1` skips the criterion groups;
+//! `REALMHOST_STORE_BENCH_ROUNDS=N` sets the hit-path rounds (default 9).
+//! `REALMHOST_STORE_BENCH_CALLGRIND=1` only runs Zipf lookups in two named
+//! functions, for exact instruction and cache-miss counts under callgrind
+//! (see `docs/BENCHMARKS.md`).
+//!
+//! The hit-path ratios are taken per round — store and DashMap run back to
+//! back, in alternating order — and summarized by their median and range, so
+//! that a burst of load from another process skews one round, not the
+//! figure. Besides wall time, each bench thread reads its own on-CPU time
+//! (`/proc/thread-self/schedstat`), which leaves out time the thread spent
+//! waiting for a core on a shared machine.
 
 use std::hint::black_box;
 use std::process::Command;
@@ -110,7 +121,54 @@ impl Lookup for DashMap<String, Arc<BenchState>> {
     }
 }
 
-/// `iters` lookups on each of `threads` threads; returns the wall time.
+/// Nanoseconds the calling thread has spent on a CPU (Linux schedstat), so
+/// that time other processes hold the core is not counted; `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `iters` lookups on each of `threads` threads; returns the wall time and
+/// the threads' summed on-CPU time (zero if it cannot be read).
+fn run_timed<L: Lookup>(
+    map: &L,
+    ids: &[String],
+    keys: &[Vec<usize>],
+    threads: usize,
+    iters: u64,
+) -> (Duration, Duration) {
+    let start = Instant::now();
+    let cpu = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let keys = &keys[t % keys.len()];
+                scope.spawn(move || {
+                    let cpu_start = thread_cpu_ns();
+                    let mut k = t * 7919;
+                    for _ in 0..iters {
+                        k = (k + 1) & (SAMPLES - 1);
+                        black_box(map.lookup(&ids[keys[k]]));
+                    }
+                    match (cpu_start, thread_cpu_ns()) {
+                        (Some(a), Some(b)) => b.saturating_sub(a),
+                        _ => 0,
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(0))
+            .sum::<u64>()
+    });
+    (start.elapsed(), Duration::from_nanos(cpu))
+}
+
+/// [`run_timed`], wall time only (criterion).
 fn run<L: Lookup>(
     map: &L,
     ids: &[String],
@@ -118,20 +176,7 @@ fn run<L: Lookup>(
     threads: usize,
     iters: u64,
 ) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let keys = &keys[t % keys.len()];
-            scope.spawn(move || {
-                let mut k = t * 7919;
-                for _ in 0..iters {
-                    k = (k + 1) & (SAMPLES - 1);
-                    black_box(map.lookup(&ids[keys[k]]));
-                }
-            });
-        }
-    });
-    start.elapsed()
+    run_timed(map, ids, keys, threads, iters).0
 }
 
 fn summary_hit_path(
@@ -140,7 +185,10 @@ fn summary_hit_path(
     map: &DashMap<String, Arc<BenchState>>,
 ) {
     println!(
-        "get_cached vs DashMap::get over {REALMS} realms (ns/op per thread, median of 5 rounds):"
+        "get_cached vs DashMap::get over {REALMS} realms, {} rounds of {ITERS} lookups per thread, \
+         store and DashMap alternating within each round; ratio = DashMap time / store time per round \
+         (median [min..max]); wall = throughput, cpu = on-CPU time of the bench threads:",
+        rounds()
     );
     let dists = [
         ("uniform", vec![uniform_keys(1), uniform_keys(2)]),
@@ -148,20 +196,56 @@ fn summary_hit_path(
     ];
     for (name, keys) in &dists {
         for threads in [1, 2] {
-            let iters = 2_000_000u64;
-            let mut s = Vec::new();
-            let mut d = Vec::new();
-            for _ in 0..5 {
-                d.push(run(map, ids, keys, threads, iters).as_nanos() as f64 / iters as f64);
-                s.push(run(store, ids, keys, threads, iters).as_nanos() as f64 / iters as f64);
+            // Every thread does ITERS lookups: wall time / ITERS is ns per
+            // lookup per thread.
+            let per_op = |d: Duration| d.as_nanos() as f64 / ITERS as f64;
+            let (mut s_ns, mut d_ns) = (Vec::new(), Vec::new());
+            let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+            for round in 0..rounds() {
+                let (s, d) = if round % 2 == 0 {
+                    let d = run_timed(map, ids, keys, threads, ITERS);
+                    (run_timed(store, ids, keys, threads, ITERS), d)
+                } else {
+                    let s = run_timed(store, ids, keys, threads, ITERS);
+                    (s, run_timed(map, ids, keys, threads, ITERS))
+                };
+                s_ns.push(per_op(s.0));
+                d_ns.push(per_op(d.0));
+                wall.push(d.0.as_secs_f64() / s.0.as_secs_f64());
+                if !s.1.is_zero() && !d.1.is_zero() {
+                    cpu.push(d.1.as_secs_f64() / s.1.as_secs_f64());
+                }
             }
-            let (s, d) = (median(&mut s), median(&mut d));
+            let spread = |v: &mut Vec<f64>| {
+                if v.is_empty() {
+                    return "n/a".to_owned();
+                }
+                let m = median(v);
+                format!("{m:.2}x [{:.2}..{:.2}]", v[0], v[v.len() - 1])
+            };
             println!(
-                "  {name:9} {threads}t: store {s:6.1} ns, dashmap {d:6.1} ns, store throughput = {:.2}x dashmap",
-                d / s
+                "  {name:9} {threads}t: store {:6.1} ns, dashmap {:6.1} ns; wall {}; cpu {}",
+                median(&mut s_ns),
+                median(&mut d_ns),
+                spread(&mut wall),
+                spread(&mut cpu),
             );
         }
     }
+}
+
+/// Rounds of the hit-path summary (`REALMHOST_STORE_BENCH_ROUNDS` overrides).
+const ROUNDS: usize = 9;
+/// Lookups per thread per round.
+const ITERS: u64 = 2_000_000;
+
+/// `REALMHOST_STORE_BENCH_ROUNDS`, or [`ROUNDS`].
+fn rounds() -> usize {
+    std::env::var("REALMHOST_STORE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(ROUNDS)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -328,9 +412,52 @@ fn bench_get_cached(c: &mut Criterion) {
 
 criterion_group!(benches, bench_get_cached);
 
+/// Zipf lookups counted by callgrind (`--toggle-collect`).
+const CALLGRIND_LOOKUPS: usize = 400_000;
+
+#[inline(never)]
+fn measured_store_lookups(store: &ShardedStore<BenchState>, ids: &[String], keys: &[usize]) {
+    for &k in keys {
+        black_box(store.get_cached(&ids[k]));
+    }
+}
+
+#[inline(never)]
+fn measured_dashmap_lookups(
+    map: &DashMap<String, Arc<BenchState>>,
+    ids: &[String],
+    keys: &[usize],
+) {
+    for &k in keys {
+        black_box(map.get(&ids[k]).map(|r| Arc::clone(r.value())));
+    }
+}
+
+/// `REALMHOST_STORE_BENCH_CALLGRIND=1`: the hit path only, twice over the
+/// same Zipf(0.99) keys after a warm-up pass, in the two functions above.
+fn callgrind_lookups() {
+    let ids = ids();
+    let store = filled_store(&ids);
+    let map = filled_dashmap(&ids);
+    let keys = vec![zipf_keys(3)];
+    let warm = CALLGRIND_LOOKUPS as u64;
+    run(&store, &ids, &keys, 1, warm);
+    run(&map, &ids, &keys, 1, warm);
+    // `run` starts at key 1.
+    let measured = &keys[0][1..=CALLGRIND_LOOKUPS];
+    for _ in 0..2 {
+        measured_store_lookups(&store, &ids, measured);
+        measured_dashmap_lookups(&map, &ids, measured);
+    }
+}
+
 fn main() {
     if let Ok(kind) = std::env::var(MEM_ENV) {
         measure_memory(&kind);
+        return;
+    }
+    if std::env::var_os("REALMHOST_STORE_BENCH_CALLGRIND").is_some() {
+        callgrind_lookups();
         return;
     }
     println!("== realmhost store bench summary ==");

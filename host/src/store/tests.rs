@@ -591,6 +591,19 @@ async fn without_lazy_loading_nothing_is_evicted_and_full_shards_refuse_room() {
     assert!(s.len() <= 2);
 }
 
+/// Each shard's map gets enough internal locks for 4 × CPUs in total, as a
+/// power of two (DashMap's requirement) and at least 2.
+#[test]
+fn internal_locks_add_up_to_a_plain_dashmaps() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for shards in [1, 3, 4, 64, 128, 256, 10_000] {
+        let inner = inner_shards(shards);
+        assert!(inner >= 2 && inner.is_power_of_two(), "{shards}: {inner}");
+        assert!(inner * shards >= 4 * cpus, "{shards}: {inner}");
+        assert!(inner == 2 || inner * shards < 8 * cpus, "{shards}: {inner}");
+    }
+}
+
 #[test]
 fn spawning_needs_a_runtime() {
     assert!(matches!(
