@@ -36,7 +36,10 @@
 //! `max_concurrent_loads` loads run at once, the rest queue in FIFO order, and
 //! a load that outlasts `load_timeout_ms` fails with [`LoadError::Timeout`].
 //! A load that raced with a removal of the same realm (its result may predate
-//! the removed state) is retried instead of being inserted.
+//! the removed state) is retried instead of being inserted. That handshake
+//! (flight registry, `inflight` counter, stale flag, lock order) is checked
+//! exhaustively by a loom model in `store/loom_model.rs`, which runs with the
+//! unit tests; a variant without the stale check must fail there.
 //!
 //! # Bounded memory
 //! The periodic sweep ([`ShardedStore::spawn_eviction_tasks`]) trims every
