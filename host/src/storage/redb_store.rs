@@ -518,7 +518,10 @@ impl RedbStorage {
         after_seq: u64,
     ) -> Result<Vec<EventRecord>, StorageError> {
         match self.view(realm)? {
-            Some(v) => v.events(after_seq),
+            Some(v) => {
+                let (last_seq, _) = v.last()?;
+                v.events(after_seq, last_seq)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -532,7 +535,7 @@ impl RedbStorage {
         let meta = v.meta()?;
         let snapshot = snapshot_of(&v.txn, &v.row)?;
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
-        let tail = v.events(after)?;
+        let tail = v.events(after, meta.last_seq)?;
         let span = tracing::Span::current();
         span.record("snapshot_seq", after);
         span.record("tail", tail.len());
@@ -886,9 +889,10 @@ impl View {
     }
 
     /// Events after `after_seq`, checked against the index and the tail: every
-    /// seq from `after_seq + 1` to the last exactly once, in order, each entry
-    /// owned by this realm. Anything else is reported as corruption.
-    fn events(&self, after_seq: u64) -> Result<Vec<EventRecord>, StorageError> {
+    /// seq from `after_seq + 1` to `last_seq` (from [`Self::last`]) exactly
+    /// once, in order, each entry owned by this realm. Anything else is
+    /// reported as corruption.
+    fn events(&self, after_seq: u64, last_seq: u64) -> Result<Vec<EventRecord>, StorageError> {
         let no = self.row.no;
         let index = self.txn.open_table(INDEX)?;
         let log = self.txn.open_table(LOG)?;
@@ -945,7 +949,6 @@ impl View {
             out.push(entry.event);
             expected += 1;
         }
-        let (last_seq, _) = self.last()?;
         if after_seq < last_seq && expected != last_seq + 1 {
             return Err(StorageError::Corrupt(format!(
                 "realm #{no}: log ends at seq {} but the realm's last seq is {last_seq}",
