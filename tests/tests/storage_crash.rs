@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use realmhost::runtime::PluginVersion;
 use realmhost::storage::{AppendRequest, RedbStorage, StorageConfig};
 use realmhost::{EventRecord, RealmId};
@@ -93,27 +95,15 @@ fn config() -> StorageConfig {
     }
 }
 
-/// A tiny xorshift generator: kill timings only need to vary, not be good.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn acknowledged_events_survive_sigkill() {
     let soak = std::env::var("REALMHOST_SOAK").is_ok_and(|v| v == "1");
     let iterations = if soak { 300 } else { 24 };
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+        .map_or(1, |d| d.as_nanos() as u64);
     eprintln!("crash test: {iterations} iterations, seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
@@ -159,7 +149,7 @@ fn acknowledged_events_survive_sigkill() {
         });
         // Kill at a random moment: sometimes during open/recovery, mostly
         // under load.
-        let wait_ms = 20 + rng.next() % 400;
+        let wait_ms = rng.random_range(20..420);
         std::thread::sleep(Duration::from_millis(wait_ms));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
