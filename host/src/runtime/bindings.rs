@@ -7,6 +7,11 @@ wasmtime::component::bindgen!({
     // Borrowed argument types: the host passes `&str`/`&[u8]` views of its
     // own event record instead of cloning it for every call.
     ownership: Borrowing { duplicate_if_necessary: true },
+    // A state operation past a realm's limit stops the call: the host
+    // function returns an error, which traps the guest.
+    imports: {
+        "realmhost:realm/state": trappable,
+    },
 });
 
-pub(crate) use self::realmhost::realm::types::LogLevel;
+pub(crate) use self::realmhost::realm::types::{Bound, LogLevel, ScanPage};

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::StateLimits;
+
 /// Settings of the plugin runtime. Every plugin call runs under these limits.
 ///
 /// | field | default | why |
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 /// | `pool_slots` | 256 | pooling-allocator slots (instances alive at once, all plugins) |
 /// | `cache_dir` | none | where compiled components are cached (`None`: no disk cache) |
 /// | `quarantine_faults` | 20 | a version faulting more often than this… |
+/// | `quarantine_realms` | 5 | …in at least this many distinct realms… |
 /// | `quarantine_window_secs` | 60 | …within this window is taken out of service (0 faults: never) |
+/// | `state_limits` | see [`StateLimits`] | per-realm limits on keyed state, enforced in every call |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
@@ -36,8 +40,13 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Faults within the window that quarantine a plugin version (0: never).
     pub quarantine_faults: u32,
+    /// Distinct realms the faults must span to quarantine the version (one
+    /// realm that keeps faulting is parked instead, see the node).
+    pub quarantine_realms: u32,
     /// Length of the fault window, in seconds.
     pub quarantine_window_secs: u64,
+    /// Limits on one realm's keyed state (TOML: `[runtime.state_limits]`).
+    pub state_limits: StateLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -51,7 +60,9 @@ impl Default for RuntimeConfig {
             pool_slots: 256,
             cache_dir: None,
             quarantine_faults: 20,
+            quarantine_realms: 5,
             quarantine_window_secs: 60,
+            state_limits: StateLimits::default(),
         }
     }
 }
@@ -71,6 +82,9 @@ impl RuntimeConfig {
         if self.pool_slots == 0 {
             return Err("runtime.pool_slots must be > 0".into());
         }
+        self.state_limits
+            .validate()
+            .map_err(|e| format!("runtime.{e}"))?;
         Ok(())
     }
 }

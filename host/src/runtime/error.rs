@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::PluginVersion;
+use crate::state::StateLimitError;
 
 /// Why a plugin call trapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,16 @@ pub enum RuntimeError {
         /// Every forbidden import of the component.
         all: Vec<String>,
     },
+    /// The component was built against another version of the contract.
+    #[error(
+        "component was built against contract {found}; this host needs realmhost:realm@{required} (rebuild the plugin with the current realmhost-guest)"
+    )]
+    ContractVersion {
+        /// The contract version the component names (e.g. `realmhost:realm@0.1.0`).
+        found: String,
+        /// The version this host implements.
+        required: &'static str,
+    },
     /// The component does not implement the `realm-logic` world.
     #[error("component does not implement the realm-logic world: {reason}")]
     Incompatible {
@@ -63,14 +74,27 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The call trapped. The instance was discarded; the host carries on.
-    #[error("plugin {realm_type}@{version} trapped: {cause}")]
+    #[error("plugin {realm_type}@{version} trapped{}: {cause}", in_realm(realm))]
     Trap {
         /// Realm type of the plugin.
         realm_type: String,
         /// Version (content hash) of the plugin.
         version: PluginVersion,
+        /// The realm in scope when it trapped, if any.
+        realm: Option<String>,
         /// Why.
         cause: TrapCause,
+    },
+    /// The call went past a state limit of its realm and was stopped; none
+    /// of its writes were kept.
+    #[error("plugin {realm_type}@{version}: {error}")]
+    StateLimit {
+        /// Realm type of the plugin.
+        realm_type: String,
+        /// Version (content hash) of the plugin.
+        version: PluginVersion,
+        /// The limit, the realm and the sizes.
+        error: StateLimitError,
     },
     /// The call returned more bytes than the output cap allows.
     #[error("plugin {realm_type}@{version} returned {size} bytes; the cap is {limit}")]
@@ -103,12 +127,31 @@ pub enum RuntimeError {
     Config(String),
 }
 
+fn in_realm(realm: &Option<String>) -> String {
+    realm
+        .as_ref()
+        .map_or_else(String::new, |r| format!(" in realm {r}"))
+}
+
 impl RuntimeError {
-    /// True when the failure is the plugin's fault (counts towards plugin quarantine).
+    /// True when the failure is the plugin's fault (counts towards plugin
+    /// quarantine and, with a realm in scope, towards parking that realm).
     pub fn is_plugin_fault(&self) -> bool {
         matches!(
             self,
-            Self::Trap { .. } | Self::OutputTooLarge { .. } | Self::MalformedOutput { .. }
+            Self::Trap { .. }
+                | Self::StateLimit { .. }
+                | Self::OutputTooLarge { .. }
+                | Self::MalformedOutput { .. }
         )
+    }
+
+    /// The realm a fault happened in, when one was in scope.
+    pub fn realm(&self) -> Option<&str> {
+        match self {
+            Self::Trap { realm, .. } => realm.as_deref(),
+            Self::StateLimit { error, .. } => Some(&error.realm),
+            _ => None,
+        }
     }
 }

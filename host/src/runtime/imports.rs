@@ -12,10 +12,11 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, bail};
 
 use super::RuntimeError;
-use super::plugin::HostCtx;
+use super::host_ctx::HostCtx;
 
 /// Interfaces a plugin may import (version suffix ignored).
 const ALLOWED: &[&str] = &[
+    "realmhost:realm/state",
     "realmhost:realm/host",
     "realmhost:realm/types",
     "wasi:io/error",
@@ -35,6 +36,36 @@ const ALLOWED: &[&str] = &[
 
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(n, _)| n)
+}
+
+/// Refuse a component built against another version of the
+/// `realmhost:realm` package, naming the version it was built for. The
+/// version is read from the package's interfaces it imports; a component that
+/// imports none of them is recognised by its exports (0.1 exported `restore`,
+/// 0.2 exports `migrate`).
+pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(), RuntimeError> {
+    let ty = component.component_type();
+    let wrong = |found: String| RuntimeError::ContractVersion {
+        found,
+        required: super::CONTRACT_VERSION,
+    };
+    for (name, _) in ty.imports(engine) {
+        let Some(rest) = name.strip_prefix("realmhost:realm/") else {
+            continue;
+        };
+        let version = rest.split_once('@').map(|(_, v)| v);
+        if version != Some(super::CONTRACT_VERSION) {
+            return Err(wrong(format!(
+                "realmhost:realm@{}",
+                version.unwrap_or("(unversioned)")
+            )));
+        }
+    }
+    let exports: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
+    if exports.contains(&"restore") && !exports.contains(&"migrate") {
+        return Err(wrong("realmhost:realm@0.1.0".to_owned()));
+    }
+    Ok(())
 }
 
 /// Refuse a component that imports anything outside [`ALLOWED`].

@@ -7,8 +7,16 @@
 //! becomes a [`Plugin`]: a pre-linked component plus a pool of warm instances.
 //!
 //! ## Sandboxing
-//! - **Capabilities.** A component may import only the `realmhost:realm/host`
-//!   log function and the WASI interfaces Rust's std links into every
+//! - **Contract.** A component must be built against `realmhost:realm@0.2.0`;
+//!   one built against another version is refused with
+//!   [`RuntimeError::ContractVersion`] naming the version it needs.
+//! - **State.** A realm's state is a keyed map owned by the host; a call sees
+//!   it through the `realmhost:realm/state` import, scoped to the realm being
+//!   called, with buffered writes kept only if the call succeeds and
+//!   per-realm limits ([`crate::state::StateLimits`]) checked on every
+//!   operation.
+//! - **Capabilities.** A component may import only the `realmhost:realm`
+//!   interfaces and the WASI interfaces Rust's std links into every
 //!   component, served with no capabilities (see `imports`). A component that
 //!   imports clocks, randomness, files or sockets is refused at load time with
 //!   [`RuntimeError::ForbiddenImport`] naming the import.
@@ -32,9 +40,12 @@ mod bindings;
 mod cache;
 mod config;
 mod error;
+mod faults;
+mod host_ctx;
 mod imports;
 mod plugin;
 mod registry;
+mod version;
 
 use std::sync::Arc;
 
@@ -44,15 +55,19 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use config::RuntimeConfig;
 pub use error::{RuntimeError, TrapCause};
 pub use plugin::{
-    ApplyOutcome, BatchOutcome, Metered, Plugin, PluginInfo, PluginStats, PluginVersion, Rejection,
+    ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, Replayed, Scope,
 };
+pub use version::{PluginInfo, PluginVersion, Rejection};
 pub use registry::{LoadReport, PluginListing, PluginRegistry, RegistryError};
 
 use bindings::RealmLogicPre;
-use plugin::HostCtx;
+use host_ctx::HostCtx;
 
 /// The wasmtime version compiled in; part of the compiled-component cache key.
 pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The version of the `realmhost:realm` WIT package this host implements.
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// One engine and the shared linker; loads components into [`Plugin`]s.
 pub struct PluginRuntime {
@@ -89,7 +104,7 @@ impl PluginRuntime {
         let engine = Engine::new(&wcfg).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        plugin::add_host_imports(&mut linker)
+        host_ctx::add_host_imports(&mut linker)
             .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
         imports::add_wasi_stubs(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
@@ -124,6 +139,7 @@ impl PluginRuntime {
         let version = PluginVersion::of(bytes);
         tracing::Span::current().record("version", tracing::field::display(version));
         let component = self.compile(bytes, version)?;
+        imports::check_contract(&self.engine, &component)?;
         imports::check_imports(&self.engine, &component)?;
 
         let mut linker = self.linker.clone();

@@ -1,136 +1,79 @@
 //! One loaded plugin version: its compiled component, a pool of warm
 //! instances, and the metered, limited calls into it.
+//!
+//! Every call that touches a realm runs with that realm **in scope**: the
+//! instance's host context holds a [`CallState`] over the realm's committed
+//! map, the guest reads and writes entries through the `state` import, and
+//! only a successful call yields the realm's next map ([`Written`]). The
+//! write buffer of a failed call is dropped with it.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use wasmtime::component::HasSelf;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{
-    self, ApplyError as WitApplyError, EventContext, LogLevel, RealmLogic, RealmLogicPre,
-};
-use super::{RuntimeConfig, RuntimeError, TrapCause};
+use super::bindings::{ApplyError as WitApplyError, EventContext, RealmLogic, RealmLogicPre};
+use super::faults::{FaultLog, QuarantinePolicy, realm_key};
+use super::host_ctx::HostCtx;
+use super::{PluginInfo, PluginVersion, Rejection, RuntimeConfig, RuntimeError, TrapCause};
 use crate::realm::EventRecord;
-
-/// Longest log line a plugin may write; longer lines are cut.
-const MAX_LOG_LINE: usize = 4096;
-/// Log lines a plugin may write per call; the rest are dropped.
-const MAX_LOG_LINES_PER_CALL: u32 = 64;
-
-/// A plugin version: the SHA-256 of its component bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PluginVersion(pub [u8; 32]);
-
-impl PluginVersion {
-    /// Hash component bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        use sha2::Digest;
-        Self(sha2::Sha256::digest(bytes).into())
-    }
-
-    /// Full lowercase hex.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parse full hex (64 characters).
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
-    }
-
-    /// The first 12 hex characters: enough to tell versions apart in logs.
-    pub fn short(&self) -> String {
-        hex::encode(&self.0[..6])
-    }
-}
-
-impl fmt::Display for PluginVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.short())
-    }
-}
-
-impl fmt::Debug for PluginVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PluginVersion({})", self.short())
-    }
-}
-
-impl Serialize for PluginVersion {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for PluginVersion {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("plugin version must be 64 hex characters"))
-    }
-}
-
-/// What a plugin says about itself (`describe`), plus its content hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginInfo {
-    /// Realm type the plugin implements.
-    pub realm_type: String,
-    /// The plugin's semantic version.
-    pub semver: String,
-    /// One line for operators.
-    pub description: String,
-    /// Content hash of the component.
-    pub version: PluginVersion,
-    /// Size of the component in bytes.
-    pub size_bytes: usize,
-}
-
-/// A domain rejection returned by a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    /// Stable reason, e.g. `overdraft`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
+use crate::state::{Access, CallState, Change, StateLimits, StateMap, Written};
 
 /// Result of applying one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ApplyOutcome {
-    /// The new state.
-    Applied(Vec<u8>),
+    /// The event was applied: the realm's next map and what changed.
+    Applied(Written),
     /// The plugin refused the event (a domain "no").
     Rejected(Rejection),
-    /// The plugin could not understand its input (bad payload or state).
+    /// The plugin could not understand its input (bad payload or entry).
     Invalid(String),
 }
 
-/// Result of an `apply-batch` call.
+/// A failed event: [`ApplyOutcome::Rejected`] or [`ApplyOutcome::Invalid`]
+/// without the success case.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventFailure {
+    /// The plugin refused the event.
+    Rejected(Rejection),
+    /// The plugin could not understand its input.
+    Invalid(String),
+}
+
+impl fmt::Display for EventFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(r) => write!(f, "rejected: {r}"),
+            Self::Invalid(m) => write!(f, "invalid: {m}"),
+        }
+    }
+}
+
+/// Result of an `apply-batch` call.
+#[derive(Debug, Clone)]
 pub enum BatchOutcome {
-    /// The state after every event of the batch.
-    Applied(Vec<u8>),
-    /// Event `index` failed; no state was produced.
+    /// The map after every event of the batch.
+    Applied(Written),
+    /// Event `index` failed; nothing of the batch was kept.
     Failed {
         /// Index in the batch of the failing event.
         index: u32,
-        /// [`ApplyOutcome::Rejected`] or [`ApplyOutcome::Invalid`].
-        error: ApplyOutcome,
+        /// Why.
+        error: EventFailure,
     },
+}
+
+/// A replay's result: the final map and every key it changed.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The map after the last event.
+    pub map: StateMap,
+    /// Keys changed along the way, ascending (value `None` if the key ended
+    /// up deleted).
+    pub changes: Vec<Change>,
 }
 
 /// A call's result and the fuel it burned (for gas accounting).
@@ -138,7 +81,8 @@ pub enum BatchOutcome {
 pub struct Metered<T> {
     /// The result.
     pub value: T,
-    /// Fuel consumed by the guest.
+    /// Fuel consumed: the guest's instructions plus the host's state
+    /// operations (see [`crate::state::call::STATE_OP_FUEL`]).
     pub fuel: u64,
 }
 
@@ -153,50 +97,24 @@ pub struct PluginStats {
     pub fuel: AtomicU64,
     /// Instances created (pool misses).
     pub instantiations: AtomicU64,
+    /// State operations served.
+    pub state_ops: AtomicU64,
 }
 
-/// Per-store host state: what the host functions see.
-pub(crate) struct HostCtx {
-    label: Arc<str>,
-    limits: StoreLimits,
-    last_panic: Option<String>,
-    pub(crate) exited: bool,
-    log_lines: u32,
+/// The realm a call runs on: its id and committed map.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The realm id.
+    pub realm: &'a str,
+    /// Its committed map.
+    pub state: &'a StateMap,
 }
 
-impl bindings::realmhost::realm::types::Host for HostCtx {}
-
-impl bindings::realmhost::realm::host::Host for HostCtx {
-    fn log(&mut self, level: LogLevel, mut message: String) {
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        if matches!(level, LogLevel::Error) && message.starts_with("panic: ") {
-            self.last_panic = Some(message.clone());
-        }
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES_PER_CALL {
-            return;
-        }
-        let plugin = &*self.label;
-        match level {
-            LogLevel::Trace => tracing::trace!(target: "realmhost::plugin", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "realmhost::plugin", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "realmhost::plugin", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "realmhost::plugin", plugin, "{message}"),
-            LogLevel::Error => tracing::error!(target: "realmhost::plugin", plugin, "{message}"),
-        }
+impl<'a> Scope<'a> {
+    /// A scope on `realm` with committed map `state`.
+    pub fn new(realm: &'a str, state: &'a StateMap) -> Self {
+        Self { realm, state }
     }
-}
-
-pub(crate) fn add_host_imports(
-    linker: &mut wasmtime::component::Linker<HostCtx>,
-) -> wasmtime::Result<()> {
-    RealmLogic::add_to_linker::<HostCtx, HasSelf<HostCtx>>(linker, |ctx| ctx)
 }
 
 struct Instance {
@@ -206,29 +124,23 @@ struct Instance {
 
 /// One loaded, ready-to-call plugin version.
 ///
-/// Calls are synchronous and CPU-bound (bounded by fuel); each takes a warm
-/// instance from the pool, or instantiates one (~tens of µs with the pooling
-/// allocator). A call that traps discards its instance — a wasmtime store is
-/// unusable after a trap — and the next call gets a fresh one.
+/// Calls are synchronous and CPU-bound (bounded by fuel and state limits);
+/// each takes a warm instance from the pool, or instantiates one (~tens of
+/// µs with the pooling allocator). A call that traps discards its instance —
+/// a wasmtime store is unusable after a trap — and the next call gets a
+/// fresh one.
 pub struct Plugin {
     info: PluginInfo,
     label: Arc<str>,
     pre: RealmLogicPre<HostCtx>,
     engine: wasmtime::Engine,
     config: Arc<RuntimeConfig>,
+    state_limits: Arc<StateLimits>,
     idle: Mutex<Vec<Instance>>,
     stats: PluginStats,
     faults: Mutex<FaultLog>,
     /// Mirror of `faults.quarantined`, so the per-call check takes no lock.
-    quarantined: std::sync::atomic::AtomicBool,
-}
-
-/// Recent faults of one version, for plugin quarantine.
-#[derive(Debug, Default)]
-struct FaultLog {
-    recent: VecDeque<Instant>,
-    last: Option<String>,
-    quarantined: bool,
+    quarantined: AtomicBool,
 }
 
 impl fmt::Debug for Plugin {
@@ -252,24 +164,29 @@ impl Plugin {
                 realm_type: String::new(),
                 semver: String::new(),
                 description: String::new(),
+                state_version: 0,
                 version,
                 size_bytes,
             },
             label: Arc::from(format!("?@{}", version.short())),
             pre,
             engine,
+            state_limits: Arc::new(config.state_limits.clone()),
             config,
             idle: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
             faults: Mutex::new(FaultLog::default()),
-            quarantined: std::sync::atomic::AtomicBool::new(false),
+            quarantined: AtomicBool::new(false),
         };
         let fuel = plugin.config.fuel_per_call;
-        let described = plugin.call(fuel, |b, s| b.call_describe(s))?.value;
-        if described.realm_type.is_empty() || described.realm_type.len() > 64 {
+        let described = plugin
+            .call(None, fuel, |b, s| b.call_describe(s))?
+            .value
+            .0;
+        if !valid_realm_type(&described.realm_type) {
             return Err(RuntimeError::Incompatible {
                 reason: format!(
-                    "describe returned an invalid realm type {:?}",
+                    "describe returned an invalid realm type {:?} (1..=64 bytes of [a-z0-9_-])",
                     described.realm_type
                 ),
             });
@@ -278,6 +195,7 @@ impl Plugin {
         plugin.info.realm_type = described.realm_type;
         plugin.info.semver = described.version;
         plugin.info.description = described.description;
+        plugin.info.state_version = described.state_version;
         // Instances made before the label was known carry the old label.
         plugin.idle.lock().clear();
         Ok(plugin)
@@ -298,35 +216,58 @@ impl Plugin {
         self.info.version
     }
 
+    /// The plugin's state (entry layout) version.
+    pub fn state_version(&self) -> u32 {
+        self.info.state_version
+    }
+
     /// Call counters.
     pub fn stats(&self) -> &PluginStats {
         &self.stats
     }
 
-    /// `init`: the state of a realm with no events.
-    pub fn init(&self, realm_id: &str) -> Result<Metered<Vec<u8>>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| b.call_init(s, realm_id))?;
-        self.check_len(m.value.len())?;
-        Ok(m)
+    /// The per-realm state limits its calls run under.
+    pub fn state_limits(&self) -> &StateLimits {
+        &self.state_limits
     }
 
-    /// `apply`: one event.
+    fn ops(&self, events: u64) -> u64 {
+        u64::from(self.state_limits.max_ops_per_call).saturating_mul(events.max(1))
+    }
+
+    /// `init`: the initial entries of a new realm (its map starts empty).
+    #[tracing::instrument(name = "plugin.init", level = "trace", skip_all, fields(plugin = %self.label, realm))]
+    pub fn init(&self, realm: &str) -> Result<Metered<Result<Written, String>>, RuntimeError> {
+        let empty = StateMap::new();
+        let scope = Scope::new(realm, &empty);
+        let access = Access::ReadWrite { max_ops: self.ops(1) };
+        let m = self.call(Some((scope, access)), self.config.fuel_per_call, |b, s| {
+            b.call_init(s, realm)
+        })?;
+        self.check_err_len(&m.value.0)?;
+        Ok(Metered {
+            value: m.value.0.map(|()| m.value.1.finish_written()),
+            fuel: m.fuel,
+        })
+    }
+
+    /// `apply`: one event on the realm in `scope`.
     pub fn apply(
         &self,
-        state: &[u8],
+        scope: Scope<'_>,
         event: &EventRecord,
     ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
-        self.apply_with_fuel(state, event, self.config.fuel_per_call)
+        self.apply_with_fuel(scope, event, self.config.fuel_per_call)
     }
 
     /// `apply` with an explicit fuel budget instead of `fuel_per_call`
     /// (for embedders that give some callers more or less headroom; the
     /// shard monitor charges gas on the fuel burned, it does not change the
     /// budget).
-    #[tracing::instrument(name = "plugin.apply", level = "trace", skip_all, fields(plugin = %self.label, seq = event.seq))]
+    #[tracing::instrument(name = "plugin.apply", level = "trace", skip_all, fields(plugin = %self.label, realm = scope.realm, seq = event.seq))]
     pub fn apply_with_fuel(
         &self,
-        state: &[u8],
+        scope: Scope<'_>,
         event: &EventRecord,
         fuel: u64,
     ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
@@ -339,13 +280,19 @@ impl Plugin {
             timestamp_ms: event.timestamp_ms,
             source_reputation: event.source_reputation,
         };
-        let m = self.call(fuel, |b, s| b.call_apply(s, state, ctx))?;
-        let value = match m.value {
-            Ok(state) => {
-                self.check_len(state.len())?;
-                ApplyOutcome::Applied(state)
+        let access = Access::ReadWrite { max_ops: self.ops(1) };
+        let m = self.call(Some((scope, access)), fuel, |b, s| b.call_apply(s, ctx))?;
+        let (result, state) = m.value;
+        let value = match result {
+            Ok(()) => ApplyOutcome::Applied(state.finish_written()),
+            Err(e) => {
+                let e = from_wit(e);
+                self.check_failure_len(&e)?;
+                match e {
+                    EventFailure::Rejected(r) => ApplyOutcome::Rejected(r),
+                    EventFailure::Invalid(m) => ApplyOutcome::Invalid(m),
+                }
             }
-            Err(e) => from_wit(e),
         };
         Ok(Metered {
             value,
@@ -353,11 +300,12 @@ impl Plugin {
         })
     }
 
-    /// `apply-batch` on a packed batch (see `realmhost_guest::batch`) of `count` events.
-    #[tracing::instrument(name = "plugin.apply_batch", level = "debug", skip_all, fields(plugin = %self.label, count))]
+    /// `apply-batch` on a packed batch (see `realmhost_guest::batch`) of
+    /// `count` events, all or nothing.
+    #[tracing::instrument(name = "plugin.apply_batch", level = "debug", skip_all, fields(plugin = %self.label, realm = scope.realm, count))]
     pub fn apply_batch(
         &self,
-        state: &[u8],
+        scope: Scope<'_>,
         batch: &[u8],
         count: u32,
     ) -> Result<Metered<BatchOutcome>, RuntimeError> {
@@ -366,21 +314,28 @@ impl Plugin {
                 .fuel_per_batch_event
                 .saturating_mul(u64::from(count)),
         );
-        let m = self.call(fuel, |b, s| b.call_apply_batch(s, state, batch))?;
-        let value = match m.value {
-            Ok(state) => {
-                self.check_len(state.len())?;
-                BatchOutcome::Applied(state)
+        let access = Access::ReadWrite {
+            max_ops: self.ops(u64::from(count)),
+        };
+        let m = self.call(Some((scope, access)), fuel, |b, s| {
+            b.call_apply_batch(s, batch)
+        })?;
+        let (result, state) = m.value;
+        let value = match result {
+            Ok(()) => BatchOutcome::Applied(state.finish_written()),
+            Err(e) if e.index < count.max(1) => {
+                let error = from_wit(e.error);
+                self.check_failure_len(&error)?;
+                BatchOutcome::Failed {
+                    index: e.index,
+                    error,
+                }
             }
-            Err(e) if e.index < count.max(1) => BatchOutcome::Failed {
-                index: e.index,
-                error: from_wit(e.error),
-            },
             Err(e) => {
-                return Err(self.malformed(format!(
-                    "batch error index {} outside a batch of {count}",
-                    e.index
-                )));
+                return Err(self.malformed(
+                    Some(scope.realm),
+                    format!("batch error index {} outside a batch of {count}", e.index),
+                ));
             }
         };
         Ok(Metered {
@@ -389,15 +344,20 @@ impl Plugin {
         })
     }
 
-    /// Apply `events` in order through `apply-batch`, `chunk` events per call.
-    /// Returns the final state, or the failing event's seq and error.
+    /// Apply `events` in order to `state` through `apply-batch`, `chunk`
+    /// events per call. Returns the final map and every key changed, or the
+    /// failing event's seq and why.
     pub fn replay(
         &self,
-        mut state: Vec<u8>,
+        realm: &str,
+        state: StateMap,
         events: &[EventRecord],
         chunk: usize,
-    ) -> Result<Metered<Result<Vec<u8>, (u64, ApplyOutcome)>>, RuntimeError> {
+    ) -> Result<Metered<Result<Replayed, (u64, EventFailure)>>, RuntimeError> {
         let mut fuel = 0;
+        let mut map = state;
+        let mut changed: std::collections::BTreeMap<crate::state::Bytes, Option<crate::state::Bytes>> =
+            std::collections::BTreeMap::new();
         let mut enc = realmhost_guest::batch::BatchEncoder::with_capacity(4096);
         for part in events.chunks(chunk.max(1)) {
             enc.clear();
@@ -405,10 +365,13 @@ impl Plugin {
                 enc.push(&e.as_event_ref());
             }
             let count = enc.len();
-            let m = self.apply_batch(&state, enc.as_bytes(), count)?;
+            let m = self.apply_batch(Scope::new(realm, &map), enc.as_bytes(), count)?;
             fuel += m.fuel;
             match m.value {
-                BatchOutcome::Applied(s) => state = s,
+                BatchOutcome::Applied(w) => {
+                    map = w.map;
+                    changed.extend(w.changes);
+                }
                 BatchOutcome::Failed { index, error } => {
                     let seq = part.get(index as usize).map_or(0, |e| e.seq);
                     return Ok(Metered {
@@ -419,58 +382,73 @@ impl Plugin {
             }
         }
         Ok(Metered {
-            value: Ok(state),
+            value: Ok(Replayed {
+                map,
+                changes: changed.into_iter().collect(),
+            }),
             fuel,
         })
     }
 
-    /// `restore`: read back a snapshot (possibly written by an older version).
-    #[tracing::instrument(name = "plugin.restore", level = "debug", skip_all, fields(plugin = %self.label, bytes = snapshot.len()))]
-    pub fn restore(
+    /// `migrate`: bring a map written with `from_state_version` to this
+    /// plugin's state version. Its budget grows with the realm, since a
+    /// migration may rewrite every entry.
+    #[tracing::instrument(name = "plugin.migrate", level = "debug", skip_all, fields(plugin = %self.label, realm = scope.realm, from = from_state_version))]
+    pub fn migrate(
         &self,
-        snapshot: &[u8],
-    ) -> Result<Metered<Result<Vec<u8>, String>>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| {
-            b.call_restore(s, snapshot)
+        scope: Scope<'_>,
+        from_state_version: u32,
+    ) -> Result<Metered<Result<Written, String>>, RuntimeError> {
+        let entries = scope.state.len();
+        let fuel = self.config.fuel_per_call.saturating_add(
+            (self.config.fuel_per_batch_event / 16).saturating_mul(entries),
+        );
+        let access = Access::ReadWrite {
+            max_ops: self.ops(1).saturating_add(entries.saturating_mul(3)),
+        };
+        let m = self.call(Some((scope, access)), fuel, |b, s| {
+            b.call_migrate(s, from_state_version)
         })?;
-        if let Ok(state) = &m.value {
-            self.check_len(state.len())?;
-        }
-        Ok(m)
+        self.check_err_len(&m.value.0)?;
+        Ok(Metered {
+            value: m.value.0.map(|()| m.value.1.finish_written()),
+            fuel: m.fuel,
+        })
     }
 
-    /// `encode-event`: JSON to payload bytes.
+    /// `encode-event`: JSON to payload bytes (no realm in scope).
     pub fn encode_event(
         &self,
         kind: &str,
         json: &str,
     ) -> Result<Result<Vec<u8>, String>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| {
+        let m = self.call(None, self.config.fuel_per_call, |b, s| {
             b.call_encode_event(s, kind, json)
         })?;
-        if let Ok(bytes) = &m.value {
-            self.check_len(bytes.len())?;
+        match &m.value.0 {
+            Ok(bytes) => self.check_len(None, bytes.len())?,
+            Err(e) => self.check_len(None, e.len())?,
         }
-        Ok(m.value)
+        Ok(m.value.0)
     }
 
-    /// `query`: a read-only JSON view.
+    /// `query`: a read-only JSON view of the realm in `scope`.
     pub fn query(
         &self,
-        state: &[u8],
+        scope: Scope<'_>,
         request: &str,
     ) -> Result<Result<String, String>, RuntimeError> {
-        let m = self.call(self.config.fuel_per_call, |b, s| {
-            b.call_query(s, state, request)
+        let access = Access::ReadOnly { max_ops: self.ops(1) };
+        let m = self.call(Some((scope, access)), self.config.fuel_per_call, |b, s| {
+            b.call_query(s, request)
         })?;
-        match &m.value {
-            Ok(s) => self.check_len(s.len())?,
-            Err(s) => self.check_len(s.len())?,
+        match &m.value.0 {
+            Ok(s) | Err(s) => self.check_len(Some(scope.realm), s.len())?,
         }
-        Ok(m.value)
+        Ok(m.value.0)
     }
 
-    fn check_len(&self, size: usize) -> Result<(), RuntimeError> {
+    fn check_len(&self, realm: Option<&str>, size: usize) -> Result<(), RuntimeError> {
         if size > self.config.max_output_bytes {
             let e = RuntimeError::OutputTooLarge {
                 realm_type: self.info.realm_type.clone(),
@@ -478,45 +456,50 @@ impl Plugin {
                 size,
                 limit: self.config.max_output_bytes,
             };
-            self.record_fault(&e);
+            self.record_fault(realm, &e);
             return Err(e);
         }
         Ok(())
     }
 
-    fn malformed(&self, reason: String) -> RuntimeError {
+    fn check_err_len(&self, r: &Result<(), String>) -> Result<(), RuntimeError> {
+        match r {
+            Err(e) => self.check_len(None, e.len()),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn check_failure_len(&self, e: &EventFailure) -> Result<(), RuntimeError> {
+        let n = match e {
+            EventFailure::Rejected(r) => r.code.len() + r.message.len(),
+            EventFailure::Invalid(m) => m.len(),
+        };
+        self.check_len(None, n)
+    }
+
+    fn malformed(&self, realm: Option<&str>, reason: String) -> RuntimeError {
         let e = RuntimeError::MalformedOutput {
             realm_type: self.info.realm_type.clone(),
             version: self.info.version,
             reason,
         };
-        self.record_fault(&e);
+        self.record_fault(realm, &e);
         e
     }
 
-    /// Count a fault; past `quarantine_faults` faults within
-    /// `quarantine_window_secs` the version is taken out of service.
-    fn record_fault(&self, e: &RuntimeError) {
+    /// Count a fault of the realm in scope; see [`super::faults`] for when
+    /// the version is quarantined.
+    fn record_fault(&self, realm: Option<&str>, e: &RuntimeError) {
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let window = Duration::from_secs(self.config.quarantine_window_secs);
+        let policy = QuarantinePolicy {
+            faults: self.config.quarantine_faults,
+            realms: self.config.quarantine_realms,
+            window: Duration::from_secs(self.config.quarantine_window_secs),
+        };
         let mut f = self.faults.lock();
-        f.last = Some(e.to_string());
-        f.recent.push_back(now);
-        while f
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            f.recent.pop_front();
-        }
-        if self.config.quarantine_faults > 0
-            && f.recent.len() > self.config.quarantine_faults as usize
-            && !f.quarantined
-        {
-            f.quarantined = true;
+        if f.record(Instant::now(), realm_key(realm), e.to_string(), policy) {
             self.quarantined.store(true, Ordering::Release);
-            tracing::error!(plugin = %self.label, faults = f.recent.len(), last = ?f.last, "plugin version quarantined");
+            tracing::error!(plugin = %self.label, realms = f.distinct_realms(), last = ?f.last, "plugin version quarantined: faults span many realms");
         }
     }
 
@@ -532,9 +515,8 @@ impl Plugin {
     /// Put the version back in service and forget its recent faults.
     pub fn release(&self) {
         let mut f = self.faults.lock();
-        f.quarantined = false;
+        f.clear();
         self.quarantined.store(false, Ordering::Release);
-        f.recent.clear();
     }
 
     fn instantiate(&self) -> Result<Instance, RuntimeError> {
@@ -543,16 +525,7 @@ impl Plugin {
             .memory_size(self.config.max_memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(
-            &self.engine,
-            HostCtx {
-                label: self.label.clone(),
-                limits,
-                last_panic: None,
-                exited: false,
-                log_lines: 0,
-            },
-        );
+        let mut store = Store::new(&self.engine, HostCtx::new(self.label.clone(), limits));
         store.limiter(|ctx| &mut ctx.limits);
         store
             .set_fuel(self.config.fuel_per_call)
@@ -562,65 +535,134 @@ impl Plugin {
             let err = RuntimeError::Trap {
                 realm_type: self.info.realm_type.clone(),
                 version: self.info.version,
+                realm: None,
                 cause: classify(&e, store.data()),
             };
-            self.record_fault(&err);
+            self.record_fault(None, &err);
             err
         })?;
         Ok(Instance { store, bindings })
     }
 
-    /// Run `f` on a pooled instance under `fuel`, classifying any trap.
+    /// Run `f` on a pooled instance under `fuel`, with `scope`'s realm in
+    /// scope, classifying any trap. Returns the call's result and its state
+    /// view (empty when no realm was in scope).
     fn call<R>(
         &self,
+        scope: Option<(Scope<'_>, Access)>,
         fuel: u64,
         f: impl FnOnce(&RealmLogic, &mut Store<HostCtx>) -> wasmtime::Result<R>,
-    ) -> Result<Metered<R>, RuntimeError> {
+    ) -> Result<Metered<(R, CallOutput)>, RuntimeError> {
         let pooled = self.idle.lock().pop();
         let mut inst = match pooled {
             Some(i) => i,
             None => self.instantiate()?,
         };
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let realm = scope.map(|(s, _)| s.realm);
         let ctx = inst.store.data_mut();
         ctx.last_panic = None;
         ctx.log_lines = 0;
+        ctx.no_realm = false;
+        ctx.call = scope.map(|(s, access)| {
+            CallState::new(
+                Arc::from(s.realm),
+                s.state,
+                self.state_limits.clone(),
+                access,
+                self.config.max_output_bytes,
+            )
+        });
         inst.store
             .set_fuel(fuel)
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let result = f(&inst.bindings, &mut inst.store);
-        let used = fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        let wasm_fuel = fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        let call = inst.store.data_mut().call.take();
+        let (state_fuel, ops) = call.as_ref().map_or((0, 0), |c| (c.gas(), c.ops()));
+        let used = wasm_fuel.saturating_add(state_fuel);
         self.stats.fuel.fetch_add(used, Ordering::Relaxed);
-        match result {
-            Ok(value) => {
+        self.stats.state_ops.fetch_add(ops, Ordering::Relaxed);
+        let err = match result {
+            Ok(value) if used <= fuel => {
                 let mut idle = self.idle.lock();
                 if idle.len() < self.config.max_idle_instances {
                     idle.push(inst);
                 }
-                Ok(Metered { value, fuel: used })
+                return Ok(Metered {
+                    value: (value, CallOutput(call)),
+                    fuel: used,
+                });
             }
-            Err(e) => {
-                let cause = classify(&e, inst.store.data());
-                tracing::warn!(plugin = %self.label, %cause, "plugin call trapped; instance discarded");
-                let err = RuntimeError::Trap {
+            // The guest finished, but its state operations took the call
+            // past its budget: the same as running out of fuel.
+            Ok(_) => RuntimeError::Trap {
+                realm_type: self.info.realm_type.clone(),
+                version: self.info.version,
+                realm: realm.map(str::to_owned),
+                cause: TrapCause::OutOfFuel,
+            },
+            Err(e) => match call.as_ref().and_then(CallState::violation) {
+                Some(v) => RuntimeError::StateLimit {
                     realm_type: self.info.realm_type.clone(),
                     version: self.info.version,
-                    cause,
-                };
-                self.record_fault(&err);
-                Err(err)
-            }
+                    error: v.clone(),
+                },
+                None => {
+                    let cause = if inst.store.data().no_realm {
+                        TrapCause::Other(format!(
+                            "state operation with no realm in scope: {e:#}"
+                        ))
+                    } else {
+                        classify(&e, inst.store.data())
+                    };
+                    tracing::warn!(plugin = %self.label, realm, %cause, "plugin call trapped; instance discarded");
+                    RuntimeError::Trap {
+                        realm_type: self.info.realm_type.clone(),
+                        version: self.info.version,
+                        realm: realm.map(str::to_owned),
+                        cause,
+                    }
+                }
+            },
+        };
+        // The instance is dropped: a trapped store is unusable.
+        self.record_fault(realm, &err);
+        Err(err)
+    }
+}
+
+/// The state view a call leaves behind.
+struct CallOutput(Option<CallState>);
+
+impl CallOutput {
+    fn finish_written(self) -> Written {
+        match self.0 {
+            Some(c) => c.finish(),
+            None => Written {
+                map: StateMap::new(),
+                changes: Vec::new(),
+            },
         }
     }
 }
 
-fn from_wit(e: WitApplyError) -> ApplyOutcome {
+/// `[a-z0-9_-]`, 1..=64 bytes: a realm type is used in paths, metrics and
+/// URLs, so nothing else is accepted.
+pub(crate) fn valid_realm_type(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn from_wit(e: WitApplyError) -> EventFailure {
     match e {
-        WitApplyError::Rejected(r) => ApplyOutcome::Rejected(Rejection {
+        WitApplyError::Rejected(r) => EventFailure::Rejected(Rejection {
             code: r.code,
             message: r.message,
         }),
-        WitApplyError::Invalid(m) => ApplyOutcome::Invalid(m),
+        WitApplyError::Invalid(m) => EventFailure::Invalid(m),
     }
 }
 
@@ -649,4 +691,19 @@ fn classify(e: &wasmtime::Error, ctx: &HostCtx) -> TrapCause {
         Some(t) => t.to_string(),
         None => e.root_cause().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_realm_type;
+
+    #[test]
+    fn realm_types_are_plain_names() {
+        for ok in ["ledger", "a", "x_y-1", &"a".repeat(64)] {
+            assert!(valid_realm_type(ok), "{ok}");
+        }
+        for bad in ["", "../ x", "Ledger", "a b", "ü", &"a".repeat(65)] {
+            assert!(!valid_realm_type(bad), "{bad}");
+        }
+    }
 }

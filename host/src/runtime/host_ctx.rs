@@ -1,0 +1,154 @@
+//! The host side of a plugin's imports: one [`HostCtx`] per wasmtime store,
+//! serving `realmhost:realm/state` (scoped to the realm of the current call)
+//! and `realmhost:realm/host` (logging).
+
+use std::ops::Bound as StdBound;
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::HasSelf;
+
+use super::bindings::{self, Bound, LogLevel, RealmLogic, ScanPage};
+use crate::state::{CallState, StateLimit};
+
+/// Longest log line a plugin may write; longer lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+/// Log lines a plugin may write per call; the rest are dropped.
+const MAX_LOG_LINES_PER_CALL: u32 = 64;
+
+/// Per-store host state: what the host functions see.
+pub(crate) struct HostCtx {
+    pub(crate) label: Arc<str>,
+    pub(crate) limits: StoreLimits,
+    pub(crate) last_panic: Option<String>,
+    pub(crate) exited: bool,
+    pub(crate) log_lines: u32,
+    /// The realm in scope during `init`, `apply`, `apply-batch`, `migrate`
+    /// and `query`; `None` otherwise (state operations then trap).
+    pub(crate) call: Option<CallState>,
+    /// Set when a state operation was attempted with no realm in scope.
+    pub(crate) no_realm: bool,
+}
+
+impl HostCtx {
+    pub(crate) fn new(label: Arc<str>, limits: StoreLimits) -> Self {
+        Self {
+            label,
+            limits,
+            last_panic: None,
+            exited: false,
+            log_lines: 0,
+            call: None,
+            no_realm: false,
+        }
+    }
+
+    fn scope(&mut self) -> wasmtime::Result<&mut CallState> {
+        match self.call.as_mut() {
+            Some(c) => Ok(c),
+            None => {
+                self.no_realm = true;
+                Err(wasmtime::Error::msg(format!(
+                    "state operation with no realm in scope ({})",
+                    StateLimit::NoRealm
+                )))
+            }
+        }
+    }
+}
+
+fn bound(b: &Bound) -> StdBound<&[u8]> {
+    match b {
+        Bound::Unbounded => StdBound::Unbounded,
+        Bound::Included(k) => StdBound::Included(k),
+        Bound::Excluded(k) => StdBound::Excluded(k),
+    }
+}
+
+/// The call's limit error becomes a trap; the runtime reads the typed error
+/// back from the [`CallState`] when it classifies the trap.
+fn trap<T>(r: Result<T, crate::state::StateLimitError>) -> wasmtime::Result<T> {
+    r.map_err(wasmtime::Error::new)
+}
+
+impl bindings::realmhost::realm::types::Host for HostCtx {}
+
+impl bindings::realmhost::realm::state::Host for HostCtx {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        trap(self.scope()?.get(&key))
+    }
+
+    fn contains(&mut self, key: Vec<u8>) -> wasmtime::Result<bool> {
+        trap(self.scope()?.contains(&key))
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        trap(self.scope()?.set(&key, &value))
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<bool> {
+        trap(self.scope()?.delete(&key))
+    }
+
+    fn scan(
+        &mut self,
+        lower: Bound,
+        upper: Bound,
+        limit: u32,
+        reverse: bool,
+    ) -> wasmtime::Result<ScanPage> {
+        let page = trap(
+            self.scope()?
+                .scan(bound(&lower), bound(&upper), limit, reverse),
+        )?;
+        Ok(ScanPage {
+            entries: page.entries,
+            count: page.count,
+            resume: page.resume,
+        })
+    }
+
+    fn len(&mut self) -> wasmtime::Result<u64> {
+        trap(self.scope()?.len())
+    }
+}
+
+impl bindings::realmhost::realm::host::Host for HostCtx {
+    fn log(&mut self, level: LogLevel, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        if matches!(level, LogLevel::Error) && message.starts_with("panic: ") {
+            self.last_panic = Some(message.clone());
+        }
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            return;
+        }
+        let plugin = &*self.label;
+        let realm = self.call.as_ref().map_or("", |c| c.realm());
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "realmhost::plugin", plugin, realm, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "realmhost::plugin", plugin, realm, "{message}")
+            }
+            LogLevel::Info => tracing::info!(target: "realmhost::plugin", plugin, realm, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "realmhost::plugin", plugin, realm, "{message}"),
+            LogLevel::Error => {
+                tracing::error!(target: "realmhost::plugin", plugin, realm, "{message}")
+            }
+        }
+    }
+}
+
+pub(crate) fn add_host_imports(
+    linker: &mut wasmtime::component::Linker<HostCtx>,
+) -> wasmtime::Result<()> {
+    RealmLogic::add_to_linker::<HostCtx, HasSelf<HostCtx>>(linker, |ctx| ctx)
+}

@@ -1,0 +1,536 @@
+//! [`StateMap`]: one immutable version of a realm's keyed state.
+//!
+//! Two representations, chosen by size, invisible to callers (iteration
+//! order, equality and the content hash do not depend on them):
+//!
+//! - **Packed** — most realms are small (a counter, a handful of members).
+//!   Their entries live back to back in one shared buffer,
+//!   `varint key length ‖ key ‖ varint value length ‖ value`, sorted by key:
+//!   one allocation per realm and a few bytes of framing per entry, which is
+//!   what keeps a million small realms cheap. Lookups scan the buffer; it is
+//!   at most [`PACKED_MAX_BYTES`] long.
+//! - **Tree** — past that size, a persistent B+tree (`imbl::OrdMap`) of shared
+//!   byte strings. A new version made by an event shares every node it did not
+//!   touch with the old one, so applying an event costs O(keys written ·
+//!   log n) however large the realm, and a reader holding the old version
+//!   keeps a consistent view while the next event is applied.
+//!
+//! A map moves to the tree when it outgrows the packed limits and back when
+//! it shrinks well below them (hysteresis, so a realm at the border does not
+//! flip on every event).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::Bytes;
+
+/// A packed map holds at most this many bytes (framing included)…
+pub const PACKED_MAX_BYTES: usize = 1024;
+/// …and at most this many entries.
+pub const PACKED_MAX_ENTRIES: usize = 32;
+/// A tree map smaller than this (in packed bytes and entries) is packed again.
+const REPACK_BYTES: usize = PACKED_MAX_BYTES / 2;
+const REPACK_ENTRIES: usize = PACKED_MAX_ENTRIES / 2;
+
+/// Heap bytes a tree entry costs beyond its key and value bytes: the B+tree
+/// node slot, the two shared-string headers and allocator rounding. Measured
+/// with a counting allocator over 1M entries (see `docs/BENCHMARKS.md`).
+pub const TREE_ENTRY_OVERHEAD: usize = 112;
+
+type Tree = imbl::OrdMap<Bytes, Bytes>;
+
+/// One immutable version of a realm's state: an ordered map of byte keys to
+/// byte values. Cloning is O(1).
+#[derive(Clone, Default)]
+pub struct StateMap(Repr);
+
+#[derive(Clone, Default)]
+enum Repr {
+    /// No entries.
+    #[default]
+    Empty,
+    /// Sorted, framed entries in one buffer (see the module docs).
+    Packed(Bytes),
+    /// A persistent B+tree, with its key + value byte total.
+    Tree(Arc<TreeMap>),
+}
+
+#[derive(Clone)]
+struct TreeMap {
+    map: Tree,
+    data_bytes: u64,
+}
+
+/// A change to one key: `Some(value)` sets it, `None` deletes it.
+pub type Change = (Bytes, Option<Bytes>);
+
+impl StateMap {
+    /// The empty map.
+    pub fn new() -> Self {
+        Self(Repr::Empty)
+    }
+
+    /// Build from entries in strictly ascending key order (as storage returns
+    /// them). Returns `None` if the order is violated.
+    pub fn from_sorted(entries: Vec<(Bytes, Bytes)>) -> Option<Self> {
+        if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return None;
+        }
+        let packed_len: usize = entries.iter().map(|(k, v)| framed_len(k, v)).sum();
+        if entries.is_empty() {
+            return Some(Self::new());
+        }
+        if entries.len() <= PACKED_MAX_ENTRIES && packed_len <= PACKED_MAX_BYTES {
+            return Some(Self(Repr::Packed(pack(
+                entries.iter().map(|(k, v)| (&k[..], &v[..])),
+                packed_len,
+            ))));
+        }
+        let data_bytes = entries
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        let map: Tree = entries.into_iter().collect();
+        Some(Self(Repr::Tree(Arc::new(TreeMap { map, data_bytes }))))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        match &self.0 {
+            Repr::Empty => 0,
+            Repr::Packed(buf) => Unpack::new(buf).count() as u64,
+            Repr::Tree(t) => t.map.len() as u64,
+        }
+    }
+
+    /// True when the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        matches!(self.0, Repr::Empty)
+    }
+
+    /// Sum of key and value lengths: the realm's data, what limits count.
+    pub fn data_bytes(&self) -> u64 {
+        match &self.0 {
+            Repr::Empty => 0,
+            Repr::Packed(buf) => Unpack::new(buf)
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum(),
+            Repr::Tree(t) => t.data_bytes,
+        }
+    }
+
+    /// Heap bytes held by this version (shared structure counted in full):
+    /// what the store's memory budget and eviction count.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Empty => 0,
+            // Shared-slice header (two counters) plus the buffer.
+            Repr::Packed(buf) => 16 + buf.len(),
+            Repr::Tree(t) => t.data_bytes as usize + t.map.len() * TREE_ENTRY_OVERHEAD,
+        }
+    }
+
+    /// True when stored in the compact packed form (small realms).
+    pub fn is_packed(&self) -> bool {
+        !matches!(self.0, Repr::Tree(_))
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        match &self.0 {
+            Repr::Empty => None,
+            Repr::Packed(buf) => {
+                for (k, v) in Unpack::new(buf) {
+                    match k.cmp(key) {
+                        Ordering::Less => {}
+                        Ordering::Equal => return Some(v),
+                        Ordering::Greater => return None,
+                    }
+                }
+                None
+            }
+            Repr::Tree(t) => t.map.get(key).map(|v| &v[..]),
+        }
+    }
+
+    /// The shared value under `key` (no copy for tree maps).
+    pub fn get_shared(&self, key: &[u8]) -> Option<Bytes> {
+        match &self.0 {
+            Repr::Tree(t) => t.map.get(key).cloned(),
+            _ => self.get(key).map(Bytes::from),
+        }
+    }
+
+    /// Entries with keys within `(lower, upper)`, ascending, or descending
+    /// with `reverse`. An empty or inverted range yields nothing.
+    pub fn range<'a>(
+        &'a self,
+        lower: Bound<&'a [u8]>,
+        upper: Bound<&'a [u8]>,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a> {
+        if is_empty_range(lower, upper) {
+            return Box::new(std::iter::empty());
+        }
+        match &self.0 {
+            Repr::Empty => Box::new(std::iter::empty()),
+            Repr::Packed(buf) => {
+                let it = Unpack::new(buf).filter(move |(k, _)| in_range(k, lower, upper));
+                if reverse {
+                    // At most PACKED_MAX_ENTRIES entries.
+                    let all: Vec<_> = it.collect();
+                    Box::new(all.into_iter().rev())
+                } else {
+                    Box::new(it)
+                }
+            }
+            Repr::Tree(t) => {
+                let it = t
+                    .map
+                    .range::<_, [u8]>((lower, upper))
+                    .map(|(k, v)| (&k[..], &v[..]));
+                if reverse {
+                    Box::new(it.rev())
+                } else {
+                    Box::new(it)
+                }
+            }
+        }
+    }
+
+    /// Every entry, ascending.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
+        self.range(Bound::Unbounded, Bound::Unbounded, false)
+    }
+
+    /// Every entry as shared byte strings, ascending (for a full snapshot).
+    pub fn to_entries(&self) -> Vec<(Bytes, Bytes)> {
+        match &self.0 {
+            Repr::Tree(t) => t.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => self
+                .iter()
+                .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
+                .collect(),
+        }
+    }
+
+    /// A new version with `changes` applied (keys ascending and unique, as a
+    /// call's write buffer yields them). `self` is untouched.
+    pub fn with_changes<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) -> Self {
+        let mut tree = match &self.0 {
+            Repr::Tree(t) => (**t).clone(),
+            Repr::Empty | Repr::Packed(_) => {
+                // Small maps are rebuilt by a merge; they are bounded in size
+                // only until they grow, so merge into a vector first.
+                return self.merge_small(changes);
+            }
+        };
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    let added = (k.len() + v.len()) as u64;
+                    if let Some(old) = tree.map.insert(k.clone(), v.clone()) {
+                        tree.data_bytes -= (k.len() + old.len()) as u64;
+                    }
+                    tree.data_bytes += added;
+                }
+                None => {
+                    if let Some(old) = tree.map.remove::<[u8]>(k) {
+                        tree.data_bytes -= (k.len() + old.len()) as u64;
+                    }
+                }
+            }
+        }
+        let packed_len = tree.data_bytes as usize + tree.map.len() * 2;
+        if tree.map.is_empty() {
+            Self(Repr::Empty)
+        } else if tree.map.len() <= REPACK_ENTRIES && packed_len <= REPACK_BYTES {
+            let len = tree.map.iter().map(|(k, v)| framed_len(k, v)).sum();
+            Self(Repr::Packed(pack(
+                tree.map.iter().map(|(k, v)| (&k[..], &v[..])),
+                len,
+            )))
+        } else {
+            Self(Repr::Tree(Arc::new(tree)))
+        }
+    }
+
+    fn merge_small<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) -> Self {
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut old = self.iter().peekable();
+        let mut push_old = |out: &mut Vec<(Bytes, Bytes)>, k: &[u8], v: &[u8]| {
+            out.push((Bytes::from(k), Bytes::from(v)));
+        };
+        for (ck, cv) in changes {
+            while let Some(&(k, v)) = old.peek() {
+                if k < &ck[..] {
+                    push_old(&mut out, k, v);
+                    old.next();
+                } else {
+                    if k == &ck[..] {
+                        old.next();
+                    }
+                    break;
+                }
+            }
+            if let Some(v) = cv {
+                out.push((ck.clone(), v.clone()));
+            }
+        }
+        for (k, v) in old {
+            push_old(&mut out, k, v);
+        }
+        // Sorted and unique by construction.
+        Self::from_sorted(out).unwrap_or_default()
+    }
+
+    /// SHA-256 over every entry in key order, each framed as
+    /// `u32 LE key length ‖ key ‖ u32 LE value length ‖ value`: the same for
+    /// equal maps whatever their representation (verify, shadow, tests).
+    pub fn content_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (k, v) in self.iter() {
+            h.update((k.len() as u32).to_le_bytes());
+            h.update(k);
+            h.update((v.len() as u32).to_le_bytes());
+            h.update(v);
+        }
+        h.finalize().into()
+    }
+}
+
+impl PartialEq for StateMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for StateMap {}
+
+impl fmt::Debug for StateMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMap")
+            .field("entries", &self.len())
+            .field("data_bytes", &self.data_bytes())
+            .field("packed", &self.is_packed())
+            .finish()
+    }
+}
+
+/// True when no key can lie within the bounds.
+pub(crate) fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l), Bound::Excluded(u))
+        | (Bound::Excluded(l), Bound::Included(u))
+        | (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+        _ => false,
+    }
+}
+
+/// Whether `key` lies within the bounds.
+pub(crate) fn in_range(key: &[u8], lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    let above = match lower {
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+        Bound::Unbounded => true,
+    };
+    let below = match upper {
+        Bound::Included(u) => key <= u,
+        Bound::Excluded(u) => key < u,
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
+}
+
+fn framed_len(k: &[u8], v: &[u8]) -> usize {
+    varint_len(k.len()) + k.len() + varint_len(v.len()) + v.len()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn pack<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>, len: usize) -> Bytes {
+    let mut out = Vec::with_capacity(len);
+    for (k, v) in entries {
+        put_varint(&mut out, k.len());
+        out.extend_from_slice(k);
+        put_varint(&mut out, v.len());
+        out.extend_from_slice(v);
+    }
+    Bytes::from(out)
+}
+
+/// Iterator over a packed buffer. The buffer is written only by [`pack`], so
+/// it is well formed; a malformed one (a bug) ends the iteration instead of
+/// panicking.
+struct Unpack<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Unpack<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    fn varint(&mut self) -> Option<usize> {
+        let mut n = 0usize;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.buf.split_first()?;
+            self.buf = rest;
+            n |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.varint()?;
+        if n > self.buf.len() {
+            self.buf = &[];
+            return None;
+        }
+        let (b, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(b)
+    }
+}
+
+impl<'a> Iterator for Unpack<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let k = self.bytes()?;
+        let v = self.bytes()?;
+        Some((k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::from(s)
+    }
+
+    fn model_apply(m: &mut BTreeMap<Vec<u8>, Vec<u8>>, changes: &[Change]) {
+        for (k, v) in changes {
+            match v {
+                Some(v) => m.insert(k.to_vec(), v.to_vec()),
+                None => m.remove(&k[..]),
+            };
+        }
+    }
+
+    #[test]
+    fn small_maps_are_packed_and_grow_into_trees() {
+        let m = StateMap::new();
+        assert!(m.is_empty());
+        let m = m.with_changes(&[(b(b"a"), Some(b(b"1")))]);
+        assert!(m.is_packed());
+        assert_eq!(m.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(m.get(b"b"), None);
+        let many: Vec<Change> = (0..100u32)
+            .map(|i| (b(&i.to_be_bytes()), Some(b(b"value"))))
+            .collect();
+        let big = m.with_changes(&many);
+        assert!(!big.is_packed());
+        assert_eq!(big.len(), 101);
+        assert_eq!(big.data_bytes(), 2 + 100 * 9);
+        // Shrinking far enough packs it again.
+        let dels: Vec<Change> = (0..100u32).map(|i| (b(&i.to_be_bytes()), None)).collect();
+        let small = big.with_changes(&dels);
+        assert!(small.is_packed());
+        assert_eq!(small, m);
+        assert_eq!(small.content_hash(), m.content_hash());
+        // The old version is untouched.
+        assert_eq!(big.len(), 101);
+    }
+
+    #[test]
+    fn empty_and_inverted_ranges_yield_nothing() {
+        let m = StateMap::from_sorted(vec![(b(b"a"), b(b"1")), (b(b"b"), b(b"2"))]).unwrap();
+        let r = |l, u| m.range(l, u, false).count();
+        assert_eq!(r(Bound::Included(&b"b"[..]), Bound::Included(&b"a"[..])), 0);
+        assert_eq!(r(Bound::Excluded(&b"a"[..]), Bound::Excluded(&b"a"[..])), 0);
+        assert_eq!(r(Bound::Included(&b"a"[..]), Bound::Included(&b"a"[..])), 1);
+        assert!(StateMap::from_sorted(vec![(b(b"b"), b(b"")), (b(b"a"), b(b""))]).is_none());
+        assert!(StateMap::from_sorted(vec![(b(b"a"), b(b"")), (b(b"a"), b(b""))]).is_none());
+    }
+
+    fn arb_changes() -> impl Strategy<Value = Vec<Change>> {
+        prop::collection::btree_map(
+            prop::collection::vec(0u8..6, 0..3),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..80)),
+            0..40,
+        )
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (b(&k), v.map(|v| b(&v))))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Any sequence of change sets gives the same entries as a BTreeMap,
+        /// whichever representation the map passes through.
+        #[test]
+        fn matches_a_btreemap(steps in prop::collection::vec(arb_changes(), 1..12),
+                              lo in prop::collection::vec(0u8..6, 0..3),
+                              hi in prop::collection::vec(0u8..6, 0..3),
+                              rev in any::<bool>()) {
+            let mut model = BTreeMap::new();
+            let mut m = StateMap::new();
+            let mut versions = Vec::new();
+            for changes in &steps {
+                versions.push((m.clone(), model.clone()));
+                m = m.with_changes(changes);
+                model_apply(&mut model, changes);
+                let got: Vec<_> = m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+                let want: Vec<_> = model.clone().into_iter().collect();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(m.len(), model.len() as u64);
+                prop_assert_eq!(m.data_bytes(), model.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>());
+                for k in model.keys() {
+                    prop_assert_eq!(m.get(k), model.get(k).map(|v| &v[..]));
+                }
+                let lower = Bound::Included(&lo[..]);
+                let upper = Bound::Excluded(&hi[..]);
+                let got: Vec<_> = m.range(lower, upper, rev).map(|(k, _)| k.to_vec()).collect();
+                let mut want: Vec<_> = if is_empty_range(lower, upper) { vec![] } else {
+                    model.range::<[u8], _>((lower, upper)).map(|(k, _)| k.clone()).collect()
+                };
+                if rev { want.reverse(); }
+                prop_assert_eq!(got, want);
+                let rebuilt = StateMap::from_sorted(m.to_entries()).unwrap();
+                prop_assert_eq!(rebuilt.content_hash(), m.content_hash());
+            }
+            // Older versions never change.
+            for (old, old_model) in versions {
+                let got: Vec<_> = old.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+                prop_assert_eq!(got, old_model.into_iter().collect::<Vec<_>>());
+            }
+        }
+    }
+}
