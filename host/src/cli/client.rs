@@ -154,6 +154,14 @@ pub enum RealmCmd {
         /// Realm id.
         id: String,
     },
+    /// Realms parked after repeated faults (their events keep trapping,
+    /// running out of fuel or exceeding a state limit).
+    Parked,
+    /// Release a parked realm so its events run again.
+    Release {
+        /// Realm id.
+        id: String,
+    },
     /// Realms of one type, paginated.
     List {
         /// Realm type.
@@ -518,12 +526,9 @@ pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
     let c = Client::new(conn);
     match cmd {
         RealmCmd::Get { id } => {
-            let mut v = c.get(&format!("/v1/realm?id={}", enc(&id)))?;
+            let v = c.get(&format!("/v1/realm?id={}", enc(&id)))?;
             if conn.json {
                 return print_json(&v);
-            }
-            if let Some(o) = v.as_object_mut() {
-                o.remove("state_hex");
             }
             for (k, val) in v.as_object().into_iter().flatten() {
                 println!(
@@ -588,6 +593,37 @@ pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
             );
             if !r.matches {
                 bail!("verification failed");
+            }
+        }
+        RealmCmd::Parked => {
+            let v = c.get("/v1/admin/realms/parked")?;
+            if conn.json {
+                return print_json(&v);
+            }
+            let parked = v["parked"].as_array().cloned().unwrap_or_default();
+            println!("Parked realms: {}", parked.len());
+            for r in &parked {
+                println!(
+                    "  {:<40} {:<12} {} faults, last: {}",
+                    r["realm_id"].as_str().unwrap_or(""),
+                    r["realm_type"].as_str().unwrap_or(""),
+                    r["faults"],
+                    r["last_fault"].as_str().unwrap_or("")
+                );
+            }
+        }
+        RealmCmd::Release { id } => {
+            let v = c.post(
+                &format!("/v1/admin/realms/release?id={}", enc(&id)),
+                &json!({}),
+            )?;
+            if conn.json {
+                return print_json(&v);
+            }
+            if v["released"].as_bool() == Some(true) {
+                println!("released {id}");
+            } else {
+                println!("{id} was not parked");
             }
         }
         RealmCmd::List {

@@ -83,6 +83,7 @@ impl From<NodeError> for ApiError {
                 Self::new(S::CONFLICT, "realm_type_mismatch", msg)
             }
             NodeError::RealmNotFound(_) => Self::new(S::NOT_FOUND, "realm_not_found", msg),
+            NodeError::RealmParked { .. } => Self::new(S::LOCKED, "realm_parked", msg),
             NodeError::Rejected { rejection, .. } => Self {
                 detail: Some(json!({ "rejection": rejection.code })),
                 ..Self::new(S::UNPROCESSABLE_ENTITY, "rejected", msg)
@@ -95,6 +96,9 @@ impl From<NodeError> for ApiError {
                 Self::new(S::NOT_FOUND, "unknown_shard", msg)
             }
             NodeError::Monitor(_) => Self::new(S::BAD_REQUEST, "monitor", msg),
+            NodeError::Plugin(RuntimeError::StateLimit { .. }) => {
+                Self::new(S::UNPROCESSABLE_ENTITY, "state_limit", msg)
+            }
             NodeError::Plugin(
                 RuntimeError::Trap { .. }
                 | RuntimeError::OutputTooLarge { .. }
@@ -265,10 +269,9 @@ async fn get_realm(
 ) -> ApiResult<serde_json::Value> {
     let Query(q) = q?;
     let id = realm_id(&q.id)?;
-    let (view, state) = node.get(&id).await?;
-    let mut v = serde_json::to_value(view)
+    let (view, _) = node.get(&id).await?;
+    let v = serde_json::to_value(view)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    v["state_hex"] = json!(hex::encode(state.state()));
     Ok(Json(v))
 }
 
@@ -414,7 +417,7 @@ async fn upload_plugin(
     check_token(&node, &headers)?;
     let Query(q) = q?;
     let n = node.clone();
-    let report = tokio::task::spawn_blocking(move || n.plugins().load(&body, q.activate))
+    let report = tokio::task::spawn_blocking(move || n.load_plugin(&body, q.activate))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(NodeError::from)?;
@@ -483,10 +486,23 @@ async fn rollback(
     Path(realm_type): Path<String>,
 ) -> ApiResult<crate::runtime::PluginInfo> {
     check_token(&node, &headers)?;
+    Ok(Json(node.rollback(&realm_type)?))
+}
+
+async fn parked_realms(State(node): State<Arc<Node>>) -> ApiResult<serde_json::Value> {
+    Ok(Json(json!({ "parked": node.parked_realms() })))
+}
+
+async fn release_realm(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    q: Result<Query<IdQuery>, QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    check_token(&node, &headers)?;
+    let Query(q) = q?;
+    let id = realm_id(&q.id)?;
     Ok(Json(
-        node.plugins()
-            .rollback(&realm_type)
-            .map_err(NodeError::from)?,
+        json!({ "realm_id": id.as_str(), "released": node.release_realm(&id) }),
     ))
 }
 
@@ -533,6 +549,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/shards/{n}/quarantine", post(quarantine))
         .route("/v1/admin/shards/{n}/release", post(release))
         .route("/v1/admin/evict", post(evict))
+        .route("/v1/admin/realms/parked", get(parked_realms))
+        .route("/v1/admin/realms/release", post(release_realm))
         .route("/v1/plugins/{realm_type}/shadow", post(shadow))
         .route("/v1/admin/plugins/{realm_type}/swap", post(swap))
         .route("/v1/admin/plugins/{realm_type}/rollback", post(rollback))

@@ -10,6 +10,8 @@ use crate::runtime::RuntimeConfig;
 use crate::storage::StorageConfig;
 use crate::store::ShardingConfig;
 
+use super::ParkingConfig;
+
 /// Limits on what a client may send.
 ///
 /// | field | default |
@@ -85,6 +87,7 @@ impl Default for HttpConfig {
 /// | `sharding` | `ShardingConfig::default()` (64 shards) |
 /// | `monitor` | `ShardMonitorConfig::default()` |
 /// | `storage` | `StorageConfig::default()` (redb cache, group commit, checkpoints) |
+/// | `parking` | `ParkingConfig::default()` (3 faults in 300 s park a realm) |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
@@ -112,6 +115,8 @@ pub struct NodeConfig {
     pub http: HttpConfig,
     /// The embedded database.
     pub storage: StorageConfig,
+    /// When a realm whose events keep faulting is parked.
+    pub parking: ParkingConfig,
 }
 
 impl Default for NodeConfig {
@@ -129,6 +134,7 @@ impl Default for NodeConfig {
             runtime: RuntimeConfig::default(),
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
+            parking: ParkingConfig::default(),
         }
     }
 }

@@ -40,6 +40,7 @@
 pub mod api;
 mod config;
 pub mod metrics;
+mod parking;
 mod preload;
 mod state;
 
@@ -51,16 +52,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
+pub use parking::{ParkedRealm, ParkingConfig};
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 
 use crate::monitor::{MonitorError, ShardAnalysis, ShardMonitor, ShardMonitorSnapshot};
 use crate::realm::{EventRecord, InvalidRealmId, NewEvent, RealmId, shard_of};
+use crate::runtime::Scope;
 use crate::runtime::{
     ApplyOutcome, Plugin, PluginRegistry, PluginRuntime, PluginVersion, RegistryError, Rejection,
     RuntimeConfig, RuntimeError,
 };
-use crate::storage::{AppendRequest, RedbStorage, Snapshot, Storage, StorageError};
+use crate::storage::{AppendRequest, RedbStorage, Storage, StorageError};
 use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats, StoreError};
 
 /// Number of per-realm append lock stripes.
@@ -94,6 +97,17 @@ pub enum NodeError {
     /// The realm has no events.
     #[error("realm {0} does not exist")]
     RealmNotFound(RealmId),
+    /// The realm's events kept faulting, so it is parked: nothing runs for it
+    /// until an operator releases it or a new version of its type is loaded.
+    #[error(
+        "realm {realm} is parked after repeated faults (last: {last_fault}); release it or load a fixed plugin version"
+    )]
+    RealmParked {
+        /// The realm.
+        realm: RealmId,
+        /// The fault that parked it (or the latest one).
+        last_fault: String,
+    },
     /// The plugin rejected the event (a domain "no"); nothing was stored.
     #[error("rejected by {realm_type}: {rejection}")]
     Rejected {
@@ -194,9 +208,12 @@ pub struct RealmView {
     pub plugin_version: PluginVersion,
     /// Seq of the latest durable snapshot.
     pub snapshot_seq: u64,
-    /// State size in bytes.
-    pub state_bytes: usize,
-    /// SHA-256 of the state bytes (hex).
+    /// Number of entries in the realm's state.
+    pub entries: u64,
+    /// Key + value bytes of the realm's state.
+    pub state_bytes: u64,
+    /// SHA-256 over every entry in key order (hex; see
+    /// [`crate::state::StateMap::content_hash`]).
     pub state_hash: String,
 }
 
@@ -290,6 +307,9 @@ pub struct NodeStats {
     pub load_fallbacks: u64,
     /// Realms rebuilt because their plugin version changed.
     pub rebuilds: u64,
+    /// Realms parked after repeated faults.
+    #[serde(default)]
+    pub parked_realms: u64,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -308,6 +328,8 @@ pub struct Node {
     eviction: parking_lot::Mutex<Option<crate::store::EvictionTasks>>,
     snapshot_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Realms whose events keep faulting.
+    parking: parking::Parking,
     /// Set at start when lazy loading is off.
     preloaded: std::sync::OnceLock<preload::Preloaded>,
 }
@@ -324,11 +346,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn hash_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 impl Node {
@@ -425,6 +442,7 @@ impl Node {
             .spawn_eviction_tasks()
             .map_err(|e| NodeError::Setup(e.to_string()))?;
 
+        let config_parking = config.parking.clone();
         let node = Arc::new(Self {
             config,
             registry,
@@ -436,6 +454,7 @@ impl Node {
             eviction: parking_lot::Mutex::new(Some(eviction)),
             snapshot_task: parking_lot::Mutex::new(Some(snapshot_task)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            parking: parking::Parking::new(config_parking),
             preloaded: std::sync::OnceLock::new(),
         });
         if !node.config.sharding.lazy_loading_enabled {
@@ -517,7 +536,11 @@ impl Node {
     /// Append one event; returns after it is durable.
     #[tracing::instrument(name = "node.append", skip_all, fields(realm = %ev.realm_id, realm_type = %ev.realm_type))]
     pub async fn append(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
+        let (id, realm_type) = (ev.realm_id.clone(), ev.realm_type.clone());
         let result = self.append_inner(ev).await;
+        if let Err(NodeError::Plugin(e)) = &result {
+            self.note_fault(&id, &realm_type, e);
+        }
         match &result {
             Ok(_) => self.counters.appends.fetch_add(1, Ordering::Relaxed),
             Err(NodeError::Rejected { .. }) => {
@@ -533,6 +556,7 @@ impl Node {
             return Err(NodeError::ShuttingDown);
         }
         self.validate(&ev)?;
+        self.check_parked(&ev.realm_id)?;
         let plugin = self.registry.get(&ev.realm_type)?;
         let shard = self.shard_of(ev.realm_id.as_str());
         let crossing_shard = ev
@@ -562,7 +586,7 @@ impl Node {
             None => Some(self.store.reserve(ev.realm_id.as_str())?),
             Some(_) => None,
         };
-        let (base_state, base_seq, snapshot_seq) = match &current {
+        let base = match &current {
             Some(s) if s.realm_type() != ev.realm_type => {
                 return Err(NodeError::RealmTypeMismatch {
                     realm: ev.realm_id.clone(),
@@ -570,13 +594,29 @@ impl Node {
                     requested: ev.realm_type.clone(),
                 });
             }
-            Some(s) => {
-                let s = self
-                    .ensure_version(&ev.realm_id, s.clone(), &plugin)
-                    .await?;
-                (s.state().to_vec(), s.seq(), s.snapshot_seq())
+            Some(s) => Some(
+                self.ensure_version(&ev.realm_id, s.clone(), &plugin)
+                    .await?,
+            ),
+            None => None,
+        };
+        let base_seq = base.as_ref().map_or(0, |s| s.seq());
+        // A new realm starts from the entries its plugin's `init` writes.
+        let init_map;
+        let base_map = match &base {
+            Some(s) => s.map(),
+            None => {
+                init_map = match plugin.init(ev.realm_id.as_str())?.value {
+                    Ok(w) => w.map,
+                    Err(message) => {
+                        return Err(NodeError::PluginInvalid {
+                            realm_type: plugin.realm_type().to_owned(),
+                            message: format!("init failed: {message}"),
+                        });
+                    }
+                };
+                &init_map
             }
-            None => (plugin.init(ev.realm_id.as_str())?.value, 0, 0),
         };
 
         let reputation = if watch {
@@ -600,7 +640,7 @@ impl Node {
             }
         };
         let metered = plugin
-            .apply(&base_state, &record)
+            .apply(Scope::new(ev.realm_id.as_str(), base_map), &record)
             .inspect_err(|_| crossing_failed())?;
         let gas = if watch {
             self.monitor.record_gas(source_shard, metered.fuel)
@@ -608,8 +648,8 @@ impl Node {
             metered.fuel
         };
         let realm_type = || plugin.realm_type().to_owned();
-        let new_state = match metered.value {
-            ApplyOutcome::Applied(s) => s,
+        let written = match metered.value {
+            ApplyOutcome::Applied(w) => w,
             ApplyOutcome::Rejected(rejection) => {
                 crossing_failed();
                 return Err(NodeError::Rejected {
@@ -639,22 +679,18 @@ impl Node {
             .await?;
 
         // Durable: publish.
-        let mut snapshot_seq = snapshot_seq;
-        if seq - snapshot_seq >= self.config.snapshot_every {
-            match self
-                .storage
-                .put_snapshot(
-                    &ev.realm_id,
-                    Snapshot {
-                        seq,
-                        plugin_version: plugin.version(),
-                        state: new_state.clone(),
-                    },
-                )
-                .await
-            {
+        let built_by = match &base {
+            Some(s) if s.plugin_version() == plugin.version() => s.built_by(),
+            _ => plugin.tag().clone(),
+        };
+        let mut state = match &base {
+            Some(s) => s.next(built_by, seq, written.map, &written.changes),
+            None => RealmState::new(built_by, seq, 0, written.map),
+        };
+        if seq - state.snapshot_seq() >= self.config.snapshot_every {
+            match write_snapshot(&*self.storage, &ev.realm_id, &state).await {
                 Ok(()) => {
-                    snapshot_seq = seq;
+                    state = state.snapshotted();
                     self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -665,13 +701,6 @@ impl Node {
                 }
             }
         }
-        let state = RealmState::new(
-            plugin.realm_type(),
-            seq,
-            snapshot_seq,
-            plugin.version(),
-            new_state,
-        );
         self.store.upsert(ev.realm_id.as_str(), state);
         if watch {
             self.monitor.record_event(shard, &source);
@@ -753,6 +782,13 @@ impl Node {
                 }
             })
             .await;
+        if let Err(LoadError::Loader { source, .. }) = &r
+            && let Some(state::LoadFailure::Node(NodeError::Plugin(e))) =
+                source.downcast_ref::<state::LoadFailure>()
+            && let Some(t) = e.realm_type()
+        {
+            self.note_fault(id, t, e);
+        }
         match r {
             Ok(s) => Ok(s),
             Err(LoadError::NotFound(_)) => Err(NodeError::RealmNotFound(id.clone())),
@@ -798,8 +834,58 @@ impl Node {
         Ok(rebuilt)
     }
 
+    /// Refuse a parked realm before any plugin runs for it.
+    fn check_parked(&self, id: &RealmId) -> Result<(), NodeError> {
+        match self.parking.parked(id.as_str()) {
+            Some(last_fault) => Err(NodeError::RealmParked {
+                realm: id.clone(),
+                last_fault,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Attribute a plugin fault to the realm it happened in (parking it when
+    /// its faults repeat).
+    fn note_fault(&self, id: &RealmId, realm_type: &str, e: &RuntimeError) {
+        if e.is_plugin_fault() {
+            self.parking
+                .record_fault(id.as_str(), realm_type, e.to_string(), now_ms());
+        }
+    }
+
+    /// Realms parked after repeated faults.
+    pub fn parked_realms(&self) -> Vec<ParkedRealm> {
+        self.parking.list()
+    }
+
+    /// Release a parked realm; returns whether it was parked.
+    pub fn release_realm(&self, id: &RealmId) -> bool {
+        let released = self.parking.release(id.as_str());
+        if released {
+            tracing::info!(realm = %id, "parked realm released by an operator");
+        }
+        released
+    }
+
+    /// Load a plugin component (and make it the active version of its realm
+    /// type when `activate`). A newly active version releases the realms of
+    /// its type that were parked.
+    pub fn load_plugin(
+        &self,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<crate::runtime::LoadReport, NodeError> {
+        let report = self.registry.load(bytes, activate)?;
+        if report.activated {
+            self.parking.release_type(&report.info.realm_type);
+        }
+        Ok(report)
+    }
+
     /// A realm's state as of its last acknowledged event.
     pub async fn get(&self, id: &RealmId) -> Result<(RealmView, Arc<RealmState>), NodeError> {
+        self.check_parked(id)?;
         let s = self.current(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
         let s = if s.plugin_version() != plugin.version() {
@@ -820,8 +906,9 @@ impl Node {
             seq: s.seq(),
             plugin_version: s.plugin_version(),
             snapshot_seq: s.snapshot_seq(),
-            state_bytes: s.state().len(),
-            state_hash: hash_hex(s.state()),
+            entries: s.map().len(),
+            state_bytes: s.map().data_bytes(),
+            state_hash: hex::encode(s.map().content_hash()),
         }
     }
 
@@ -837,7 +924,8 @@ impl Node {
         let (_, s) = self.get(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
         plugin
-            .query(s.state(), request)?
+            .query(Scope::new(id.as_str(), s.map()), request)
+            .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
             .map_err(|message| NodeError::PluginInvalid {
                 realm_type: s.realm_type().to_owned(),
                 message,
@@ -855,21 +943,10 @@ impl Node {
             .into_iter()
             .take_while(|e| e.seq <= live.seq())
             .collect();
-        let init = plugin.init(id.as_str())?.value;
-        let replayed = match plugin
-            .replay(init, &events, self.config.replay_batch)?
-            .value
-        {
-            Ok(s) => s,
-            Err((seq, e)) => {
-                return Err(NodeError::PluginInvalid {
-                    realm_type: plugin.realm_type().to_owned(),
-                    message: format!("replay failed at seq {seq}: {e:?}"),
-                });
-            }
-        };
-        let live_hash = hash_hex(live.state());
-        let replay_hash = hash_hex(&replayed);
+        let replayed = state::replay_from_init(&plugin, id, &events, self.config.replay_batch)
+            .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
+        let live_hash = hex::encode(live.map().content_hash());
+        let replay_hash = hex::encode(replayed.content_hash());
         Ok(VerifyReport {
             realm_id: id.to_string(),
             events: events.len() as u64,
@@ -951,40 +1028,43 @@ impl Node {
                 load.tail
             };
             report.events_replayed += events.len() as u64;
-            let init = match candidate.init(id.as_str()) {
-                Ok(m) => m.value,
-                Err(e) => {
-                    report.failures.push(fail(0, format!("init failed: {e}")));
+            match state::replay_from_init(&candidate, &id, &events, self.config.replay_batch) {
+                Ok(_) => {}
+                Err(state::LoadFailure::Replay { seq, reason, .. }) => {
+                    report.failures.push(fail(seq, reason));
                     continue;
-                }
-            };
-            match candidate.replay(init, &events, self.config.replay_batch) {
-                Ok(m) => {
-                    if let Err((seq, e)) = m.value {
-                        let reason = match e {
-                            ApplyOutcome::Rejected(r) => format!("rejected: {r}"),
-                            ApplyOutcome::Invalid(m) => format!("invalid: {m}"),
-                            ApplyOutcome::Applied(_) => "unexpected".to_owned(),
-                        };
-                        report.failures.push(fail(seq, reason));
-                        continue;
-                    }
                 }
                 Err(e) => {
                     report.failures.push(fail(0, format!("fault: {e}")));
                     continue;
                 }
             }
-            if let Some(snap) = &load.snapshot {
-                match candidate.restore(&snap.state) {
-                    Ok(m) if m.value.is_ok() => {}
-                    Ok(m) => report.failures.push(fail(
-                        snap.seq,
-                        format!("snapshot unreadable: {}", m.value.err().unwrap_or_default()),
-                    )),
+            // The stored snapshot must still be usable: written with an older
+            // state version, it goes through the candidate's `migrate`.
+            if let Some(snap) = &load.snapshot
+                && snap.state_version < candidate.state_version()
+            {
+                let Some(map) = crate::state::StateMap::from_sorted(snap.entries.clone()) else {
+                    report
+                        .failures
+                        .push(fail(snap.seq, "snapshot entries out of order".to_owned()));
+                    continue;
+                };
+                match candidate.migrate(Scope::new(id.as_str(), &map), snap.state_version) {
+                    Ok(m) => {
+                        if let Err(reason) = m.value {
+                            report.failures.push(fail(
+                                snap.seq,
+                                format!(
+                                    "migrate from state version {}: {reason}",
+                                    snap.state_version
+                                ),
+                            ));
+                        }
+                    }
                     Err(e) => report
                         .failures
-                        .push(fail(snap.seq, format!("restore fault: {e}"))),
+                        .push(fail(snap.seq, format!("migrate fault: {e}"))),
                 }
             }
         }
@@ -1018,18 +1098,22 @@ impl Node {
             return Err(NodeError::ShadowFailed(Box::new(r.clone())));
         }
         let info = self.registry.swap(realm_type, version)?;
+        self.parking.release_type(realm_type);
         Ok((info, report))
     }
 
     /// Roll the realm type back to its previous version.
     pub fn rollback(&self, realm_type: &str) -> Result<crate::runtime::PluginInfo, NodeError> {
-        Ok(self.registry.rollback(realm_type)?)
+        let info = self.registry.rollback(realm_type)?;
+        self.parking.release_type(realm_type);
+        Ok(info)
     }
 
     /// Statistics of the node, the store and the monitor.
     pub fn stats(&self) -> NodeStats {
         let c = &self.counters;
         NodeStats {
+            parked_realms: self.parking.count() as u64,
             appends: c.appends.load(Ordering::Relaxed),
             rejections: c.rejections.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -1135,13 +1219,7 @@ async fn snapshot_evicted(
             counters.pending_snapshots.fetch_sub(1, Ordering::AcqRel);
             continue;
         };
-        let s = &ev.value;
-        let snap = Snapshot {
-            seq: s.seq(),
-            plugin_version: s.plugin_version(),
-            state: s.state().to_vec(),
-        };
-        match storage.put_snapshot(&id, snap).await {
+        match write_snapshot(&*storage, &id, &ev.value).await {
             Ok(()) => {
                 counters.snapshots.fetch_add(1, Ordering::Relaxed);
             }
@@ -1151,5 +1229,22 @@ async fn snapshot_evicted(
             }
         }
         counters.pending_snapshots.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Write `state`'s snapshot: a delta against the stored one when possible.
+/// If storage holds another base than the one the delta was computed
+/// against (an eviction snapshot landed in between), the whole map is
+/// written instead.
+async fn write_snapshot(
+    storage: &dyn Storage,
+    id: &RealmId,
+    state: &RealmState,
+) -> Result<(), StorageError> {
+    match storage.put_snapshot(id, state.snapshot_write(false)).await {
+        Err(StorageError::SnapshotBaseMismatch { stored_seq, .. }) if stored_seq < state.seq() => {
+            storage.put_snapshot(id, state.snapshot_write(true)).await
+        }
+        other => other,
     }
 }

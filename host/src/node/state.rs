@@ -1,53 +1,82 @@
 //! A realm in memory, and how it is rebuilt from storage.
 //!
 //! A load reads the realm's metadata, latest snapshot and the events after it
-//! in one consistent storage read, hands the snapshot to the plugin's
-//! `restore` (which migrates older state versions), and replays the tail with
-//! `apply-batch`. An unreadable snapshot — corrupt bytes, a restore error, a
-//! snapshot by a plugin that cannot read it — is reported and the realm is
-//! rebuilt by full replay instead: a load never yields a wrong state.
+//! in one consistent storage read, turns the snapshot's entries into a
+//! [`StateMap`], runs the plugin's `migrate` when the snapshot was written
+//! with an older state version, and replays the tail with `apply-batch`. An
+//! unusable snapshot — damaged entries, a newer state version, a failed
+//! migration, a tail that will not replay on it — is reported and the realm
+//! is rebuilt by full replay instead: a load never yields a wrong state.
+//!
+//! ## Incremental snapshots
+//! A realm remembers which keys changed since its last durable snapshot
+//! ([`RealmState::snapshot_write`]). A large realm's next snapshot is then a
+//! delta of those keys against the stored one, so it costs what changed,
+//! not what the realm holds; small (packed) realms, realms whose changed set
+//! grew past half their size, and realms whose stored snapshot is not a
+//! known base write the whole map.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::realm::{EventRecord, RealmId};
-use crate::runtime::{Plugin, PluginRegistry, PluginVersion};
-use crate::storage::{RealmLoad, Storage, StorageError};
+use crate::runtime::{Plugin, PluginRegistry, PluginTag, PluginVersion, Scope};
+use crate::state::{Bytes, Change, StateMap};
+use crate::storage::{RealmLoad, SnapshotBody, SnapshotWrite, Storage, StorageError};
 use crate::store::StoreValue;
 
 use super::NodeError;
 
-/// One realm in memory. Immutable: an append publishes a new value.
+/// Heap bytes one remembered changed key costs (a B+tree slot; the key bytes
+/// are shared with the map).
+const DIRTY_KEY_OVERHEAD: usize = 48;
+
+/// Keys changed since the last durable snapshot.
+#[derive(Debug, Clone)]
+enum Dirty {
+    /// Unknown or not worth tracking: the next snapshot writes the whole map.
+    All,
+    /// Exactly these keys (possibly none).
+    Keys(imbl::OrdSet<Bytes>),
+}
+
+/// One realm in memory. Immutable: an append publishes a new value, so a
+/// reader holding this one keeps a consistent view.
 #[derive(Debug)]
 pub struct RealmState {
-    realm_type: Arc<str>,
+    built_by: Arc<PluginTag>,
     seq: u64,
     snapshot_seq: u64,
-    version: PluginVersion,
-    state: Box<[u8]>,
+    map: StateMap,
+    dirty: Dirty,
 }
 
 impl RealmState {
-    /// A realm state as of `seq`.
-    pub fn new(
-        realm_type: &str,
+    /// A freshly built state whose stored snapshot (if any) is not a base for
+    /// deltas.
+    pub(crate) fn new(
+        built_by: Arc<PluginTag>,
         seq: u64,
         snapshot_seq: u64,
-        version: PluginVersion,
-        state: Vec<u8>,
+        map: StateMap,
     ) -> Self {
         Self {
-            realm_type: Arc::from(realm_type),
+            built_by,
             seq,
             snapshot_seq,
-            version,
-            state: state.into_boxed_slice(),
+            map,
+            dirty: Dirty::All,
         }
+    }
+
+    /// The tag of the plugin version that built it.
+    pub(crate) fn built_by(&self) -> Arc<PluginTag> {
+        self.built_by.clone()
     }
 
     /// Realm type.
     pub fn realm_type(&self) -> &str {
-        &self.realm_type
+        &self.built_by.realm_type
     }
 
     /// Last applied seq.
@@ -62,17 +91,103 @@ impl RealmState {
 
     /// Plugin version that built the state.
     pub fn plugin_version(&self) -> PluginVersion {
-        self.version
+        self.built_by.version
     }
 
-    /// The plugin's state bytes.
-    pub fn state(&self) -> &[u8] {
-        &self.state
+    /// State (entry layout) version of the plugin that built it.
+    pub fn state_version(&self) -> u32 {
+        self.built_by.state_version
+    }
+
+    /// The realm's entries.
+    pub fn map(&self) -> &StateMap {
+        &self.map
     }
 
     /// True when events were applied since the last snapshot.
     pub fn is_dirty(&self) -> bool {
         self.seq > self.snapshot_seq
+    }
+
+    /// The state after one more applied (durable) event at `seq` that wrote
+    /// `changes`, producing `map`.
+    pub(crate) fn next(
+        &self,
+        built_by: Arc<PluginTag>,
+        seq: u64,
+        map: StateMap,
+        changes: &[Change],
+    ) -> Self {
+        let dirty = track(self.dirty.clone(), &map, changes);
+        Self {
+            built_by,
+            seq,
+            snapshot_seq: self.snapshot_seq,
+            map,
+            dirty,
+        }
+    }
+
+    /// The same state, now durably snapshotted at its seq.
+    pub(crate) fn snapshotted(&self) -> Self {
+        Self {
+            built_by: self.built_by.clone(),
+            seq: self.seq,
+            snapshot_seq: self.seq,
+            map: self.map.clone(),
+            dirty: clean(&self.map),
+        }
+    }
+
+    /// The snapshot to write for this state: a delta of the changed keys
+    /// against the stored snapshot when that is known and worth it, the whole
+    /// map otherwise (or when `full`).
+    pub(crate) fn snapshot_write(&self, full: bool) -> SnapshotWrite {
+        let body = match &self.dirty {
+            Dirty::Keys(keys) if !full && self.snapshot_seq > 0 => SnapshotBody::Delta {
+                base_seq: self.snapshot_seq,
+                changes: keys
+                    .iter()
+                    .map(|k| (k.clone(), self.map.get_shared(k)))
+                    .collect(),
+            },
+            _ => SnapshotBody::Full(self.map.to_entries()),
+        };
+        SnapshotWrite {
+            seq: self.seq,
+            plugin_version: self.built_by.version,
+            state_version: self.built_by.state_version,
+            body,
+        }
+    }
+}
+
+/// A clean change set for `map`: packed (small) maps always snapshot whole,
+/// so they track nothing.
+fn clean(map: &StateMap) -> Dirty {
+    if map.is_packed() {
+        Dirty::All
+    } else {
+        Dirty::Keys(imbl::OrdSet::new())
+    }
+}
+
+/// Add `changes` to a change set, giving up (whole-map snapshot) when the
+/// set would exceed half the map.
+fn track(dirty: Dirty, map: &StateMap, changes: &[Change]) -> Dirty {
+    match dirty {
+        Dirty::All => Dirty::All,
+        Dirty::Keys(_) if map.is_packed() => Dirty::All,
+        Dirty::Keys(mut keys) => {
+            for (k, _) in changes {
+                keys.insert(k.clone());
+            }
+            if keys.len() as u64 > map.len() / 2 {
+                Dirty::All
+            } else {
+                Dirty::Keys(keys)
+            }
+        }
     }
 }
 
@@ -81,7 +196,11 @@ impl RealmState {
 /// eviction hook.
 impl StoreValue for RealmState {
     fn size_bytes(&self) -> usize {
-        self.state.len()
+        let dirty = match &self.dirty {
+            Dirty::All => 0,
+            Dirty::Keys(k) => k.len() * DIRTY_KEY_OVERHEAD,
+        };
+        self.map.heap_bytes() + dirty
     }
 }
 
@@ -102,31 +221,116 @@ pub(crate) enum LoadFailure {
     ReplayDisabled(String),
 }
 
+/// Replay `tail` onto `map`; returns the final map and the keys changed.
 fn replay_tail(
     plugin: &Plugin,
     id: &RealmId,
-    state: Vec<u8>,
+    map: StateMap,
     tail: &[EventRecord],
     batch: usize,
-) -> Result<Vec<u8>, LoadFailure> {
+) -> Result<(StateMap, Vec<Change>), LoadFailure> {
     match plugin
-        .replay(state, tail, batch)
+        .replay(id.as_str(), map, tail, batch)
         .map_err(NodeError::from)?
         .value
     {
-        Ok(s) => Ok(s),
+        Ok(r) => Ok((r.map, r.changes)),
         Err((seq, e)) => Err(LoadFailure::Replay {
             realm: id.to_string(),
             seq,
-            reason: format!("{e:?}"),
+            reason: e.to_string(),
         }),
     }
 }
 
+/// The realm's map as of `upto`, built from `init` and the whole log.
+pub(crate) fn replay_from_init(
+    plugin: &Plugin,
+    id: &RealmId,
+    events: &[EventRecord],
+    batch: usize,
+) -> Result<StateMap, LoadFailure> {
+    let init = match plugin.init(id.as_str()).map_err(NodeError::from)?.value {
+        Ok(w) => w.map,
+        Err(reason) => {
+            return Err(LoadFailure::Replay {
+                realm: id.to_string(),
+                seq: 0,
+                reason: format!("init failed: {reason}"),
+            });
+        }
+    };
+    Ok(replay_tail(plugin, id, init, events, batch)?.0)
+}
+
+/// Build from the snapshot: entries → map → `migrate` if older → tail.
+/// `Ok(None)` when the snapshot cannot be used (the caller replays fully).
+fn from_snapshot(
+    plugin: &Plugin,
+    id: &RealmId,
+    load: &RealmLoad,
+    upto: u64,
+    batch: usize,
+) -> Result<Option<RealmState>, LoadFailure> {
+    let Some(snap) = load.snapshot.as_ref().filter(|s| s.seq <= upto) else {
+        return Ok(None);
+    };
+    tracing::Span::current().record("snapshot_seq", snap.seq);
+    let Some(map) = StateMap::from_sorted(snap.entries.clone()) else {
+        tracing::warn!(realm = %id, snapshot_seq = snap.seq, "snapshot entries out of order; falling back to full replay");
+        return Ok(None);
+    };
+    let mut dirty = clean(&map);
+    let map = match snap.state_version.cmp(&plugin.state_version()) {
+        std::cmp::Ordering::Equal => map,
+        std::cmp::Ordering::Less => {
+            let m = plugin
+                .migrate(Scope::new(id.as_str(), &map), snap.state_version)
+                .map_err(NodeError::from)?;
+            match m.value {
+                Ok(w) => {
+                    dirty = track(dirty, &w.map, &w.changes);
+                    w.map
+                }
+                Err(reason) => {
+                    tracing::warn!(realm = %id, from = snap.state_version, %reason, "migrate failed; falling back to full replay");
+                    return Ok(None);
+                }
+            }
+        }
+        std::cmp::Ordering::Greater => {
+            tracing::warn!(realm = %id, snapshot_state_version = snap.state_version, plugin_state_version = plugin.state_version(), "snapshot written by a newer state version; falling back to full replay");
+            return Ok(None);
+        }
+    };
+    let tail: Vec<_> = load
+        .tail
+        .iter()
+        .filter(|e| e.seq > snap.seq && e.seq <= upto)
+        .cloned()
+        .collect();
+    match replay_tail(plugin, id, map, &tail, batch) {
+        Ok((map, changes)) => {
+            let dirty = track(dirty, &map, &changes);
+            Ok(Some(RealmState {
+                built_by: plugin.tag().clone(),
+                seq: upto,
+                snapshot_seq: snap.seq,
+                map,
+                dirty,
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(realm = %id, error = %e, "replay after snapshot failed; falling back to full replay");
+            Ok(None)
+        }
+    }
+}
+
 /// Build a realm's state as of `upto` with `plugin` from what storage holds:
-/// `restore` the snapshot and replay the tail after it; if the snapshot is
-/// unreadable (or the tail will not replay on it), replay the whole log from
-/// `init`. Returns the state and whether it had to fall back.
+/// the snapshot (migrated if older) plus the tail after it; if the snapshot
+/// is unusable, replay the whole log from `init`. Returns the state and
+/// whether it had to fall back.
 async fn build(
     storage: &dyn Storage,
     plugin: &Plugin,
@@ -135,43 +339,26 @@ async fn build(
     upto: u64,
     batch: usize,
 ) -> Result<(RealmState, bool), LoadFailure> {
-    let new = |seq_snap: u64, state: Vec<u8>| {
-        RealmState::new(plugin.realm_type(), upto, seq_snap, plugin.version(), state)
-    };
-    let snapshot = load.snapshot.as_ref().filter(|s| s.seq <= upto);
-    if let Some(snap) = snapshot {
-        tracing::Span::current().record("snapshot_seq", snap.seq);
-        match plugin.restore(&snap.state).map_err(NodeError::from)?.value {
-            Ok(state) => {
-                let tail: Vec<_> = load
-                    .tail
-                    .iter()
-                    .filter(|e| e.seq > snap.seq && e.seq <= upto)
-                    .cloned()
-                    .collect();
-                match replay_tail(plugin, id, state, &tail, batch) {
-                    Ok(state) => return Ok((new(snap.seq, state), false)),
-                    Err(e) => {
-                        tracing::warn!(realm = %id, error = %e, "replay after snapshot failed; falling back to full replay");
-                    }
-                }
-            }
-            Err(reason) => {
-                tracing::warn!(realm = %id, snapshot_seq = snap.seq, %reason, "snapshot unreadable; falling back to full replay");
-            }
-        }
+    if let Some(state) = from_snapshot(plugin, id, &load, upto, batch)? {
+        return Ok((state, false));
     }
+    let had_snapshot = load.snapshot.is_some();
     // Full replay from the start of the log (the tail is the whole log when
     // there is no snapshot).
-    let events = if load.snapshot.is_some() {
+    let events = if had_snapshot {
         storage.events_since(id, 0).await?
     } else {
         load.tail
     };
     let events: Vec<_> = events.into_iter().take_while(|e| e.seq <= upto).collect();
-    let init = plugin.init(id.as_str()).map_err(NodeError::from)?.value;
-    let state = replay_tail(plugin, id, init, &events, batch)?;
-    Ok((new(0, state), snapshot.is_some()))
+    let map = replay_from_init(plugin, id, &events, batch)?;
+    // The stored snapshot (if any) is not a base for deltas: the next
+    // snapshot writes the whole map.
+    let snapshot_seq = load.snapshot.as_ref().map_or(0, |s| s.seq.min(upto));
+    Ok((
+        RealmState::new(plugin.tag().clone(), upto, snapshot_seq, map),
+        had_snapshot,
+    ))
 }
 
 /// Load a realm from storage: `Ok(None)` if it has no events.
@@ -202,8 +389,9 @@ pub(crate) async fn load_realm(
     Ok(Some(state))
 }
 
-/// Rebuild a realm as of `seq` with `plugin` (a new active version): restore
-/// its snapshot with the new version, or replay the whole log.
+/// Rebuild a realm as of `seq` with `plugin` (a new active version): its
+/// snapshot (migrated if the new version's state version is newer) plus the
+/// tail, or the whole log.
 pub(crate) async fn rebuild(
     storage: &dyn Storage,
     plugin: &Plugin,
@@ -217,11 +405,17 @@ pub(crate) async fn rebuild(
         .ok_or_else(|| NodeError::RealmNotFound(id.clone()))?;
     match build(storage, plugin, id, load, seq, batch).await {
         Ok((state, _)) => Ok(state),
-        Err(LoadFailure::Node(e)) => Err(e),
-        Err(LoadFailure::Storage(e)) => Err(e.into()),
-        Err(other) => Err(NodeError::PluginInvalid {
+        Err(e) => Err(load_failure_to_node(e, plugin, id)),
+    }
+}
+
+pub(crate) fn load_failure_to_node(e: LoadFailure, plugin: &Plugin, id: &RealmId) -> NodeError {
+    match e {
+        LoadFailure::Node(e) => e,
+        LoadFailure::Storage(e) => e.into(),
+        other => NodeError::PluginInvalid {
             realm_type: plugin.realm_type().to_owned(),
             message: format!("rebuilding {id} with version {}: {other}", plugin.version()),
-        }),
+        },
     }
 }

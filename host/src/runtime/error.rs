@@ -146,6 +146,17 @@ impl RuntimeError {
         )
     }
 
+    /// The realm type of the plugin that failed, for plugin faults.
+    pub fn realm_type(&self) -> Option<&str> {
+        match self {
+            Self::Trap { realm_type, .. }
+            | Self::StateLimit { realm_type, .. }
+            | Self::OutputTooLarge { realm_type, .. }
+            | Self::MalformedOutput { realm_type, .. } => Some(realm_type),
+            _ => None,
+        }
+    }
+
     /// The realm a fault happened in, when one was in scope.
     pub fn realm(&self) -> Option<&str> {
         match self {

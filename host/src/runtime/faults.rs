@@ -110,7 +110,12 @@ mod tests {
         let t = Instant::now();
         let mut hit = false;
         for i in 0..6 {
-            hit |= log.record(t, realm_key(Some(&format!("r{}", i % 3))), "trap".into(), POLICY);
+            hit |= log.record(
+                t,
+                realm_key(Some(&format!("r{}", i % 3))),
+                "trap".into(),
+                POLICY,
+            );
         }
         assert!(hit && log.quarantined);
         log.clear();

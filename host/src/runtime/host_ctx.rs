@@ -138,8 +138,12 @@ impl bindings::realmhost::realm::host::Host for HostCtx {
             LogLevel::Debug => {
                 tracing::debug!(target: "realmhost::plugin", plugin, realm, "{message}")
             }
-            LogLevel::Info => tracing::info!(target: "realmhost::plugin", plugin, realm, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "realmhost::plugin", plugin, realm, "{message}"),
+            LogLevel::Info => {
+                tracing::info!(target: "realmhost::plugin", plugin, realm, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "realmhost::plugin", plugin, realm, "{message}")
+            }
             LogLevel::Error => {
                 tracing::error!(target: "realmhost::plugin", plugin, realm, "{message}")
             }

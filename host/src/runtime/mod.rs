@@ -57,8 +57,8 @@ pub use error::{RuntimeError, TrapCause};
 pub use plugin::{
     ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, Replayed, Scope,
 };
-pub use version::{PluginInfo, PluginVersion, Rejection};
 pub use registry::{LoadReport, PluginListing, PluginRegistry, RegistryError};
+pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};
 
 use bindings::RealmLogicPre;
 use host_ctx::HostCtx;

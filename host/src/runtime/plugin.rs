@@ -18,7 +18,9 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use super::bindings::{ApplyError as WitApplyError, EventContext, RealmLogic, RealmLogicPre};
 use super::faults::{FaultLog, QuarantinePolicy, realm_key};
 use super::host_ctx::HostCtx;
-use super::{PluginInfo, PluginVersion, Rejection, RuntimeConfig, RuntimeError, TrapCause};
+use super::{
+    PluginInfo, PluginTag, PluginVersion, Rejection, RuntimeConfig, RuntimeError, TrapCause,
+};
 use crate::realm::EventRecord;
 use crate::state::{Access, CallState, Change, StateLimits, StateMap, Written};
 
@@ -131,6 +133,7 @@ struct Instance {
 /// fresh one.
 pub struct Plugin {
     info: PluginInfo,
+    tag: Arc<PluginTag>,
     label: Arc<str>,
     pre: RealmLogicPre<HostCtx>,
     engine: wasmtime::Engine,
@@ -168,6 +171,11 @@ impl Plugin {
                 version,
                 size_bytes,
             },
+            tag: Arc::new(PluginTag {
+                realm_type: Arc::from(""),
+                version,
+                state_version: 0,
+            }),
             label: Arc::from(format!("?@{}", version.short())),
             pre,
             engine,
@@ -179,10 +187,7 @@ impl Plugin {
             quarantined: AtomicBool::new(false),
         };
         let fuel = plugin.config.fuel_per_call;
-        let described = plugin
-            .call(None, fuel, |b, s| b.call_describe(s))?
-            .value
-            .0;
+        let described = plugin.call(None, fuel, |b, s| b.call_describe(s))?.value.0;
         if !valid_realm_type(&described.realm_type) {
             return Err(RuntimeError::Incompatible {
                 reason: format!(
@@ -196,6 +201,11 @@ impl Plugin {
         plugin.info.semver = described.version;
         plugin.info.description = described.description;
         plugin.info.state_version = described.state_version;
+        plugin.tag = Arc::new(PluginTag {
+            realm_type: Arc::from(plugin.info.realm_type.as_str()),
+            version,
+            state_version: plugin.info.state_version,
+        });
         // Instances made before the label was known carry the old label.
         plugin.idle.lock().clear();
         Ok(plugin)
@@ -204,6 +214,11 @@ impl Plugin {
     /// Who the plugin is.
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// The shared tag realm states built by this version carry.
+    pub fn tag(&self) -> &Arc<PluginTag> {
+        &self.tag
     }
 
     /// Realm type the plugin implements.
@@ -240,7 +255,9 @@ impl Plugin {
     pub fn init(&self, realm: &str) -> Result<Metered<Result<Written, String>>, RuntimeError> {
         let empty = StateMap::new();
         let scope = Scope::new(realm, &empty);
-        let access = Access::ReadWrite { max_ops: self.ops(1) };
+        let access = Access::ReadWrite {
+            max_ops: self.ops(1),
+        };
         let m = self.call(Some((scope, access)), self.config.fuel_per_call, |b, s| {
             b.call_init(s, realm)
         })?;
@@ -280,7 +297,9 @@ impl Plugin {
             timestamp_ms: event.timestamp_ms,
             source_reputation: event.source_reputation,
         };
-        let access = Access::ReadWrite { max_ops: self.ops(1) };
+        let access = Access::ReadWrite {
+            max_ops: self.ops(1),
+        };
         let m = self.call(Some((scope, access)), fuel, |b, s| b.call_apply(s, ctx))?;
         let (result, state) = m.value;
         let value = match result {
@@ -356,8 +375,10 @@ impl Plugin {
     ) -> Result<Metered<Result<Replayed, (u64, EventFailure)>>, RuntimeError> {
         let mut fuel = 0;
         let mut map = state;
-        let mut changed: std::collections::BTreeMap<crate::state::Bytes, Option<crate::state::Bytes>> =
-            std::collections::BTreeMap::new();
+        let mut changed: std::collections::BTreeMap<
+            crate::state::Bytes,
+            Option<crate::state::Bytes>,
+        > = std::collections::BTreeMap::new();
         let mut enc = realmhost_guest::batch::BatchEncoder::with_capacity(4096);
         for part in events.chunks(chunk.max(1)) {
             enc.clear();
@@ -400,9 +421,10 @@ impl Plugin {
         from_state_version: u32,
     ) -> Result<Metered<Result<Written, String>>, RuntimeError> {
         let entries = scope.state.len();
-        let fuel = self.config.fuel_per_call.saturating_add(
-            (self.config.fuel_per_batch_event / 16).saturating_mul(entries),
-        );
+        let fuel = self
+            .config
+            .fuel_per_call
+            .saturating_add((self.config.fuel_per_batch_event / 16).saturating_mul(entries));
         let access = Access::ReadWrite {
             max_ops: self.ops(1).saturating_add(entries.saturating_mul(3)),
         };
@@ -438,7 +460,9 @@ impl Plugin {
         scope: Scope<'_>,
         request: &str,
     ) -> Result<Result<String, String>, RuntimeError> {
-        let access = Access::ReadOnly { max_ops: self.ops(1) };
+        let access = Access::ReadOnly {
+            max_ops: self.ops(1),
+        };
         let m = self.call(Some((scope, access)), self.config.fuel_per_call, |b, s| {
             b.call_query(s, request)
         })?;
@@ -610,9 +634,7 @@ impl Plugin {
                 },
                 None => {
                     let cause = if inst.store.data().no_realm {
-                        TrapCause::Other(format!(
-                            "state operation with no realm in scope: {e:#}"
-                        ))
+                        TrapCause::Other(format!("state operation with no realm in scope: {e:#}"))
                     } else {
                         classify(&e, inst.store.data())
                     };
@@ -651,8 +673,7 @@ impl CallOutput {
 /// URLs, so nothing else is accepted.
 pub(crate) fn valid_realm_type(t: &str) -> bool {
     (1..=64).contains(&t.len())
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 

@@ -2,6 +2,7 @@
 //! domain rejection it may answer with.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,3 +94,14 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// What a realm's state records about the plugin version that built it. One
+/// shared value per loaded version, so a million realms cost one pointer each.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PluginTag {
+    /// Realm type.
+    pub realm_type: Arc<str>,
+    /// Content hash.
+    pub version: PluginVersion,
+    /// State (entry layout) version.
+    pub state_version: u32,
+}

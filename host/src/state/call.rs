@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::Bytes;
 use super::limits::{StateLimit, StateLimitError, StateLimits};
 use super::map::{Change, StateMap, is_empty_range};
-use super::Bytes;
 
 /// Fuel charged per state operation (host work not metered by wasm fuel).
 pub const STATE_OP_FUEL: u64 = 500;
@@ -186,11 +186,7 @@ impl CallState {
         self.check_key(key)?;
         let max_value = self.limits.max_value_bytes;
         if value.len() > max_value {
-            return Err(self.fail(
-                StateLimit::ValueBytes,
-                value.len() as u64,
-                max_value as u64,
-            ));
+            return Err(self.fail(StateLimit::ValueBytes, value.len() as u64, max_value as u64));
         }
         self.op(key.len() + value.len())?;
         let old = self.current(key).map(<[u8]>::len);
@@ -358,7 +354,7 @@ mod tests {
     fn decode(page: &ScanPage) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
         let mut b = &page.entries[..];
-        let mut take = |b: &mut &[u8]| {
+        let take = |b: &mut &[u8]| {
             let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
             let v = b[4..4 + n].to_vec();
             *b = &b[4 + n..];
@@ -375,7 +371,8 @@ mod tests {
 
     #[test]
     fn reads_see_own_writes_and_the_base_is_untouched() {
-        let base = StateMap::new().with_changes(&[(Bytes::from(&b"a"[..]), Some(Bytes::from(&b"1"[..])))]);
+        let base =
+            StateMap::new().with_changes(&[(Bytes::from(&b"a"[..]), Some(Bytes::from(&b"1"[..])))]);
         let mut c = call(&base);
         assert_eq!(c.get(b"a").unwrap(), Some(b"1".to_vec()));
         c.set(b"b", b"2").unwrap();
@@ -383,7 +380,9 @@ mod tests {
         assert!(!c.delete(b"zz").unwrap());
         assert_eq!(c.get(b"a").unwrap(), None);
         assert_eq!(c.len().unwrap(), 1);
-        let page = c.scan(Bound::Unbounded, Bound::Unbounded, 10, false).unwrap();
+        let page = c
+            .scan(Bound::Unbounded, Bound::Unbounded, 10, false)
+            .unwrap();
         assert_eq!(decode(&page), vec![(b"b".to_vec(), b"2".to_vec())]);
         let w = c.finish();
         assert_eq!(w.map.len(), 1);
@@ -399,7 +398,10 @@ mod tests {
         assert_eq!(e.realm, "r");
         assert_eq!(c.violation().unwrap().limit, StateLimit::KeyBytes);
         let mut c = call(&StateMap::new());
-        assert_eq!(c.set(b"k", &[0; 17]).unwrap_err().limit, StateLimit::ValueBytes);
+        assert_eq!(
+            c.set(b"k", &[0; 17]).unwrap_err().limit,
+            StateLimit::ValueBytes
+        );
         let mut c = call(&StateMap::new());
         for k in [b"1", b"2", b"3", b"4"] {
             c.set(k, b"").unwrap();
@@ -410,7 +412,10 @@ mod tests {
         let mut c = call(&StateMap::new());
         c.set(b"a", &[0; 16]).unwrap();
         c.set(b"b", &[0; 16]).unwrap();
-        assert_eq!(c.set(b"c", &[0; 16]).unwrap_err().limit, StateLimit::TotalBytes);
+        assert_eq!(
+            c.set(b"c", &[0; 16]).unwrap_err().limit,
+            StateLimit::TotalBytes
+        );
         let mut c = CallState::new(
             Arc::from("r"),
             &StateMap::new(),
@@ -451,10 +456,15 @@ mod tests {
         c.set(b"c", b"upd").unwrap();
         c.delete(b"e").unwrap();
         // Simple explicit paging.
-        let p1 = c.scan(Bound::Unbounded, Bound::Unbounded, 2, false).unwrap();
+        let p1 = c
+            .scan(Bound::Unbounded, Bound::Unbounded, 2, false)
+            .unwrap();
         assert_eq!(
             decode(&p1),
-            vec![(b"a".to_vec(), b"base".to_vec()), (b"b".to_vec(), b"new".to_vec())]
+            vec![
+                (b"a".to_vec(), b"base".to_vec()),
+                (b"b".to_vec(), b"new".to_vec())
+            ]
         );
         assert_eq!(p1.resume.as_deref(), Some(&b"b"[..]));
         let p2 = c
@@ -462,7 +472,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             decode(&p2),
-            vec![(b"c".to_vec(), b"upd".to_vec()), (b"g".to_vec(), b"base".to_vec())]
+            vec![
+                (b"c".to_vec(), b"upd".to_vec()),
+                (b"g".to_vec(), b"base".to_vec())
+            ]
         );
         assert_eq!(p2.resume, None);
         let r1 = c.scan(Bound::Unbounded, Bound::Unbounded, 3, true).unwrap();

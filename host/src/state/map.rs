@@ -260,7 +260,7 @@ impl StateMap {
     fn merge_small<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) -> Self {
         let mut out: Vec<(Bytes, Bytes)> = Vec::new();
         let mut old = self.iter().peekable();
-        let mut push_old = |out: &mut Vec<(Bytes, Bytes)>, k: &[u8], v: &[u8]| {
+        let push_old = |out: &mut Vec<(Bytes, Bytes)>, k: &[u8], v: &[u8]| {
             out.push((Bytes::from(k), Bytes::from(v)));
         };
         for (ck, cv) in changes {

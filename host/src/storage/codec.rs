@@ -150,35 +150,25 @@ pub(crate) fn decode_run(bytes: &[u8]) -> Result<(RunHead, Vec<u64>), StorageErr
     Ok((head, out))
 }
 
-const SNAPSHOT_HEADER: usize = 8 + 32;
-
-/// Snapshot: `seq` (u64 LE) ‖ plugin version (32 bytes) ‖ state. A fixed
-/// header instead of postcard so a large state is copied once, not encoded.
+/// Snapshot record: postcard of (seq, plugin version, state version, entries).
 pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + s.state.len());
-    out.extend_from_slice(&s.seq.to_le_bytes());
-    out.extend_from_slice(&s.plugin_version.0);
-    out.extend_from_slice(&s.state);
-    out
+    let entries: Vec<(&[u8], &[u8])> = s.entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    postcard::to_allocvec(&(s.seq, s.plugin_version.0, s.state_version, entries))
+        .unwrap_or_default()
 }
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StorageError> {
-    if bytes.len() < SNAPSHOT_HEADER {
-        return Err(StorageError::Corrupt(format!(
-            "snapshot record of {} bytes",
-            bytes.len()
-        )));
-    }
-    let (seq, rest) = bytes.split_at(8);
-    let (version, state) = rest.split_at(32);
-    let mut seq_bytes = [0u8; 8];
-    seq_bytes.copy_from_slice(seq);
-    let mut v = [0u8; 32];
-    v.copy_from_slice(version);
+    type Raw<'a> = (u64, [u8; 32], u32, Vec<(&'a [u8], &'a [u8])>);
+    let (seq, v, state_version, entries): Raw<'_> = postcard::from_bytes(bytes)
+        .map_err(|e| StorageError::Corrupt(format!("snapshot record: {e}")))?;
     Ok(Snapshot {
-        seq: u64::from_le_bytes(seq_bytes),
+        seq,
         plugin_version: PluginVersion(v),
-        state: state.to_vec(),
+        state_version,
+        entries: entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
     })
 }
 

@@ -73,6 +73,19 @@ pub enum StorageError {
         /// The stored snapshot's seq.
         stored_seq: u64,
     },
+    /// A delta snapshot was computed against another stored snapshot than
+    /// the one on disk. Nothing was written.
+    #[error(
+        "realm {realm}: delta snapshot against seq {base_seq}, but the stored snapshot is at {stored_seq}"
+    )]
+    SnapshotBaseMismatch {
+        /// The realm.
+        realm: RealmId,
+        /// The base the delta was computed against.
+        base_seq: u64,
+        /// The stored snapshot's seq (0: none).
+        stored_seq: u64,
+    },
     /// The database was written by a newer release with a format this one
     /// cannot read. Nothing was modified.
     #[error("database format version {found} is newer than the supported {supported}")]
@@ -132,6 +145,7 @@ impl StorageError {
                 | Self::UnknownRealm(_)
                 | Self::SnapshotAhead { .. }
                 | Self::StaleSnapshot { .. }
+                | Self::SnapshotBaseMismatch { .. }
         )
     }
 }

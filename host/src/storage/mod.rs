@@ -36,6 +36,7 @@ pub use redb_store::{DB_FILE_NAME, FORMAT_VERSION, RedbStorage, StorageConfig};
 
 use crate::realm::{EventRecord, RealmId};
 use crate::runtime::PluginVersion;
+use crate::state::Bytes;
 
 /// One append: consecutive events of one realm, stored atomically (all or
 /// none).
@@ -76,16 +77,45 @@ pub struct RealmMeta {
     pub plugin_version: PluginVersion,
 }
 
-/// A realm's state as of `seq`, in the plugin's own encoding.
+/// A realm's state as of `seq`, read back from storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The last event folded into `state`.
+    /// The last event folded in.
     pub seq: u64,
-    /// The plugin that produced `state`; a different plugin may not be able
-    /// to `restore` it, in which case the loader replays from scratch.
+    /// The plugin that wrote it.
     pub plugin_version: PluginVersion,
-    /// Opaque state bytes.
-    pub state: Vec<u8>,
+    /// The plugin's state (entry layout) version that wrote it.
+    pub state_version: u32,
+    /// Every entry, ascending key order, no duplicates.
+    pub entries: Vec<(Bytes, Bytes)>,
+}
+
+/// What [`Storage::put_snapshot`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotWrite {
+    /// The last event folded in.
+    pub seq: u64,
+    /// The plugin that wrote it.
+    pub plugin_version: PluginVersion,
+    /// The plugin's state version.
+    pub state_version: u32,
+    /// The whole map or the changes since the stored snapshot.
+    pub body: SnapshotBody,
+}
+
+/// The content of a snapshot write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotBody {
+    /// The whole map (ascending, unique keys); replaces whatever was stored.
+    Full(Vec<(Bytes, Bytes)>),
+    /// The keys changed since the stored snapshot at `base_seq`:
+    /// `Some(value)` sets, `None` deletes.
+    Delta {
+        /// Seq of the stored snapshot the changes apply to.
+        base_seq: u64,
+        /// Changed keys.
+        changes: Vec<(Bytes, Option<Bytes>)>,
+    },
 }
 
 /// Everything a lazy load needs, read in one consistent transaction: a
@@ -119,7 +149,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn put_snapshot(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> BoxFuture<'_, Result<(), StorageError>>;
 
     /// The realm's latest snapshot.

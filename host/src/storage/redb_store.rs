@@ -58,7 +58,8 @@ use tokio::sync::oneshot;
 
 use super::codec::{self, RealmRow};
 use super::{
-    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, Storage, StorageError,
+    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotBody,
+    SnapshotWrite, Storage, StorageError,
 };
 use crate::realm::{EventRecord, RealmId};
 use crate::runtime::PluginVersion;
@@ -164,7 +165,7 @@ struct EncodedAppend {
 /// A write waiting for the committer.
 enum Op {
     Append(EncodedAppend, Reply<AppendAck>),
-    Snapshot(RealmId, Snapshot, Reply<()>),
+    Snapshot(RealmId, SnapshotWrite, Reply<()>),
     Meta(String, Option<Vec<u8>>, Reply<()>),
 }
 
@@ -433,7 +434,7 @@ impl RedbStorage {
     pub fn put_snapshot(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.submit(Op::Snapshot(realm.clone(), snapshot, reply));
@@ -467,7 +468,7 @@ impl RedbStorage {
     pub fn put_snapshot_blocking(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> Result<(), StorageError> {
         futures::executor::block_on(self.put_snapshot(realm, snapshot))
     }
@@ -1296,7 +1297,7 @@ impl<'t, 'c> Writer<'t, 'c> {
         }))
     }
 
-    fn snapshot(&mut self, realm: &RealmId, snap: &Snapshot, batch: &BatchState) -> Step<()> {
+    fn snapshot(&mut self, realm: &RealmId, snap: &SnapshotWrite, batch: &BatchState) -> Step<()> {
         let Some(mut row) = self.row(realm)? else {
             return Ok(Err(StorageError::UnknownRealm(realm.clone())));
         };
@@ -1320,13 +1321,47 @@ impl<'t, 'c> Writer<'t, 'c> {
                 stored_seq: row.last_snapshot_seq,
             }));
         }
+        let entries = match &snap.body {
+            SnapshotBody::Full(e) => e.clone(),
+            SnapshotBody::Delta { base_seq, changes } => {
+                if *base_seq != row.last_snapshot_seq {
+                    return Ok(Err(StorageError::SnapshotBaseMismatch {
+                        realm: realm.clone(),
+                        base_seq: *base_seq,
+                        stored_seq: row.last_snapshot_seq,
+                    }));
+                }
+                let mut m: BTreeMap<crate::state::Bytes, crate::state::Bytes> = BTreeMap::new();
+                if row.last_snapshot_seq > 0
+                    && let Some(old) = self.snapshots.get(row.no)?
+                {
+                    match codec::decode_snapshot(old.value()) {
+                        Ok(o) => m.extend(o.entries),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => m.insert(k.clone(), v.clone()),
+                        None => m.remove(k),
+                    };
+                }
+                m.into_iter().collect()
+            }
+        };
+        let record = Snapshot {
+            seq: snap.seq,
+            plugin_version: snap.plugin_version,
+            state_version: snap.state_version,
+            entries,
+        };
         row.last_snapshot_seq = snap.seq;
         let row_bytes = match codec::encode_realm(&row) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
         self.snapshots
-            .insert(row.no, codec::encode_snapshot(snap).as_slice())?;
+            .insert(row.no, codec::encode_snapshot(&record).as_slice())?;
         self.realms.insert(realm.as_str(), row_bytes.as_slice())?;
         Ok(Ok(()))
     }
@@ -1414,7 +1449,7 @@ impl Storage for RedbStorage {
     fn put_snapshot(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(RedbStorage::put_snapshot(self, realm, snapshot))
     }
