@@ -37,8 +37,11 @@
 //!   [`NodeError::Store`] (`StoreError::ShardFull` / `MemoryFull`) and
 //!   nothing is stored.
 
+mod admin;
 pub mod api;
+mod append;
 mod config;
+mod error;
 pub mod metrics;
 mod parking;
 mod preload;
@@ -51,147 +54,27 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
+pub use admin::{ShadowFailure, ShadowReport, VerifyReport};
+pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
+pub use error::NodeError;
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 
-use crate::monitor::{MonitorError, ShardAnalysis, ShardMonitor, ShardMonitorSnapshot};
-use crate::realm::{EventRecord, InvalidRealmId, NewEvent, RealmId, shard_of};
+use crate::monitor::{ShardAnalysis, ShardMonitor, ShardMonitorSnapshot};
+use crate::realm::{RealmId, shard_of};
 use crate::runtime::Scope;
 use crate::runtime::{
-    ApplyOutcome, Plugin, PluginRegistry, PluginRuntime, PluginVersion, RegistryError, Rejection,
-    RuntimeConfig, RuntimeError,
+    Plugin, PluginRegistry, PluginRuntime, PluginVersion, RuntimeConfig, RuntimeError,
 };
-use crate::storage::{AppendRequest, RedbStorage, Storage, StorageError};
-use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats, StoreError};
+use crate::storage::{RedbStorage, Storage};
+use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats};
 
 /// Number of per-realm append lock stripes.
 const LOCK_STRIPES: usize = 4096;
 /// Key under which the shard monitor's record is persisted.
 const MONITOR_META_KEY: &str = "monitor/state";
-
-/// Errors of the node's operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The realm id is not valid.
-    #[error(transparent)]
-    InvalidRealmId(#[from] InvalidRealmId),
-    /// A field of the request is not acceptable.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// No plugin serves this realm type.
-    #[error("unknown realm type {0:?}")]
-    UnknownRealmType(String),
-    /// The realm exists with another type.
-    #[error("realm {realm} has type {actual:?}, not {requested:?}")]
-    RealmTypeMismatch {
-        /// The realm.
-        realm: RealmId,
-        /// Its type.
-        actual: String,
-        /// The type the request named.
-        requested: String,
-    },
-    /// The realm has no events.
-    #[error("realm {0} does not exist")]
-    RealmNotFound(RealmId),
-    /// The realm's events kept faulting, so it is parked: nothing runs for it
-    /// until an operator releases it or a new version of its type is loaded.
-    #[error(
-        "realm {realm} is parked after repeated faults (last: {last_fault}); release it or load a fixed plugin version"
-    )]
-    RealmParked {
-        /// The realm.
-        realm: RealmId,
-        /// The fault that parked it (or the latest one).
-        last_fault: String,
-    },
-    /// The plugin rejected the event (a domain "no"); nothing was stored.
-    #[error("rejected by {realm_type}: {rejection}")]
-    Rejected {
-        /// Realm type.
-        realm_type: String,
-        /// The plugin's reason.
-        rejection: Rejection,
-    },
-    /// The plugin could not understand the event or state.
-    #[error("invalid for {realm_type}: {message}")]
-    PluginInvalid {
-        /// Realm type.
-        realm_type: String,
-        /// The plugin's message.
-        message: String,
-    },
-    /// The crossing comes from a quarantined shard; no plugin ran.
-    #[error(transparent)]
-    Quarantined(MonitorError),
-    /// A shard index or monitor operation was refused.
-    #[error(transparent)]
-    Monitor(MonitorError),
-    /// The plugin failed (trap, limits).
-    #[error(transparent)]
-    Plugin(#[from] RuntimeError),
-    /// Plugin registry operation failed.
-    #[error(transparent)]
-    Registry(RegistryError),
-    /// The durable layer failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// Loading the realm failed.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The store refused a new realm (lazy loading is off, so nothing is
-    /// evicted, and the realm's shard or the memory budget is full); nothing
-    /// was stored.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Eviction was requested, but lazy loading is off: an evicted realm
-    /// could not be loaded again.
-    #[error(
-        "eviction is disabled: lazy loading is off, so an evicted realm could not be loaded again"
-    )]
-    EvictionDisabled,
-    /// Shadow replay found realms the candidate cannot rebuild; not promoted.
-    #[error("candidate {} refused: {} of {} realms failed shadow replay", .0.candidate, .0.failures.len(), .0.realms_checked)]
-    ShadowFailed(Box<ShadowReport>),
-    /// The node is shutting down.
-    #[error("the node is shutting down")]
-    ShuttingDown,
-    /// Setting up the node failed.
-    #[error("node set-up: {0}")]
-    Setup(String),
-}
-
-impl From<RegistryError> for NodeError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::UnknownRealmType(t) => Self::UnknownRealmType(t),
-            RegistryError::Runtime(r) => Self::Plugin(r),
-            other => Self::Registry(other),
-        }
-    }
-}
-
-/// What an acknowledged append reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendReceipt {
-    /// The realm.
-    pub realm_id: String,
-    /// Seq assigned to the event.
-    pub seq: u64,
-    /// The realm's shard.
-    pub shard: usize,
-    /// Plugin version that applied the event.
-    pub plugin_version: PluginVersion,
-    /// Fuel the plugin burned.
-    pub fuel: u64,
-    /// Gas charged to the source shard (fuel × penalty multiplier).
-    pub gas: u64,
-    /// Host timestamp of the event.
-    pub timestamp_ms: u64,
-}
 
 /// A realm as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,60 +98,6 @@ pub struct RealmView {
     /// SHA-256 over every entry in key order (hex; see
     /// [`crate::state::StateMap::content_hash`]).
     pub state_hash: String,
-}
-
-/// Result of [`Node::verify`]: the live state against a replay from scratch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// The realm.
-    pub realm_id: String,
-    /// Events replayed.
-    pub events: u64,
-    /// Hash of the live state.
-    pub live_hash: String,
-    /// Hash of the state rebuilt from the full log.
-    pub replay_hash: String,
-    /// True when both agree.
-    pub matches: bool,
-    /// Replay time in microseconds.
-    pub micros: u64,
-}
-
-/// One realm that a candidate plugin version could not rebuild.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShadowFailure {
-    /// The realm.
-    pub realm_id: String,
-    /// The event the candidate refused (0 when the failure is not one event).
-    pub seq: u64,
-    /// What went wrong.
-    pub reason: String,
-}
-
-/// Result of [`Node::shadow`]: a candidate version replayed against real realms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShadowReport {
-    /// Realm type.
-    pub realm_type: String,
-    /// The candidate version.
-    pub candidate: PluginVersion,
-    /// Realms of the type in the inventory.
-    pub realms_total: u64,
-    /// Realms replayed through the candidate.
-    pub realms_checked: u64,
-    /// Events replayed.
-    pub events_replayed: u64,
-    /// Every realm that failed.
-    pub failures: Vec<ShadowFailure>,
-    /// Wall time in milliseconds.
-    pub millis: u64,
-}
-
-impl ShadowReport {
-    /// True when every checked realm rebuilt cleanly.
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty()
-    }
 }
 
 /// Node counters.
@@ -505,256 +334,6 @@ impl Node {
         &self.locks[i]
     }
 
-    fn validate(&self, ev: &NewEvent) -> Result<(), NodeError> {
-        let l = &self.config.limits;
-        let bad = |m: String| Err(NodeError::InvalidInput(m));
-        if ev.payload.len() > l.max_payload_bytes {
-            return bad(format!(
-                "payload is {} bytes; the limit is {}",
-                ev.payload.len(),
-                l.max_payload_bytes
-            ));
-        }
-        if ev.kind.len() > l.max_kind_bytes || ev.kind.chars().any(char::is_control) {
-            return bad(format!(
-                "kind must be at most {} bytes without control characters",
-                l.max_kind_bytes
-            ));
-        }
-        if ev.source.is_empty()
-            || ev.source.len() > l.max_source_bytes
-            || ev.source.chars().any(char::is_control)
-        {
-            return bad(format!(
-                "source must be 1..={} bytes without control characters",
-                l.max_source_bytes
-            ));
-        }
-        Ok(())
-    }
-
-    /// Append one event; returns after it is durable.
-    #[tracing::instrument(name = "node.append", skip_all, fields(realm = %ev.realm_id, realm_type = %ev.realm_type))]
-    pub async fn append(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
-        let (id, realm_type) = (ev.realm_id.clone(), ev.realm_type.clone());
-        let result = self.append_inner(ev).await;
-        if let Err(NodeError::Plugin(e)) = &result {
-            self.note_fault(&id, &realm_type, e);
-        }
-        match &result {
-            Ok(_) => self.counters.appends.fetch_add(1, Ordering::Relaxed),
-            Err(NodeError::Rejected { .. }) => {
-                self.counters.rejections.fetch_add(1, Ordering::Relaxed)
-            }
-            Err(_) => self.counters.failures.fetch_add(1, Ordering::Relaxed),
-        };
-        result
-    }
-
-    async fn append_inner(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(NodeError::ShuttingDown);
-        }
-        self.validate(&ev)?;
-        self.check_parked(&ev.realm_id)?;
-        let plugin = self.registry.get(&ev.realm_type)?;
-        let shard = self.shard_of(ev.realm_id.as_str());
-        let crossing_shard = ev
-            .source_realm
-            .as_ref()
-            .map(|r| self.shard_of(r.as_str()))
-            .filter(|&s| s != shard);
-        let watch = self.config.monitor_enabled;
-        if let Some(src) = crossing_shard.filter(|_| watch) {
-            self.monitor
-                .check_crossing(src)
-                .map_err(NodeError::Quarantined)?;
-        }
-        let source_shard = crossing_shard.unwrap_or(shard);
-
-        let _guard = self.lock_for(ev.realm_id.as_str()).lock().await;
-        let current = match self.current(&ev.realm_id).await {
-            Ok(s) => Some(s),
-            Err(NodeError::RealmNotFound(_)) => None,
-            Err(e) => return Err(e),
-        };
-        // A new realm gets its room in memory before its first event is
-        // durable: with lazy loading off the store evicts nothing and refuses
-        // realms beyond its limits, and a durable realm it could not hold
-        // would be unreachable. Held until the state is published.
-        let _room = match current {
-            None => Some(self.store.reserve(ev.realm_id.as_str())?),
-            Some(_) => None,
-        };
-        let base = match &current {
-            Some(s) if s.realm_type() != ev.realm_type => {
-                return Err(NodeError::RealmTypeMismatch {
-                    realm: ev.realm_id.clone(),
-                    actual: s.realm_type().to_owned(),
-                    requested: ev.realm_type.clone(),
-                });
-            }
-            Some(s) => Some(
-                self.ensure_version(&ev.realm_id, s.clone(), &plugin)
-                    .await?,
-            ),
-            None => None,
-        };
-        let base_seq = base.as_ref().map_or(0, |s| s.seq());
-        // A new realm starts from the entries its plugin's `init` writes.
-        let init_map;
-        let base_map = match &base {
-            Some(s) => s.map(),
-            None => {
-                init_map = match plugin.init(ev.realm_id.as_str())?.value {
-                    Ok(w) => w.map,
-                    Err(message) => {
-                        return Err(NodeError::PluginInvalid {
-                            realm_type: plugin.realm_type().to_owned(),
-                            message: format!("init failed: {message}"),
-                        });
-                    }
-                };
-                &init_map
-            }
-        };
-
-        let reputation = if watch {
-            self.monitor.reputation(source_shard)
-        } else {
-            1.0
-        };
-        let record = EventRecord {
-            seq: base_seq + 1,
-            kind: ev.kind,
-            payload: ev.payload,
-            source: ev.source,
-            source_realm: ev.source_realm.map(String::from),
-            timestamp_ms: now_ms(),
-            source_reputation: reputation,
-        };
-        // A refused or failed crossing counts against its source shard.
-        let crossing_failed = || {
-            if watch && crossing_shard.is_some() {
-                self.monitor.record_crossing(source_shard, false);
-            }
-        };
-        let metered = plugin
-            .apply(Scope::new(ev.realm_id.as_str(), base_map), &record)
-            .inspect_err(|_| crossing_failed())?;
-        let gas = if watch {
-            self.monitor.record_gas(source_shard, metered.fuel)
-        } else {
-            metered.fuel
-        };
-        let realm_type = || plugin.realm_type().to_owned();
-        let written = match metered.value {
-            ApplyOutcome::Applied(w) => w,
-            ApplyOutcome::Rejected(rejection) => {
-                crossing_failed();
-                return Err(NodeError::Rejected {
-                    realm_type: realm_type(),
-                    rejection,
-                });
-            }
-            ApplyOutcome::Invalid(message) => {
-                crossing_failed();
-                return Err(NodeError::PluginInvalid {
-                    realm_type: realm_type(),
-                    message,
-                });
-            }
-        };
-
-        let seq = record.seq;
-        let timestamp_ms = record.timestamp_ms;
-        let source = record.source.clone();
-        self.storage
-            .append(AppendRequest {
-                realm_id: ev.realm_id.clone(),
-                realm_type: plugin.realm_type().to_owned(),
-                plugin_version: plugin.version(),
-                events: vec![record],
-            })
-            .await?;
-
-        // Durable: publish.
-        let built_by = match &base {
-            Some(s) if s.plugin_version() == plugin.version() => s.built_by(),
-            _ => plugin.tag().clone(),
-        };
-        let mut state = match &base {
-            Some(s) => s.next(built_by, seq, written.map, &written.changes),
-            None => RealmState::new(built_by, seq, 0, written.map),
-        };
-        if seq - state.snapshot_seq() >= self.config.snapshot_every {
-            match write_snapshot(&*self.storage, &ev.realm_id, &state).await {
-                Ok(()) => {
-                    state = state.snapshotted();
-                    self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.counters
-                        .snapshot_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(realm = %ev.realm_id, error = %e, "snapshot failed; the log still holds every event");
-                }
-            }
-        }
-        self.store.upsert(ev.realm_id.as_str(), state);
-        if watch {
-            self.monitor.record_event(shard, &source);
-            if crossing_shard.is_some() {
-                self.monitor.record_crossing(source_shard, true);
-            }
-        }
-        Ok(AppendReceipt {
-            realm_id: ev.realm_id.to_string(),
-            seq,
-            shard,
-            plugin_version: plugin.version(),
-            fuel: metered.fuel,
-            gas,
-            timestamp_ms,
-        })
-    }
-
-    /// Append an event given as JSON: the realm type's plugin encodes it.
-    pub async fn append_json(
-        &self,
-        realm_id: RealmId,
-        realm_type: &str,
-        kind: &str,
-        json: &str,
-        source: &str,
-        source_realm: Option<RealmId>,
-    ) -> Result<AppendReceipt, NodeError> {
-        if json.len() > self.config.limits.max_payload_bytes {
-            return Err(NodeError::InvalidInput(format!(
-                "event JSON is {} bytes; the limit is {}",
-                json.len(),
-                self.config.limits.max_payload_bytes
-            )));
-        }
-        let plugin = self.registry.get(realm_type)?;
-        let payload =
-            plugin
-                .encode_event(kind, json)?
-                .map_err(|message| NodeError::PluginInvalid {
-                    realm_type: realm_type.to_owned(),
-                    message,
-                })?;
-        self.append(NewEvent {
-            realm_id,
-            realm_type: realm_type.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-            source: source.to_owned(),
-            source_realm,
-        })
-        .await
-    }
-
     /// The realm's current state, loading it on a miss.
     async fn current(&self, id: &RealmId) -> Result<Arc<RealmState>, NodeError> {
         let storage = self.storage.clone();
@@ -854,35 +433,6 @@ impl Node {
         }
     }
 
-    /// Realms parked after repeated faults.
-    pub fn parked_realms(&self) -> Vec<ParkedRealm> {
-        self.parking.list()
-    }
-
-    /// Release a parked realm; returns whether it was parked.
-    pub fn release_realm(&self, id: &RealmId) -> bool {
-        let released = self.parking.release(id.as_str());
-        if released {
-            tracing::info!(realm = %id, "parked realm released by an operator");
-        }
-        released
-    }
-
-    /// Load a plugin component (and make it the active version of its realm
-    /// type when `activate`). A newly active version releases the realms of
-    /// its type that were parked.
-    pub fn load_plugin(
-        &self,
-        bytes: &[u8],
-        activate: bool,
-    ) -> Result<crate::runtime::LoadReport, NodeError> {
-        let report = self.registry.load(bytes, activate)?;
-        if report.activated {
-            self.parking.release_type(&report.info.realm_type);
-        }
-        Ok(report)
-    }
-
     /// A realm's state as of its last acknowledged event.
     pub async fn get(&self, id: &RealmId) -> Result<(RealmView, Arc<RealmState>), NodeError> {
         self.check_parked(id)?;
@@ -932,31 +482,6 @@ impl Node {
             })
     }
 
-    /// Rebuild a realm from its full log with the active plugin and compare
-    /// it with the live state by hash.
-    pub async fn verify(&self, id: &RealmId) -> Result<VerifyReport, NodeError> {
-        let (_, live) = self.get(id).await?;
-        let plugin = self.registry.get(live.realm_type())?;
-        let t = Instant::now();
-        let events = self.storage.events_since(id, 0).await?;
-        let events: Vec<_> = events
-            .into_iter()
-            .take_while(|e| e.seq <= live.seq())
-            .collect();
-        let replayed = state::replay_from_init(&plugin, id, &events, self.config.replay_batch)
-            .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
-        let live_hash = hex::encode(live.map().content_hash());
-        let replay_hash = hex::encode(replayed.content_hash());
-        Ok(VerifyReport {
-            realm_id: id.to_string(),
-            events: events.len() as u64,
-            matches: live_hash == replay_hash,
-            live_hash,
-            replay_hash,
-            micros: t.elapsed().as_micros() as u64,
-        })
-    }
-
     /// Realms of one type, in id order, after `after`.
     pub async fn list_realms(
         &self,
@@ -968,145 +493,6 @@ impl Node {
             .storage
             .list_realms(realm_type, after, limit.clamp(1, 10_000))
             .await?)
-    }
-
-    /// Shadow replay: rebuild a sample of the realm type's realms (all of them
-    /// with `sample = None`) from their full logs through the candidate
-    /// version, and read their snapshots back with it. Nothing is written;
-    /// live traffic keeps using the active version.
-    #[tracing::instrument(name = "node.shadow", skip(self), fields(%version))]
-    pub async fn shadow(
-        &self,
-        realm_type: &str,
-        version: PluginVersion,
-        sample: Option<usize>,
-    ) -> Result<ShadowReport, NodeError> {
-        let t = Instant::now();
-        let candidate = self.registry.get_version(realm_type, version)?;
-        // The inventory, not the log: ids only.
-        let mut ids = Vec::new();
-        let mut after: Option<RealmId> = None;
-        loop {
-            let page = self
-                .storage
-                .list_realms(realm_type, after.as_ref(), 10_000)
-                .await?;
-            let done = page.len() < 10_000;
-            after = page.last().cloned();
-            ids.extend(page);
-            if done {
-                break;
-            }
-        }
-        let total = ids.len();
-        let chosen: Vec<RealmId> = match sample {
-            Some(n) if n < total => (0..n).map(|i| ids[i * total / n.max(1)].clone()).collect(),
-            _ => ids,
-        };
-        let mut report = ShadowReport {
-            realm_type: realm_type.to_owned(),
-            candidate: version,
-            realms_total: total as u64,
-            realms_checked: 0,
-            events_replayed: 0,
-            failures: Vec::new(),
-            millis: 0,
-        };
-        for id in chosen {
-            report.realms_checked += 1;
-            let fail = |seq: u64, reason: String| ShadowFailure {
-                realm_id: id.to_string(),
-                seq,
-                reason,
-            };
-            let Some(load) = self.storage.load_realm(&id).await? else {
-                continue;
-            };
-            let events = if load.snapshot.is_some() {
-                self.storage.events_since(&id, 0).await?
-            } else {
-                load.tail
-            };
-            report.events_replayed += events.len() as u64;
-            match state::replay_from_init(&candidate, &id, &events, self.config.replay_batch) {
-                Ok(_) => {}
-                Err(state::LoadFailure::Replay { seq, reason, .. }) => {
-                    report.failures.push(fail(seq, reason));
-                    continue;
-                }
-                Err(e) => {
-                    report.failures.push(fail(0, format!("fault: {e}")));
-                    continue;
-                }
-            }
-            // The stored snapshot must still be usable: written with an older
-            // state version, it goes through the candidate's `migrate`.
-            if let Some(snap) = &load.snapshot
-                && snap.state_version < candidate.state_version()
-            {
-                let Some(map) = crate::state::StateMap::from_sorted(snap.entries.clone()) else {
-                    report
-                        .failures
-                        .push(fail(snap.seq, "snapshot entries out of order".to_owned()));
-                    continue;
-                };
-                match candidate.migrate(Scope::new(id.as_str(), &map), snap.state_version) {
-                    Ok(m) => {
-                        if let Err(reason) = m.value {
-                            report.failures.push(fail(
-                                snap.seq,
-                                format!(
-                                    "migrate from state version {}: {reason}",
-                                    snap.state_version
-                                ),
-                            ));
-                        }
-                    }
-                    Err(e) => report
-                        .failures
-                        .push(fail(snap.seq, format!("migrate fault: {e}"))),
-                }
-            }
-        }
-        report.millis = t.elapsed().as_millis() as u64;
-        tracing::info!(
-            realm_type,
-            checked = report.realms_checked,
-            failures = report.failures.len(),
-            millis = report.millis,
-            "shadow replay done"
-        );
-        Ok(report)
-    }
-
-    /// Make `version` the active version of its realm type. Unless `force`
-    /// is set, a shadow replay over `sample` realms must pass first; on
-    /// failure nothing changes and the report explains why.
-    pub async fn promote(
-        &self,
-        realm_type: &str,
-        version: PluginVersion,
-        sample: Option<usize>,
-        force: bool,
-    ) -> Result<(crate::runtime::PluginInfo, Option<ShadowReport>), NodeError> {
-        let report = if force {
-            None
-        } else {
-            Some(self.shadow(realm_type, version, sample).await?)
-        };
-        if let Some(r) = report.as_ref().filter(|r| !r.passed()) {
-            return Err(NodeError::ShadowFailed(Box::new(r.clone())));
-        }
-        let info = self.registry.swap(realm_type, version)?;
-        self.parking.release_type(realm_type);
-        Ok((info, report))
-    }
-
-    /// Roll the realm type back to its previous version.
-    pub fn rollback(&self, realm_type: &str) -> Result<crate::runtime::PluginInfo, NodeError> {
-        let info = self.registry.rollback(realm_type)?;
-        self.parking.release_type(realm_type);
-        Ok(info)
     }
 
     /// Statistics of the node, the store and the monitor.
@@ -1219,7 +605,7 @@ async fn snapshot_evicted(
             counters.pending_snapshots.fetch_sub(1, Ordering::AcqRel);
             continue;
         };
-        match write_snapshot(&*storage, &id, &ev.value).await {
+        match append::write_snapshot(&*storage, &id, &ev.value).await {
             Ok(()) => {
                 counters.snapshots.fetch_add(1, Ordering::Relaxed);
             }
@@ -1229,22 +615,5 @@ async fn snapshot_evicted(
             }
         }
         counters.pending_snapshots.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Write `state`'s snapshot: a delta against the stored one when possible.
-/// If storage holds another base than the one the delta was computed
-/// against (an eviction snapshot landed in between), the whole map is
-/// written instead.
-async fn write_snapshot(
-    storage: &dyn Storage,
-    id: &RealmId,
-    state: &RealmState,
-) -> Result<(), StorageError> {
-    match storage.put_snapshot(id, state.snapshot_write(false)).await {
-        Err(StorageError::SnapshotBaseMismatch { stored_seq, .. }) if stored_seq < state.seq() => {
-            storage.put_snapshot(id, state.snapshot_write(true)).await
-        }
-        other => other,
     }
 }

@@ -1,0 +1,261 @@
+//! Operator actions on realms and plugin versions: verify, shadow replay,
+//! promote, rollback, plugin upload, and parked realms.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::parking::ParkedRealm;
+use super::state;
+use super::{Node, NodeError};
+use crate::realm::RealmId;
+use crate::runtime::{PluginVersion, Scope};
+
+/// Result of [`Node::verify`]: the live state against a replay from scratch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// The realm.
+    pub realm_id: String,
+    /// Events replayed.
+    pub events: u64,
+    /// Hash of the live state.
+    pub live_hash: String,
+    /// Hash of the state rebuilt from the full log.
+    pub replay_hash: String,
+    /// True when both agree.
+    pub matches: bool,
+    /// Replay time in microseconds.
+    pub micros: u64,
+}
+
+/// One realm that a candidate plugin version could not rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowFailure {
+    /// The realm.
+    pub realm_id: String,
+    /// The event the candidate refused (0 when the failure is not one event).
+    pub seq: u64,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Result of [`Node::shadow`]: a candidate version replayed against real realms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    /// Realm type.
+    pub realm_type: String,
+    /// The candidate version.
+    pub candidate: PluginVersion,
+    /// Realms of the type in the inventory.
+    pub realms_total: u64,
+    /// Realms replayed through the candidate.
+    pub realms_checked: u64,
+    /// Events replayed.
+    pub events_replayed: u64,
+    /// Every realm that failed.
+    pub failures: Vec<ShadowFailure>,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+}
+
+impl ShadowReport {
+    /// True when every checked realm rebuilt cleanly.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl Node {
+    /// Realms parked after repeated faults.
+    pub fn parked_realms(&self) -> Vec<ParkedRealm> {
+        self.parking.list()
+    }
+
+    /// Release a parked realm; returns whether it was parked.
+    pub fn release_realm(&self, id: &RealmId) -> bool {
+        let released = self.parking.release(id.as_str());
+        if released {
+            tracing::info!(realm = %id, "parked realm released by an operator");
+        }
+        released
+    }
+
+    /// Load a plugin component (and make it the active version of its realm
+    /// type when `activate`). A newly active version releases the realms of
+    /// its type that were parked.
+    pub fn load_plugin(
+        &self,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<crate::runtime::LoadReport, NodeError> {
+        let report = self.registry.load(bytes, activate)?;
+        if report.activated {
+            self.parking.release_type(&report.info.realm_type);
+        }
+        Ok(report)
+    }
+
+    /// Rebuild a realm from its full log with the active plugin and compare
+    /// it with the live state by hash.
+    pub async fn verify(&self, id: &RealmId) -> Result<VerifyReport, NodeError> {
+        let (_, live) = self.get(id).await?;
+        let plugin = self.registry.get(live.realm_type())?;
+        let t = Instant::now();
+        let events = self.storage.events_since(id, 0).await?;
+        let events: Vec<_> = events
+            .into_iter()
+            .take_while(|e| e.seq <= live.seq())
+            .collect();
+        let replayed = state::replay_from_init(&plugin, id, &events, self.config.replay_batch)
+            .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
+        let live_hash = hex::encode(live.map().content_hash());
+        let replay_hash = hex::encode(replayed.content_hash());
+        Ok(VerifyReport {
+            realm_id: id.to_string(),
+            events: events.len() as u64,
+            matches: live_hash == replay_hash,
+            live_hash,
+            replay_hash,
+            micros: t.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Shadow replay: rebuild a sample of the realm type's realms (all of them
+    /// with `sample = None`) from their full logs through the candidate
+    /// version, and read their snapshots back with it. Nothing is written;
+    /// live traffic keeps using the active version.
+    #[tracing::instrument(name = "node.shadow", skip(self), fields(%version))]
+    pub async fn shadow(
+        &self,
+        realm_type: &str,
+        version: PluginVersion,
+        sample: Option<usize>,
+    ) -> Result<ShadowReport, NodeError> {
+        let t = Instant::now();
+        let candidate = self.registry.get_version(realm_type, version)?;
+        // The inventory, not the log: ids only.
+        let mut ids = Vec::new();
+        let mut after: Option<RealmId> = None;
+        loop {
+            let page = self
+                .storage
+                .list_realms(realm_type, after.as_ref(), 10_000)
+                .await?;
+            let done = page.len() < 10_000;
+            after = page.last().cloned();
+            ids.extend(page);
+            if done {
+                break;
+            }
+        }
+        let total = ids.len();
+        let chosen: Vec<RealmId> = match sample {
+            Some(n) if n < total => (0..n).map(|i| ids[i * total / n.max(1)].clone()).collect(),
+            _ => ids,
+        };
+        let mut report = ShadowReport {
+            realm_type: realm_type.to_owned(),
+            candidate: version,
+            realms_total: total as u64,
+            realms_checked: 0,
+            events_replayed: 0,
+            failures: Vec::new(),
+            millis: 0,
+        };
+        for id in chosen {
+            report.realms_checked += 1;
+            let fail = |seq: u64, reason: String| ShadowFailure {
+                realm_id: id.to_string(),
+                seq,
+                reason,
+            };
+            let Some(load) = self.storage.load_realm(&id).await? else {
+                continue;
+            };
+            let events = if load.snapshot.is_some() {
+                self.storage.events_since(&id, 0).await?
+            } else {
+                load.tail
+            };
+            report.events_replayed += events.len() as u64;
+            match state::replay_from_init(&candidate, &id, &events, self.config.replay_batch) {
+                Ok(_) => {}
+                Err(state::LoadFailure::Replay { seq, reason, .. }) => {
+                    report.failures.push(fail(seq, reason));
+                    continue;
+                }
+                Err(e) => {
+                    report.failures.push(fail(0, format!("fault: {e}")));
+                    continue;
+                }
+            }
+            // The stored snapshot must still be usable: written with an older
+            // state version, it goes through the candidate's `migrate`.
+            if let Some(snap) = &load.snapshot
+                && snap.state_version < candidate.state_version()
+            {
+                let Some(map) = crate::state::StateMap::from_sorted(snap.entries.clone()) else {
+                    report
+                        .failures
+                        .push(fail(snap.seq, "snapshot entries out of order".to_owned()));
+                    continue;
+                };
+                match candidate.migrate(Scope::new(id.as_str(), &map), snap.state_version) {
+                    Ok(m) => {
+                        if let Err(reason) = m.value {
+                            report.failures.push(fail(
+                                snap.seq,
+                                format!(
+                                    "migrate from state version {}: {reason}",
+                                    snap.state_version
+                                ),
+                            ));
+                        }
+                    }
+                    Err(e) => report
+                        .failures
+                        .push(fail(snap.seq, format!("migrate fault: {e}"))),
+                }
+            }
+        }
+        report.millis = t.elapsed().as_millis() as u64;
+        tracing::info!(
+            realm_type,
+            checked = report.realms_checked,
+            failures = report.failures.len(),
+            millis = report.millis,
+            "shadow replay done"
+        );
+        Ok(report)
+    }
+
+    /// Make `version` the active version of its realm type. Unless `force`
+    /// is set, a shadow replay over `sample` realms must pass first; on
+    /// failure nothing changes and the report explains why.
+    pub async fn promote(
+        &self,
+        realm_type: &str,
+        version: PluginVersion,
+        sample: Option<usize>,
+        force: bool,
+    ) -> Result<(crate::runtime::PluginInfo, Option<ShadowReport>), NodeError> {
+        let report = if force {
+            None
+        } else {
+            Some(self.shadow(realm_type, version, sample).await?)
+        };
+        if let Some(r) = report.as_ref().filter(|r| !r.passed()) {
+            return Err(NodeError::ShadowFailed(Box::new(r.clone())));
+        }
+        let info = self.registry.swap(realm_type, version)?;
+        self.parking.release_type(realm_type);
+        Ok((info, report))
+    }
+
+    /// Roll the realm type back to its previous version.
+    pub fn rollback(&self, realm_type: &str) -> Result<crate::runtime::PluginInfo, NodeError> {
+        let info = self.registry.rollback(realm_type)?;
+        self.parking.release_type(realm_type);
+        Ok(info)
+    }
+}

@@ -1,0 +1,301 @@
+//! The append path: validate, serialize per realm, apply in the sandbox,
+//! commit durably, snapshot when due, publish. See the module docs of
+//! [`super`] for the steps and why they are in this order.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::RealmState;
+use super::{Node, NodeError, now_ms};
+use crate::realm::{EventRecord, NewEvent, RealmId};
+use crate::runtime::{ApplyOutcome, PluginVersion, Scope};
+use crate::storage::{AppendRequest, Storage, StorageError};
+
+/// What an acknowledged append reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendReceipt {
+    /// The realm.
+    pub realm_id: String,
+    /// Seq assigned to the event.
+    pub seq: u64,
+    /// The realm's shard.
+    pub shard: usize,
+    /// Plugin version that applied the event.
+    pub plugin_version: PluginVersion,
+    /// Fuel the plugin burned.
+    pub fuel: u64,
+    /// Gas charged to the source shard (fuel × penalty multiplier).
+    pub gas: u64,
+    /// Host timestamp of the event.
+    pub timestamp_ms: u64,
+}
+
+impl Node {
+    fn validate(&self, ev: &NewEvent) -> Result<(), NodeError> {
+        let l = &self.config.limits;
+        let bad = |m: String| Err(NodeError::InvalidInput(m));
+        if ev.payload.len() > l.max_payload_bytes {
+            return bad(format!(
+                "payload is {} bytes; the limit is {}",
+                ev.payload.len(),
+                l.max_payload_bytes
+            ));
+        }
+        if ev.kind.len() > l.max_kind_bytes || ev.kind.chars().any(char::is_control) {
+            return bad(format!(
+                "kind must be at most {} bytes without control characters",
+                l.max_kind_bytes
+            ));
+        }
+        if ev.source.is_empty()
+            || ev.source.len() > l.max_source_bytes
+            || ev.source.chars().any(char::is_control)
+        {
+            return bad(format!(
+                "source must be 1..={} bytes without control characters",
+                l.max_source_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Append one event; returns after it is durable.
+    #[tracing::instrument(name = "node.append", skip_all, fields(realm = %ev.realm_id, realm_type = %ev.realm_type))]
+    pub async fn append(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
+        let (id, realm_type) = (ev.realm_id.clone(), ev.realm_type.clone());
+        let result = self.append_inner(ev).await;
+        if let Err(NodeError::Plugin(e)) = &result {
+            self.note_fault(&id, &realm_type, e);
+        }
+        match &result {
+            Ok(_) => self.counters.appends.fetch_add(1, Ordering::Relaxed),
+            Err(NodeError::Rejected { .. }) => {
+                self.counters.rejections.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(_) => self.counters.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn append_inner(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        self.validate(&ev)?;
+        self.check_parked(&ev.realm_id)?;
+        let plugin = self.registry.get(&ev.realm_type)?;
+        let shard = self.shard_of(ev.realm_id.as_str());
+        let crossing_shard = ev
+            .source_realm
+            .as_ref()
+            .map(|r| self.shard_of(r.as_str()))
+            .filter(|&s| s != shard);
+        let watch = self.config.monitor_enabled;
+        if let Some(src) = crossing_shard.filter(|_| watch) {
+            self.monitor
+                .check_crossing(src)
+                .map_err(NodeError::Quarantined)?;
+        }
+        let source_shard = crossing_shard.unwrap_or(shard);
+
+        let _guard = self.lock_for(ev.realm_id.as_str()).lock().await;
+        let current = match self.current(&ev.realm_id).await {
+            Ok(s) => Some(s),
+            Err(NodeError::RealmNotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        // A new realm gets its room in memory before its first event is
+        // durable: with lazy loading off the store evicts nothing and refuses
+        // realms beyond its limits, and a durable realm it could not hold
+        // would be unreachable. Held until the state is published.
+        let _room = match current {
+            None => Some(self.store.reserve(ev.realm_id.as_str())?),
+            Some(_) => None,
+        };
+        let base = match &current {
+            Some(s) if s.realm_type() != ev.realm_type => {
+                return Err(NodeError::RealmTypeMismatch {
+                    realm: ev.realm_id.clone(),
+                    actual: s.realm_type().to_owned(),
+                    requested: ev.realm_type.clone(),
+                });
+            }
+            Some(s) => Some(
+                self.ensure_version(&ev.realm_id, s.clone(), &plugin)
+                    .await?,
+            ),
+            None => None,
+        };
+        let base_seq = base.as_ref().map_or(0, |s| s.seq());
+        // A new realm starts from the entries its plugin's `init` writes.
+        let init_map;
+        let base_map = match &base {
+            Some(s) => s.map(),
+            None => {
+                init_map = match plugin.init(ev.realm_id.as_str())?.value {
+                    Ok(w) => w.map,
+                    Err(message) => {
+                        return Err(NodeError::PluginInvalid {
+                            realm_type: plugin.realm_type().to_owned(),
+                            message: format!("init failed: {message}"),
+                        });
+                    }
+                };
+                &init_map
+            }
+        };
+
+        let reputation = if watch {
+            self.monitor.reputation(source_shard)
+        } else {
+            1.0
+        };
+        let record = EventRecord {
+            seq: base_seq + 1,
+            kind: ev.kind,
+            payload: ev.payload,
+            source: ev.source,
+            source_realm: ev.source_realm.map(String::from),
+            timestamp_ms: now_ms(),
+            source_reputation: reputation,
+        };
+        // A refused or failed crossing counts against its source shard.
+        let crossing_failed = || {
+            if watch && crossing_shard.is_some() {
+                self.monitor.record_crossing(source_shard, false);
+            }
+        };
+        let metered = plugin
+            .apply(Scope::new(ev.realm_id.as_str(), base_map), &record)
+            .inspect_err(|_| crossing_failed())?;
+        let gas = if watch {
+            self.monitor.record_gas(source_shard, metered.fuel)
+        } else {
+            metered.fuel
+        };
+        let realm_type = || plugin.realm_type().to_owned();
+        let written = match metered.value {
+            ApplyOutcome::Applied(w) => w,
+            ApplyOutcome::Rejected(rejection) => {
+                crossing_failed();
+                return Err(NodeError::Rejected {
+                    realm_type: realm_type(),
+                    rejection,
+                });
+            }
+            ApplyOutcome::Invalid(message) => {
+                crossing_failed();
+                return Err(NodeError::PluginInvalid {
+                    realm_type: realm_type(),
+                    message,
+                });
+            }
+        };
+
+        let seq = record.seq;
+        let timestamp_ms = record.timestamp_ms;
+        let source = record.source.clone();
+        self.storage
+            .append(AppendRequest {
+                realm_id: ev.realm_id.clone(),
+                realm_type: plugin.realm_type().to_owned(),
+                plugin_version: plugin.version(),
+                events: vec![record],
+            })
+            .await?;
+
+        // Durable: publish.
+        let built_by = match &base {
+            Some(s) if s.plugin_version() == plugin.version() => s.built_by(),
+            _ => plugin.tag().clone(),
+        };
+        let mut state = match &base {
+            Some(s) => s.next(built_by, seq, written.map, &written.changes),
+            None => RealmState::new(built_by, seq, 0, written.map),
+        };
+        if seq - state.snapshot_seq() >= self.config.snapshot_every {
+            match write_snapshot(&*self.storage, &ev.realm_id, &state).await {
+                Ok(()) => {
+                    state = state.snapshotted();
+                    self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters
+                        .snapshot_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(realm = %ev.realm_id, error = %e, "snapshot failed; the log still holds every event");
+                }
+            }
+        }
+        self.store.upsert(ev.realm_id.as_str(), state);
+        if watch {
+            self.monitor.record_event(shard, &source);
+            if crossing_shard.is_some() {
+                self.monitor.record_crossing(source_shard, true);
+            }
+        }
+        Ok(AppendReceipt {
+            realm_id: ev.realm_id.to_string(),
+            seq,
+            shard,
+            plugin_version: plugin.version(),
+            fuel: metered.fuel,
+            gas,
+            timestamp_ms,
+        })
+    }
+
+    /// Append an event given as JSON: the realm type's plugin encodes it.
+    pub async fn append_json(
+        &self,
+        realm_id: RealmId,
+        realm_type: &str,
+        kind: &str,
+        json: &str,
+        source: &str,
+        source_realm: Option<RealmId>,
+    ) -> Result<AppendReceipt, NodeError> {
+        if json.len() > self.config.limits.max_payload_bytes {
+            return Err(NodeError::InvalidInput(format!(
+                "event JSON is {} bytes; the limit is {}",
+                json.len(),
+                self.config.limits.max_payload_bytes
+            )));
+        }
+        let plugin = self.registry.get(realm_type)?;
+        let payload =
+            plugin
+                .encode_event(kind, json)?
+                .map_err(|message| NodeError::PluginInvalid {
+                    realm_type: realm_type.to_owned(),
+                    message,
+                })?;
+        self.append(NewEvent {
+            realm_id,
+            realm_type: realm_type.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            source: source.to_owned(),
+            source_realm,
+        })
+        .await
+    }
+}
+
+/// Write `state`'s snapshot: a delta against the stored one when possible.
+/// If storage holds another base than the one the delta was computed
+/// against (an eviction snapshot landed in between), the whole map is
+/// written instead.
+pub(super) async fn write_snapshot(
+    storage: &dyn Storage,
+    id: &RealmId,
+    state: &RealmState,
+) -> Result<(), StorageError> {
+    match storage.put_snapshot(id, state.snapshot_write(false)).await {
+        Err(StorageError::SnapshotBaseMismatch { stored_seq, .. }) if stored_seq < state.seq() => {
+            storage.put_snapshot(id, state.snapshot_write(true)).await
+        }
+        other => other,
+    }
+}

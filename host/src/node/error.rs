@@ -1,0 +1,112 @@
+//! Errors of the node's operations.
+
+use crate::monitor::MonitorError;
+use crate::realm::{InvalidRealmId, RealmId};
+use crate::runtime::{RegistryError, Rejection, RuntimeError};
+use crate::storage::StorageError;
+use crate::store::{LoadError, StoreError};
+
+use super::ShadowReport;
+
+/// Errors of the node's operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The realm id is not valid.
+    #[error(transparent)]
+    InvalidRealmId(#[from] InvalidRealmId),
+    /// A field of the request is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// No plugin serves this realm type.
+    #[error("unknown realm type {0:?}")]
+    UnknownRealmType(String),
+    /// The realm exists with another type.
+    #[error("realm {realm} has type {actual:?}, not {requested:?}")]
+    RealmTypeMismatch {
+        /// The realm.
+        realm: RealmId,
+        /// Its type.
+        actual: String,
+        /// The type the request named.
+        requested: String,
+    },
+    /// The realm has no events.
+    #[error("realm {0} does not exist")]
+    RealmNotFound(RealmId),
+    /// The realm's events kept faulting, so it is parked: nothing runs for it
+    /// until an operator releases it or a new version of its type is loaded.
+    #[error(
+        "realm {realm} is parked after repeated faults (last: {last_fault}); release it or load a fixed plugin version"
+    )]
+    RealmParked {
+        /// The realm.
+        realm: RealmId,
+        /// The fault that parked it (or the latest one).
+        last_fault: String,
+    },
+    /// The plugin rejected the event (a domain "no"); nothing was stored.
+    #[error("rejected by {realm_type}: {rejection}")]
+    Rejected {
+        /// Realm type.
+        realm_type: String,
+        /// The plugin's reason.
+        rejection: Rejection,
+    },
+    /// The plugin could not understand the event or state.
+    #[error("invalid for {realm_type}: {message}")]
+    PluginInvalid {
+        /// Realm type.
+        realm_type: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The crossing comes from a quarantined shard; no plugin ran.
+    #[error(transparent)]
+    Quarantined(MonitorError),
+    /// A shard index or monitor operation was refused.
+    #[error(transparent)]
+    Monitor(MonitorError),
+    /// The plugin failed (trap, limits).
+    #[error(transparent)]
+    Plugin(#[from] RuntimeError),
+    /// Plugin registry operation failed.
+    #[error(transparent)]
+    Registry(RegistryError),
+    /// The durable layer failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Loading the realm failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The store refused a new realm (lazy loading is off, so nothing is
+    /// evicted, and the realm's shard or the memory budget is full); nothing
+    /// was stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Eviction was requested, but lazy loading is off: an evicted realm
+    /// could not be loaded again.
+    #[error(
+        "eviction is disabled: lazy loading is off, so an evicted realm could not be loaded again"
+    )]
+    EvictionDisabled,
+    /// Shadow replay found realms the candidate cannot rebuild; not promoted.
+    #[error("candidate {} refused: {} of {} realms failed shadow replay", .0.candidate, .0.failures.len(), .0.realms_checked)]
+    ShadowFailed(Box<ShadowReport>),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// Setting up the node failed.
+    #[error("node set-up: {0}")]
+    Setup(String),
+}
+
+impl From<RegistryError> for NodeError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::UnknownRealmType(t) => Self::UnknownRealmType(t),
+            RegistryError::Runtime(r) => Self::Plugin(r),
+            other => Self::Registry(other),
+        }
+    }
+}
