@@ -40,25 +40,27 @@
 //!
 //! ## Two ways to write a plugin
 //!
-//! **Keyed mode** (the primary one): implement [`Realm`] and read and write
-//! the realm's entries yourself, one key per thing an event touches.
+//! **Keyed mode** (the primary one): implement [`Realm`] and keep your state
+//! in typed entries with [`Item`] (one value) and [`Map`] (many values under
+//! ordered keys, including composite keys and prefixes), modelled on
+//! cw-storage-plus. Values are postcard-encoded; a key's encoding keeps byte
+//! order equal to the key's logical order, so ranges come back sorted.
 //!
 //! ```
-//! use realmhost_guest::{export_realm, state, ApplyError, Event, Realm};
+//! use realmhost_guest::{export_realm, ApplyError, Bound, Event, Item, Map, Order, Realm, Rejection};
 //! use serde::{Deserialize, Serialize};
 //!
 //! /// Points per player.
 //! pub struct Scores;
 //!
+//! /// Points of one player (a key per player: an event touches one entry).
+//! const POINTS: Map<&str, u64> = Map::new("points");
+//! /// Sum over all players, kept up to date so that reading it is O(1).
+//! const TOTAL: Item<u64> = Item::new("total");
+//!
 //! #[derive(Debug, Serialize, Deserialize)]
 //! pub enum Op {
 //!     Score { player: String, points: u64 },
-//! }
-//!
-//! fn points(player: &str) -> u64 {
-//!     state::get(player.as_bytes())
-//!         .and_then(|v| v.try_into().ok())
-//!         .map_or(0, u64::from_be_bytes)
 //! }
 //!
 //! impl Realm for Scores {
@@ -68,27 +70,49 @@
 //!     type Event = Op;
 //!
 //!     fn apply(event: Event<'_, Op>) -> Result<(), ApplyError> {
-//!         let Op::Score { player, points: n } = event.payload;
-//!         let new = points(&player)
-//!             .checked_add(n)
-//!             .ok_or_else(|| ApplyError::rejected("overflow", "too many points"))?;
-//!         state::set(player.as_bytes(), &new.to_be_bytes());
+//!         let Op::Score { player, points } = event.payload;
+//!         let old = POINTS.may_load(&player)?.unwrap_or(0);
+//!         let new = old
+//!             .checked_add(points)
+//!             .ok_or_else(|| Rejection::new("overflow", "too many points"))?;
+//!         POINTS.save(&player, &new)?;
+//!         TOTAL.update(|t| -> Result<u64, ApplyError> {
+//!             Ok(t.unwrap_or(0).saturating_add(points))
+//!         })?;
 //!         Ok(())
 //!     }
 //!
 //!     fn query(request: &str) -> Result<String, String> {
-//!         Ok(points(request).to_string())
+//!         if request == "total" {
+//!             return Ok(TOTAL.may_load()?.unwrap_or(0).to_string());
+//!         }
+//!         // The leaders, in key order: the map is paged through on demand.
+//!         let mut out = Vec::new();
+//!         for entry in POINTS.range(Bound::Unbounded, Bound::Unbounded, Order::Ascending) {
+//!             let (player, points) = entry?;
+//!             out.push(format!("{player}={points}"));
+//!         }
+//!         Ok(out.join(","))
 //!     }
 //! }
 //!
+//! // In a plugin crate this line makes the component's exports. It expands to
+//! // nothing on native targets, so the same crate is unit-tested natively.
 //! export_realm!(Scores);
 //!
+//! // Native unit test through the very entry points the component uses, on
+//! // an in-memory map with the host's semantics.
 //! use realmhost_guest::{encode_payload, entry, EventRef, MemoryState};
 //! let mut realm = MemoryState::new();
 //! entry::init::<Scores>(&mut realm, "game-1").unwrap();
-//! let payload = encode_payload(&Op::Score { player: "bob".into(), points: 3 });
-//! entry::apply::<Scores>(&mut realm, &EventRef::new(1, "score", &payload, "referee")).unwrap();
-//! assert_eq!(entry::query::<Scores>(&realm, "bob").unwrap(), "3");
+//! for (seq, (player, points)) in [("bob", 3), ("alice", 5), ("bob", 1)].into_iter().enumerate() {
+//!     let payload = encode_payload(&Op::Score { player: player.into(), points });
+//!     let event = EventRef::new(seq as u64 + 1, "score", &payload, "referee");
+//!     entry::apply::<Scores>(&mut realm, &event).unwrap();
+//! }
+//! assert_eq!(entry::query::<Scores>(&realm, "total").unwrap(), "9");
+//! assert_eq!(entry::query::<Scores>(&realm, "").unwrap(), "alice=5,bob=4");
+//! assert_eq!(realm.len(), 3); // two players and the total
 //! ```
 //!
 //! **Whole-state mode**, for small realms: implement [`RealmLogic`] with one
@@ -185,6 +209,7 @@
 pub mod batch;
 pub mod entry;
 pub mod state;
+pub mod storage;
 pub mod whole;
 
 mod error;
@@ -215,6 +240,7 @@ pub use core::ops::Bound;
 pub use entry::PluginInfo;
 pub use error::{ApplyError, BatchError, StateError};
 pub use state::MemoryState;
+pub use storage::{Item, Key, Map, Order, Prefix};
 pub use whole::RealmLogic;
 
 use serde::Serialize;

@@ -195,8 +195,12 @@ impl Range {
     /// Fetch `n` entries per host call (at least 1). Smaller pages cost more
     /// calls; larger ones copy entries that an early `break` never reads.
     pub fn page_size(mut self, n: u32) -> Self {
-        self.page_size = n.max(1);
+        self.set_page_size(n);
         self
+    }
+
+    pub(crate) fn set_page_size(&mut self, n: u32) {
+        self.page_size = n.max(1);
     }
 
     fn fetch(&mut self) {
