@@ -1,9 +1,9 @@
-//! Glue between the generated WIT bindings and [`RealmLogic`]. Used by the
+//! Glue between the generated WIT bindings and [`Realm`]. Used by the
 //! expansion of [`crate::export_realm!`]; not part of the API.
 
 use core::marker::PhantomData;
 
-use crate::RealmLogic;
+use crate::Realm;
 
 /// The type that implements the generated `Guest` trait for a plugin `P`.
 #[derive(Debug)]
@@ -12,12 +12,12 @@ pub struct Adapter<P>(PhantomData<P>);
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use super::Adapter;
-    use crate::RealmLogic;
+    use crate::Realm;
     use crate::batch::EventRef;
     use crate::bindings::Guest;
     use crate::bindings::realmhost::realm::types as wit;
-    use crate::entry::{self, ApplyError};
-
+    use crate::entry::run;
+    use crate::error::ApplyError;
     use crate::install_panic_hook;
 
     fn to_wit(e: ApplyError) -> wit::ApplyError {
@@ -30,23 +30,24 @@ mod wasm {
         }
     }
 
-    impl<P: RealmLogic> Guest for Adapter<P> {
+    impl<P: Realm> Guest for Adapter<P> {
         fn describe() -> wit::PluginInfo {
             install_panic_hook();
-            let i = entry::describe::<P>();
+            let i = run::describe::<P>();
             wit::PluginInfo {
                 realm_type: i.realm_type,
                 version: i.version,
                 description: i.description,
+                state_version: i.state_version,
             }
         }
 
-        fn init(realm_id: String) -> Vec<u8> {
+        fn init(realm_id: String) -> Result<(), String> {
             install_panic_hook();
-            entry::init::<P>(&realm_id)
+            run::init::<P>(&realm_id)
         }
 
-        fn apply(state: Vec<u8>, event: wit::EventContext) -> Result<Vec<u8>, wit::ApplyError> {
+        fn apply(event: wit::EventContext) -> Result<(), wit::ApplyError> {
             install_panic_hook();
             let ev = EventRef {
                 seq: event.seq,
@@ -57,36 +58,36 @@ mod wasm {
                 timestamp_ms: event.timestamp_ms,
                 source_reputation: event.source_reputation,
             };
-            entry::apply::<P>(&state, &ev).map_err(to_wit)
+            run::apply::<P>(&ev).map_err(to_wit)
         }
 
-        fn apply_batch(state: Vec<u8>, events: Vec<u8>) -> Result<Vec<u8>, wit::BatchError> {
+        fn apply_batch(events: Vec<u8>) -> Result<(), wit::BatchError> {
             install_panic_hook();
-            entry::apply_batch::<P>(&state, &events).map_err(|e| wit::BatchError {
+            run::apply_batch::<P>(&events).map_err(|e| wit::BatchError {
                 index: e.index,
                 error: to_wit(e.error),
             })
         }
 
-        fn restore(snapshot: Vec<u8>) -> Result<Vec<u8>, String> {
+        fn migrate(from_state_version: u32) -> Result<(), String> {
             install_panic_hook();
-            entry::restore::<P>(&snapshot)
+            run::migrate::<P>(from_state_version)
         }
 
         fn encode_event(kind: String, json: String) -> Result<Vec<u8>, String> {
             install_panic_hook();
-            entry::encode_event::<P>(&kind, &json)
+            run::encode_event::<P>(&kind, &json)
         }
 
-        fn query(state: Vec<u8>, request: String) -> Result<String, String> {
+        fn query(request: String) -> Result<String, String> {
             install_panic_hook();
-            entry::query::<P>(&state, &request)
+            run::query::<P>(&request)
         }
     }
 }
 
 // Keep the bound visible on native targets too, so misuse fails everywhere.
-impl<P: RealmLogic> Adapter<P> {
+impl<P: Realm> Adapter<P> {
     #[doc(hidden)]
     pub fn realm_type() -> &'static str {
         P::REALM_TYPE

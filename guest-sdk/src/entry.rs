@@ -1,12 +1,23 @@
 //! The entry points behind every export, as plain Rust functions.
 //!
-//! The component exports (see [`crate::export_realm!`]) are thin wrappers over
-//! these functions. They are public so that a plugin's logic can be driven
-//! natively with exactly the bytes the host would send, in unit tests and in
-//! benchmarks that measure the sandbox's overhead against native code.
+//! The component exports (see [`crate::export_realm!`]) run the same code as
+//! these drivers. The drivers are public so that a plugin's logic can be run
+//! natively on a [`MemoryState`] with exactly the bytes and the semantics of
+//! the host, in unit tests and in benchmarks that measure the sandbox's
+//! overhead against native code:
+//!
+//! - the realm is in scope for the duration of the call, and only then;
+//! - a call's writes reach the [`MemoryState`] only if it succeeds (an
+//!   `Err`, or a panic, keeps nothing), like the host's buffered writes;
+//! - [`query`] is read-only (a write panics, as it traps in the host);
+//! - [`describe`] and [`encode_event`] run with no realm in scope.
+//!
+//! Host limits (entry sizes, entry counts, fuel) are not modelled.
 
 use crate::batch::{BatchReader, EventRef};
-use crate::{Event, RealmLogic, Rejection};
+use crate::error::{ApplyError, BatchError};
+use crate::state::{Frame, FrameGuard, MemoryState};
+use crate::{Event, Realm};
 
 /// Who a plugin is (mirrors the WIT `plugin-info`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,65 +28,60 @@ pub struct PluginInfo {
     pub version: String,
     /// One line for operators.
     pub description: String,
+    /// Version of the layout of the plugin's entries.
+    pub state_version: u32,
 }
 
-/// Why `apply` produced no state (mirrors the WIT `apply-error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApplyError {
-    /// The logic refused the event.
-    Rejected(Rejection),
-    /// The state or payload could not be decoded.
-    Invalid(String),
+/// `describe`: plugin identity.
+pub fn describe<P: Realm>() -> PluginInfo {
+    let _closed = FrameGuard::install(Frame::Closed);
+    run::describe::<P>()
 }
 
-/// Why `apply_batch` stopped (mirrors the WIT `batch-error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchError {
-    /// Index of the failing event in the batch.
-    pub index: u32,
-    /// What went wrong with it.
-    pub error: ApplyError,
+/// `init`: write the initial entries of a new realm into `state`.
+pub fn init<P: Realm>(state: &mut MemoryState, realm_id: &str) -> Result<(), String> {
+    state.transact(|| run::init::<P>(realm_id))
 }
 
-/// Plugin identity.
-pub fn describe<P: RealmLogic>() -> PluginInfo {
-    PluginInfo {
-        realm_type: P::REALM_TYPE.to_owned(),
-        version: P::VERSION.to_owned(),
-        description: P::DESCRIPTION.to_owned(),
-    }
+/// `apply`: one event. On `Err` the state is unchanged.
+pub fn apply<P: Realm>(state: &mut MemoryState, event: &EventRef<'_>) -> Result<(), ApplyError> {
+    state.transact(|| run::apply::<P>(event))
 }
 
-/// Encode a state in the current state version.
-pub fn encode_state<P: RealmLogic>(state: &P::State) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.push(P::STATE_VERSION);
-    match postcard::to_extend(state, out) {
-        Ok(out) => out,
-        Err(_) => unreachable!("postcard cannot fail writing to a Vec"),
-    }
+/// `apply-batch`: every event of a packed batch ([`crate::batch`]) in order.
+/// All or nothing: on `Err` the state is unchanged.
+pub fn apply_batch<P: Realm>(state: &mut MemoryState, batch: &[u8]) -> Result<(), BatchError> {
+    state.transact(|| run::apply_batch::<P>(batch))
 }
 
-/// Decode a state that must be in the current state version.
-pub fn decode_state<P: RealmLogic>(bytes: &[u8]) -> Result<P::State, String> {
-    match bytes.split_first() {
-        Some((&v, body)) if v == P::STATE_VERSION => {
-            postcard::from_bytes(body).map_err(|e| format!("undecodable state: {e}"))
-        }
-        Some((&v, _)) => Err(format!(
-            "state version {v} handed to apply; expected {} (old states go through restore)",
-            P::STATE_VERSION
-        )),
-        None => Err("empty state".to_owned()),
-    }
+/// `migrate`: bring a realm written with `from_state_version` to the
+/// plugin's state version. The same version is a no-op; a newer one is an
+/// error. On `Err` the state is unchanged.
+pub fn migrate<P: Realm>(state: &mut MemoryState, from_state_version: u32) -> Result<(), String> {
+    state.transact(|| run::migrate::<P>(from_state_version))
 }
 
-/// `init`: the encoded state of a realm with no events.
-pub fn init<P: RealmLogic>(realm_id: &str) -> Vec<u8> {
-    encode_state::<P>(&P::init(realm_id))
+/// `query`: a read-only view of the realm.
+pub fn query<P: Realm>(state: &MemoryState, request: &str) -> Result<String, String> {
+    state.read(|| run::query::<P>(request))
 }
 
-fn decode_event<'a, P: RealmLogic>(ev: &EventRef<'a>) -> Result<Event<'a, P::Event>, ApplyError> {
+/// `encode-event`: JSON event to payload bytes (no realm in scope).
+pub fn encode_event<P: Realm>(kind: &str, json: &str) -> Result<Vec<u8>, String> {
+    let _closed = FrameGuard::install(Frame::Closed);
+    run::encode_event::<P>(kind, json)
+}
+
+/// The state of a whole-state plugin ([`crate::RealmLogic`]), decoded from
+/// `state`: what its tests inspect.
+pub fn whole_state<P: crate::RealmLogic>(state: &MemoryState) -> Result<P::State, String> {
+    state.read(crate::whole::load::<P>)
+}
+
+/// Decode an event's payload and pair it with its context.
+pub fn decode_event<'a, P: Realm + ?Sized>(
+    ev: &EventRef<'a>,
+) -> Result<Event<'a, P::Event>, ApplyError> {
     let payload = postcard::from_bytes::<P::Event>(ev.payload).map_err(|e| {
         ApplyError::Invalid(format!("undecodable payload of event {}: {e}", ev.seq))
     })?;
@@ -90,63 +96,68 @@ fn decode_event<'a, P: RealmLogic>(ev: &EventRef<'a>) -> Result<Event<'a, P::Eve
     })
 }
 
-/// `apply`: one event on an encoded state.
-pub fn apply<P: RealmLogic>(state: &[u8], event: &EventRef<'_>) -> Result<Vec<u8>, ApplyError> {
-    let mut s = decode_state::<P>(state).map_err(ApplyError::Invalid)?;
-    let ev = decode_event::<P>(event)?;
-    P::apply(&mut s, ev).map_err(ApplyError::Rejected)?;
-    Ok(encode_state::<P>(&s))
-}
-
-/// `apply-batch`: decode the state once, apply every event of the packed
-/// batch in order, encode once. All or nothing.
-pub fn apply_batch<P: RealmLogic>(state: &[u8], batch: &[u8]) -> Result<Vec<u8>, BatchError> {
-    let at = |index: u32, error: ApplyError| BatchError { index, error };
-    let mut s = decode_state::<P>(state).map_err(|e| at(0, ApplyError::Invalid(e)))?;
-    let reader = BatchReader::new(batch).map_err(|e| at(0, ApplyError::Invalid(e.to_string())))?;
-    for (index, item) in (0u32..).zip(reader) {
-        let raw = item.map_err(|e| at(index, ApplyError::Invalid(e.to_string())))?;
-        let ev = decode_event::<P>(&raw).map_err(|e| at(index, e))?;
-        P::apply(&mut s, ev).map_err(|r| at(index, ApplyError::Rejected(r)))?;
-    }
-    Ok(encode_state::<P>(&s))
-}
-
-/// `restore`: read a snapshot of this or an older state version and return
-/// it in the current encoding.
-pub fn restore<P: RealmLogic>(snapshot: &[u8]) -> Result<Vec<u8>, String> {
-    let (&v, body) = snapshot.split_first().ok_or("empty snapshot")?;
-    let state = if v == P::STATE_VERSION {
-        postcard::from_bytes(body).map_err(|e| format!("undecodable snapshot: {e}"))?
-    } else if v < P::STATE_VERSION {
-        P::migrate(v, body)?
-    } else {
-        return Err(format!(
-            "snapshot has state version {v}, newer than this plugin's {}",
-            P::STATE_VERSION
-        ));
-    };
-    Ok(encode_state::<P>(&state))
-}
-
-/// `encode-event`: JSON event to payload bytes.
-pub fn encode_event<P: RealmLogic>(kind: &str, json: &str) -> Result<Vec<u8>, String> {
-    let ev = P::event_from_json(kind, json)?;
-    Ok(crate::encode_payload(&ev))
-}
-
-/// `query`: a read-only JSON view of an encoded state.
-pub fn query<P: RealmLogic>(state: &[u8], request: &str) -> Result<String, String> {
-    let s = decode_state::<P>(state)?;
-    P::query(&s, request)
-}
-
-/// Decode postcard bytes with a readable error (for [`RealmLogic::migrate`]).
+/// Decode postcard bytes with a readable error (for migrations).
 pub fn decode_postcard<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("undecodable bytes: {e}"))
 }
 
-/// Parse JSON with a readable error (for [`RealmLogic::query`]).
+/// Parse JSON with a readable error (for [`Realm::query`]).
 pub fn decode_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// The calls themselves, on whatever realm is in scope: the native drivers
+/// above install a [`MemoryState`] first, the component exports run them
+/// against the host.
+pub(crate) mod run {
+    use super::*;
+
+    pub(crate) fn describe<P: Realm>() -> PluginInfo {
+        PluginInfo {
+            realm_type: P::REALM_TYPE.to_owned(),
+            version: P::VERSION.to_owned(),
+            description: P::DESCRIPTION.to_owned(),
+            state_version: P::STATE_VERSION,
+        }
+    }
+
+    pub(crate) fn init<P: Realm>(realm_id: &str) -> Result<(), String> {
+        P::init(realm_id)
+    }
+
+    pub(crate) fn apply<P: Realm>(event: &EventRef<'_>) -> Result<(), ApplyError> {
+        P::apply(decode_event::<P>(event)?)
+    }
+
+    pub(crate) fn apply_batch<P: Realm>(batch: &[u8]) -> Result<(), BatchError> {
+        let reader = BatchReader::new(batch).map_err(|e| BatchError {
+            index: 0,
+            error: ApplyError::Invalid(e.to_string()),
+        })?;
+        P::apply_batch(reader)
+    }
+
+    pub(crate) fn migrate<P: Realm>(from: u32) -> Result<(), String> {
+        let current = P::STATE_VERSION;
+        if from == current {
+            return Ok(());
+        }
+        if from > current {
+            return Err(format!(
+                "the realm was written with state version {from}, newer than {} {}'s state version {current}",
+                P::REALM_TYPE,
+                P::VERSION
+            ));
+        }
+        P::migrate(from)
+    }
+
+    pub(crate) fn query<P: Realm>(request: &str) -> Result<String, String> {
+        P::query(request)
+    }
+
+    pub(crate) fn encode_event<P: Realm>(kind: &str, json: &str) -> Result<Vec<u8>, String> {
+        let ev = P::event_from_json(kind, json)?;
+        Ok(crate::encode_payload(&ev))
+    }
 }

@@ -2,10 +2,124 @@
 //!
 //! A realmhost node keeps millions of *realms*; what an event *does* to a realm
 //! is decided by a plugin: a WebAssembly component, one per realm type. This
-//! crate is everything a plugin author needs. You implement one trait,
-//! [`RealmLogic`], with ordinary serde types for the state and the event
-//! payload, and export it with one macro, [`export_realm!`]. Encoding (postcard),
-//! state versioning, batch decoding and the WIT glue are this crate's job.
+//! crate is everything a plugin author needs: a trait to implement, typed
+//! storage helpers, one export macro, and native drivers to unit-test the
+//! logic without a host.
+//!
+//! ## The model: a host-owned ordered map
+//!
+//! A realm's state is an **ordered map of byte keys to byte values, owned by
+//! the host**. The plugin never receives the whole state: during a call it
+//! reads and writes the entries it needs through the [`state`] module (the
+//! imported `state` interface of `wit/realm.wit`), which is scoped to the realm
+//! being called.
+//!
+//! - **Cost per touched key.** An event costs what it reads and writes, not
+//!   what the realm holds: a deposit into one of a million accounts reads and
+//!   writes two entries. Lay your state out so that an event touches few keys
+//!   (one key per account, per member, ...), and keep aggregates you need in
+//!   O(1) (a running total) in their own entry instead of summing on demand.
+//!   Every state call crosses the sandbox boundary: cheap, but not free.
+//! - **Buffered writes, all or nothing.** The host buffers a call's writes and
+//!   keeps them only if the call succeeds. A [`Rejection`], an `invalid`
+//!   answer or a trap (a panic) leaves the realm exactly as it was, so `apply`
+//!   may write first and reject later. A call reads its own writes.
+//! - **Determinism.** A call sees only its realm's committed entries plus its
+//!   own writes; there is no clock (use [`Event::timestamp_ms`], set by the
+//!   host), no randomness, no files. The host refuses components that import
+//!   clocks, randomness, files or sockets, so replaying a realm's log always
+//!   rebuilds the same map. Iteration order is byte order of the keys.
+//! - **Limits.** The node operator sets per-realm limits: key length, value
+//!   length, number of entries, total bytes, state operations per call, plus
+//!   fuel and memory per call. A call that goes past one is stopped by the
+//!   host (it traps with an error naming the realm and the limit) and keeps
+//!   nothing. A realm that must grow large grows over many events.
+//! - **Scope.** State is in scope in `init`, `apply`, `migrate` and `query`
+//!   (read-only: a write traps). In `describe` and `encode-event` no realm is
+//!   in scope and any state call traps.
+//!
+//! ## Two ways to write a plugin
+//!
+//! **Keyed mode** (the primary one): implement [`Realm`] and keep your state
+//! in typed entries with [`Item`] (one value) and [`Map`] (many values under
+//! ordered keys, including composite keys and prefixes), modelled on
+//! cw-storage-plus. Values are postcard-encoded; a key's encoding keeps byte
+//! order equal to the key's logical order, so ranges come back sorted.
+//!
+//! ```
+//! use realmhost_guest::{export_realm, ApplyError, Bound, Event, Item, Map, Order, Realm, Rejection};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Points per player.
+//! pub struct Scores;
+//!
+//! /// Points of one player (a key per player: an event touches one entry).
+//! const POINTS: Map<&str, u64> = Map::new("points");
+//! /// Sum over all players, kept up to date so that reading it is O(1).
+//! const TOTAL: Item<u64> = Item::new("total");
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! pub enum Op {
+//!     Score { player: String, points: u64 },
+//! }
+//!
+//! impl Realm for Scores {
+//!     const REALM_TYPE: &'static str = "scores";
+//!     const VERSION: &'static str = "1.0.0";
+//!     const DESCRIPTION: &'static str = "Points per player";
+//!     type Event = Op;
+//!
+//!     fn apply(event: Event<'_, Op>) -> Result<(), ApplyError> {
+//!         let Op::Score { player, points } = event.payload;
+//!         let old = POINTS.may_load(&player)?.unwrap_or(0);
+//!         let new = old
+//!             .checked_add(points)
+//!             .ok_or_else(|| Rejection::new("overflow", "too many points"))?;
+//!         POINTS.save(&player, &new)?;
+//!         TOTAL.update(|t| -> Result<u64, ApplyError> {
+//!             Ok(t.unwrap_or(0).saturating_add(points))
+//!         })?;
+//!         Ok(())
+//!     }
+//!
+//!     fn query(request: &str) -> Result<String, String> {
+//!         if request == "total" {
+//!             return Ok(TOTAL.may_load()?.unwrap_or(0).to_string());
+//!         }
+//!         // The leaders, in key order: the map is paged through on demand.
+//!         let mut out = Vec::new();
+//!         for entry in POINTS.range(Bound::Unbounded, Bound::Unbounded, Order::Ascending) {
+//!             let (player, points) = entry?;
+//!             out.push(format!("{player}={points}"));
+//!         }
+//!         Ok(out.join(","))
+//!     }
+//! }
+//!
+//! // In a plugin crate this line makes the component's exports. It expands to
+//! // nothing on native targets, so the same crate is unit-tested natively.
+//! export_realm!(Scores);
+//!
+//! // Native unit test through the very entry points the component uses, on
+//! // an in-memory map with the host's semantics.
+//! use realmhost_guest::{encode_payload, entry, EventRef, MemoryState};
+//! let mut realm = MemoryState::new();
+//! entry::init::<Scores>(&mut realm, "game-1").unwrap();
+//! for (seq, (player, points)) in [("bob", 3), ("alice", 5), ("bob", 1)].into_iter().enumerate() {
+//!     let payload = encode_payload(&Op::Score { player: player.into(), points });
+//!     let event = EventRef::new(seq as u64 + 1, "score", &payload, "referee");
+//!     entry::apply::<Scores>(&mut realm, &event).unwrap();
+//! }
+//! assert_eq!(entry::query::<Scores>(&realm, "total").unwrap(), "9");
+//! assert_eq!(entry::query::<Scores>(&realm, "").unwrap(), "alice=5,bob=4");
+//! assert_eq!(realm.len(), 3); // two players and the total
+//! ```
+//!
+//! **Whole-state mode**, for small realms: implement [`RealmLogic`] with one
+//! serde type for the whole state. The SDK stores it under a single key
+//! ([`whole::STATE_KEY`]) together with its state version, loads it before
+//! each event and saves it after. Every event then costs the size of the
+//! whole state, so keep it to realms that stay small (a counter, a config).
 //!
 //! ```
 //! use realmhost_guest::{export_realm, Event, RealmLogic, Rejection};
@@ -48,49 +162,69 @@
 //!     }
 //! }
 //!
-//! // In a plugin crate this line makes the component's exports. It expands to
-//! // nothing on native targets, so the same crate is unit-tested natively.
 //! export_realm!(Tally);
 //!
-//! // Native unit test through the very entry points the component uses:
-//! use realmhost_guest::{entry, encode_payload, EventRef};
-//! let state = entry::init::<Tally>("realm-1");
+//! use realmhost_guest::{encode_payload, entry, EventRef, MemoryState};
+//! let mut realm = MemoryState::new();
+//! entry::init::<Tally>(&mut realm, "realm-1").unwrap();
 //! let payload = encode_payload(&Op::Add(5));
-//! let event = EventRef::new(1, "add", &payload, "alice");
-//! let state = entry::apply::<Tally>(&state, &event).unwrap();
-//! assert_eq!(entry::decode_state::<Tally>(&state).unwrap().total, 5);
+//! entry::apply::<Tally>(&mut realm, &EventRef::new(1, "add", &payload, "alice")).unwrap();
+//! assert_eq!(entry::whole_state::<Tally>(&realm).unwrap().total, 5);
+//! // A failed call keeps nothing.
+//! let payload = encode_payload(&Op::Add(u64::MAX));
+//! assert!(entry::apply::<Tally>(&mut realm, &EventRef::new(2, "add", &payload, "eve")).is_err());
+//! assert_eq!(entry::query::<Tally>(&realm, "").unwrap(), r#"{"total":5}"#);
 //! ```
 //!
-//! ## The contract
-//! - **Determinism.** `apply` must be a pure function of the state and the
-//!   event: no clock (use [`Event::timestamp_ms`], set by the host), no
-//!   randomness, no I/O. The host refuses components that import clocks,
-//!   randomness, files or sockets, so replaying a realm's log always rebuilds
-//!   the same state.
+//! ## Rules of the road
 //! - **Rejections are values.** Return a [`Rejection`] for a domain "no"
-//!   (overdraft, not a member). A panic is a fault: the host fails that call,
-//!   discards the instance and counts it against the plugin version.
-//! - **State versions.** Encoded states start with [`RealmLogic::STATE_VERSION`].
-//!   When you change the shape of `State`, bump it and teach
-//!   [`RealmLogic::migrate`] to read the older bytes: snapshots written by
-//!   older versions come back through it (the `restore` export).
+//!   (overdraft, not a member); in keyed mode `?` turns it into an
+//!   [`ApplyError`]. A [`StateError`] (an entry that does not decode, a
+//!   missing entry you `load`ed) becomes an `invalid` answer through `?`. A
+//!   panic is a fault: the host fails that call, discards the instance and
+//!   counts it against the plugin version.
+//! - **State versions.** [`Realm::STATE_VERSION`] names the layout of your
+//!   entries; the host records it with every snapshot. When the layout
+//!   changes, bump it and implement [`Realm::migrate`]: a realm written with
+//!   an older version is passed through it when it is loaded (if `migrate`
+//!   fails, the host rebuilds the realm by replaying its events instead).
+//! - **Messages and trust.** [`Event::source_reputation`] is the source
+//!   shard's reputation in `[0, 1]`; damp trust-like updates by it.
+//!
+//! ## Testing natively
+//! On native targets the [`state`] functions run against a thread-local
+//! [`MemoryState`] that the [`entry`] drivers install for the duration of a
+//! call, with the host's semantics (writes kept only on success, read-only
+//! queries, nothing in scope in `describe`). So the same code is unit-tested
+//! and benchmarked natively through exactly the API it uses in the sandbox.
+//! Host-enforced limits (sizes, fuel) are not modelled natively.
 //!
 //! ## Other languages
 //! Anything that compiles to a component exporting the `realm-logic` world of
 //! `wit/realm.wit` is a valid plugin. Batches use the packed format of the
-//! [`batch`] module.
+//! [`batch`] module, scan pages the one of [`state::Page`].
 
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod entry;
+pub mod state;
+pub mod storage;
+pub mod whole;
+
+mod error;
 
 #[doc(hidden)]
 pub mod __private;
 
-/// Generated WIT bindings. Not part of the stable API: use [`RealmLogic`].
+/// Generated WIT bindings. Not part of the stable API: use [`Realm`].
 #[doc(hidden)]
-#[allow(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_op_in_unsafe_fn,
+    clippy::all
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -101,8 +235,13 @@ pub mod bindings {
     });
 }
 
-pub use batch::EventRef;
-pub use entry::{ApplyError, BatchError, PluginInfo};
+pub use batch::{BatchReader, EventRef};
+pub use core::ops::Bound;
+pub use entry::PluginInfo;
+pub use error::{ApplyError, BatchError, StateError};
+pub use state::MemoryState;
+pub use storage::{Item, Key, Map, Order, Prefix};
+pub use whole::RealmLogic;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -151,55 +290,78 @@ impl core::fmt::Display for Rejection {
     }
 }
 
-/// The logic of one realm type. Implement it, then call [`export_realm!`].
-pub trait RealmLogic: 'static {
-    /// The realm type this plugin implements (the registry key), e.g. `ledger`.
+impl std::error::Error for Rejection {}
+
+/// The logic of one realm type, reading and writing the realm's entries
+/// through [`state`] (or the typed [`Item`] and [`Map`]). Implement it, then
+/// call [`export_realm!`].
+///
+/// Every function that runs with a realm in scope (`init`, `apply`,
+/// `migrate`, `query`) has its writes kept only if it returns `Ok`.
+pub trait Realm: 'static {
+    /// The realm type this plugin implements (the registry key), e.g. `ledger`:
+    /// 1..=64 bytes of `[a-z0-9_-]`.
     const REALM_TYPE: &'static str;
     /// Semantic version of the logic.
     const VERSION: &'static str;
     /// One line for operators.
     const DESCRIPTION: &'static str;
-    /// Version of the state encoding. Bump it when `State` changes shape and
-    /// handle the older versions in [`RealmLogic::migrate`].
-    const STATE_VERSION: u8 = 1;
+    /// Version of the layout of the realm's entries. The host records it with
+    /// every snapshot; bump it when the layout changes and handle the older
+    /// versions in [`Realm::migrate`].
+    const STATE_VERSION: u32 = 1;
 
-    /// The realm state.
-    type State: Serialize + DeserializeOwned;
-    /// The event payload.
+    /// The event payload (postcard-encoded on the wire).
     type Event: Serialize + DeserializeOwned;
 
-    /// The state of a realm with no events.
-    fn init(realm_id: &str) -> Self::State;
+    /// Write the initial entries of a new realm (the realm is empty). The
+    /// default writes nothing.
+    fn init(realm_id: &str) -> Result<(), String> {
+        let _ = realm_id;
+        Ok(())
+    }
 
-    /// Apply one event. On `Err` the host keeps the previous state, so a
-    /// partly mutated `state` is harmless.
-    fn apply(state: &mut Self::State, event: Event<'_, Self::Event>) -> Result<(), Rejection>;
+    /// Apply one event. On `Err` none of its writes are kept.
+    fn apply(event: Event<'_, Self::Event>) -> Result<(), ApplyError>;
 
-    /// Read a state written with an older [`RealmLogic::STATE_VERSION`].
-    /// The default knows no older versions.
-    fn migrate(version: u8, bytes: &[u8]) -> Result<Self::State, String> {
-        let _ = bytes;
+    /// Apply every event of a packed batch in order (the replay path). The
+    /// default decodes and applies them one by one; override it only to share
+    /// work across the events of a batch, with the same outcome as applying
+    /// them one by one. All or nothing: on `Err` none of the batch's writes
+    /// are kept.
+    fn apply_batch(batch: BatchReader<'_>) -> Result<(), BatchError> {
+        for (index, item) in (0u32..).zip(batch) {
+            let at = |error| BatchError { index, error };
+            let raw = item.map_err(|e| at(ApplyError::Invalid(e.to_string())))?;
+            let event = entry::decode_event::<Self>(&raw).map_err(at)?;
+            Self::apply(event).map_err(at)?;
+        }
+        Ok(())
+    }
+
+    /// Bring the entries of a realm written with the older state version
+    /// `from_state_version` to [`Realm::STATE_VERSION`]. The default knows no
+    /// older versions and fails, which makes the host rebuild the realm by
+    /// replaying its events.
+    fn migrate(from_state_version: u32) -> Result<(), String> {
         Err(format!(
-            "state version {version} is not supported by {} {} (current state version {})",
+            "{} {} cannot migrate a realm from state version {from_state_version} to state version {}",
             Self::REALM_TYPE,
             Self::VERSION,
             Self::STATE_VERSION
         ))
     }
 
-    /// Parse an event given as JSON (from the HTTP API or the CLI). The default
-    /// reads the serde JSON form of `Event` and ignores `kind`.
+    /// Parse an event given as JSON (from the HTTP API or the CLI). The
+    /// default reads the serde JSON form of `Event` and ignores `kind`.
     fn event_from_json(kind: &str, json: &str) -> Result<Self::Event, String> {
         let _ = kind;
         serde_json::from_str(json).map_err(|e| format!("invalid event JSON: {e}"))
     }
 
-    /// A read-only view of the state. The default returns the whole state as
-    /// JSON and ignores the request.
-    fn query(state: &Self::State, request: &str) -> Result<String, String> {
-        let _ = request;
-        serde_json::to_string(state).map_err(|e| e.to_string())
-    }
+    /// A read-only view of the realm: JSON (or any text) in and out. Writes
+    /// trap here.
+    fn query(request: &str) -> Result<String, String>;
 }
 
 /// Encode an event payload the way the SDK decodes it (postcard).
@@ -261,7 +423,8 @@ pub fn install_panic_hook() {
     }
 }
 
-/// Export a [`RealmLogic`] implementation as the plugin's component exports.
+/// Export a [`Realm`] implementation (including any [`RealmLogic`] one) as
+/// the plugin's component exports.
 ///
 /// Use it once per plugin crate, at the crate root. On non-wasm targets it
 /// expands to nothing, so the crate's logic compiles natively for unit tests

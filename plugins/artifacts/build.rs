@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("realmhost-fixture-hostile", "HOSTILE", true),
     ("realmhost-fixture-forbidden", "FORBIDDEN", true),
     ("realmhost-fixture-ledger-strict", "LEDGER_STRICT", true),
+    ("realmhost-fixture-contract-v01", "CONTRACT_V01", true),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -15,7 +15,8 @@ pub const EXAMPLES: &[(&str, &[u8])] = &[
 
 /// Deliberately misbehaving components, for tests only.
 pub mod fixtures {
-    /// A plugin whose event `kind` selects a misbehaviour (loop, alloc, panic, ...).
+    /// A plugin whose event `kind` selects a misbehaviour (loop, alloc, panic,
+    /// oversized entries, very many writes, writes then reject, `grow`, ...).
     pub const HOSTILE: &[u8] = super::HOSTILE;
     /// Path of [`HOSTILE`].
     pub const HOSTILE_PATH: &str = super::HOSTILE_PATH;
@@ -23,7 +24,13 @@ pub mod fixtures {
     pub const FORBIDDEN: &[u8] = super::FORBIDDEN;
     /// Path of [`FORBIDDEN`].
     pub const FORBIDDEN_PATH: &str = super::FORBIDDEN_PATH;
-    /// A broken candidate `ledger` that rejects deposits above 50.
+    /// A component built against contract 0.1 (`realmhost:realm@0.1.0`),
+    /// which the host must refuse, naming the version it needs.
+    pub const CONTRACT_V01: &[u8] = super::CONTRACT_V01;
+    /// Path of [`CONTRACT_V01`].
+    pub const CONTRACT_V01_PATH: &str = super::CONTRACT_V01_PATH;
+    /// A broken candidate `ledger` (keyed layout, state version 3) that
+    /// rejects deposits above 50.
     pub const LEDGER_STRICT: &[u8] = super::LEDGER_STRICT;
     /// The ledger component with an extra custom section: the same logic
     /// under a different content hash, i.e. a second *version* of the

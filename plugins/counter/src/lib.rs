@@ -3,6 +3,11 @@
 //! A realm holds one signed number. Events add to it or reset it; an addition
 //! that would overflow is rejected, not wrapped.
 //!
+//! It uses whole-state mode ([`RealmLogic`]): the whole state is one small
+//! serde value that the SDK loads and saves around each event. Realms that
+//! grow (accounts, members, ...) keep one entry per item instead; see the
+//! `ledger` plugin.
+//!
 //! To start a new plugin: copy this crate, rename it in `Cargo.toml`, change
 //! `REALM_TYPE`, the state and the events, and add the crate to the list in
 //! `plugins/artifacts/build.rs` so the workspace builds its component.
@@ -63,16 +68,19 @@ export_realm!(Counter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use realmhost_guest::{ApplyError, EventRef, encode_payload, entry};
+    use realmhost_guest::{ApplyError, EventRef, MemoryState, encode_payload, entry};
 
     fn run(ops: &[Op]) -> Result<State, ApplyError> {
-        let mut state = entry::init::<Counter>("c");
+        let mut realm = MemoryState::new();
+        entry::init::<Counter>(&mut realm, "c").unwrap();
         for (i, op) in ops.iter().enumerate() {
             let payload = encode_payload(op);
-            state =
-                entry::apply::<Counter>(&state, &EventRef::new(i as u64 + 1, "op", &payload, "t"))?;
+            entry::apply::<Counter>(
+                &mut realm,
+                &EventRef::new(i as u64 + 1, "op", &payload, "t"),
+            )?;
         }
-        Ok(entry::decode_state::<Counter>(&state).unwrap())
+        Ok(entry::whole_state::<Counter>(&realm).unwrap())
     }
 
     #[test]
@@ -94,9 +102,38 @@ mod tests {
     }
 
     #[test]
-    fn json_events() {
+    fn json_events_and_queries() {
         let bytes = entry::encode_event::<Counter>("add", r#"{"add":3}"#).unwrap();
         assert_eq!(bytes, encode_payload(&Op::Add(3)));
         assert!(entry::encode_event::<Counter>("add", "{").is_err());
+        let mut realm = MemoryState::new();
+        entry::init::<Counter>(&mut realm, "c").unwrap();
+        entry::apply::<Counter>(&mut realm, &EventRef::new(1, "op", &bytes, "t")).unwrap();
+        assert_eq!(
+            entry::query::<Counter>(&realm, "").unwrap(),
+            r#"{"value":3,"events":1}"#
+        );
+    }
+
+    #[test]
+    fn reads_states_written_under_contract_0_1() {
+        // 0.1 kept `[state version: u8] ++ postcard(State)`; whole-state mode
+        // stores the same bytes under one key.
+        let mut old = vec![1u8];
+        old.extend(encode_payload(&State {
+            value: -4,
+            events: 9,
+        }));
+        let mut realm = MemoryState::new();
+        realm.insert(realmhost_guest::whole::STATE_KEY, old);
+        let p = encode_payload(&Op::Add(1));
+        entry::apply::<Counter>(&mut realm, &EventRef::new(10, "op", &p, "t")).unwrap();
+        assert_eq!(
+            entry::whole_state::<Counter>(&realm).unwrap(),
+            State {
+                value: -3,
+                events: 10
+            }
+        );
     }
 }

@@ -8,10 +8,23 @@
 //! A crossing is refused when the source realm is banned, when the source
 //! shard's reputation is below [`MIN_CROSSING_REPUTATION`], or when the
 //! arriving entity is already a member.
+//!
+//! ## Layout (state version 2)
+//! One entry per member ([`MEMBERS`]) and one per banned realm ([`BANNED`]),
+//! plus the crossing counter ([`CROSSINGS`]). Membership 1.x kept the whole
+//! [`State`] as one value (state version 1); [`Realm::migrate`] turns it into
+//! these entries.
+//!
+//! ## Queries
+//! `{"member":"alice"}` answers one member (`{"trust":0.5,"since_seq":1,"origin":null}`);
+//! any other request answers the whole realm in the JSON form of [`State`],
+//! as membership 1.x did for every request (it reads every entry).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use realmhost_guest::{Event, RealmLogic, Rejection, export_realm};
+use realmhost_guest::{
+    ApplyError, Bound, Event, Item, Map, Order, Realm, Rejection, export_realm, whole,
+};
 use serde::{Deserialize, Serialize};
 
 /// Crossings from shards below this reputation are refused.
@@ -24,6 +37,13 @@ pub const ARRIVAL_TRUST: f64 = 0.5;
 #[derive(Debug)]
 pub struct Membership;
 
+/// Members by name.
+pub const MEMBERS: Map<&str, Member> = Map::new("members");
+/// Realms whose crossings are refused (the value is empty).
+pub const BANNED: Map<&str, ()> = Map::new("banned");
+/// Crossings accepted so far.
+pub const CROSSINGS: Item<u64> = Item::new("crossings");
+
 /// One member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -35,7 +55,8 @@ pub struct Member {
     pub origin: Option<String>,
 }
 
-/// A membership realm's state.
+/// The whole realm: the JSON answer of `query`, and the state of
+/// membership 1.x (state version 1), read by `migrate`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Members by name.
@@ -44,6 +65,14 @@ pub struct State {
     pub banned_realms: BTreeSet<String>,
     /// Crossings accepted so far.
     pub crossings_accepted: u64,
+}
+
+/// Requests understood by `query` besides the whole-realm view (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Query {
+    /// `{"member":"alice"}` → the member, or an error if there is none.
+    Member(String),
 }
 
 /// What can happen to a membership realm.
@@ -88,105 +117,147 @@ fn not_member(m: &str) -> Rejection {
     Rejection::new("not_member", format!("{m:?} is not a member"))
 }
 
-impl RealmLogic for Membership {
-    const REALM_TYPE: &'static str = "membership";
-    const VERSION: &'static str = "1.0.0";
-    const DESCRIPTION: &'static str =
-        "Members, trust damped by shard reputation, refusable crossings";
-    type State = State;
-    type Event = Change;
+fn already_member(m: &str) -> Rejection {
+    Rejection::new("already_member", format!("{m:?} is already a member"))
+}
 
-    fn init(_realm_id: &str) -> State {
-        State::default()
-    }
-
-    fn apply(state: &mut State, event: Event<'_, Change>) -> Result<(), Rejection> {
-        match event.payload {
-            Change::Join { member } => {
-                if member.is_empty() || member.len() > 128 {
-                    return Err(Rejection::new(
-                        "bad_member",
-                        "member names are 1..=128 bytes",
-                    ));
-                }
-                if state.members.contains_key(&member) {
-                    return Err(Rejection::new(
-                        "already_member",
-                        format!("{member:?} is already a member"),
-                    ));
-                }
-                state.members.insert(
-                    member,
-                    Member {
-                        trust: 0.5,
-                        since_seq: event.seq,
-                        origin: None,
-                    },
-                );
+fn apply_change(event: Event<'_, Change>) -> Result<(), ApplyError> {
+    match event.payload {
+        Change::Join { member } => {
+            if member.is_empty() || member.len() > 128 {
+                return Err(Rejection::new("bad_member", "member names are 1..=128 bytes").into());
             }
-            Change::Leave { member } => {
-                state
-                    .members
-                    .remove(&member)
-                    .ok_or_else(|| not_member(&member))?;
+            if MEMBERS.has(&member) {
+                return Err(already_member(&member).into());
             }
-            Change::Trust { member, delta } => {
-                if !delta.is_finite() || !(-1.0..=1.0).contains(&delta) {
-                    return Err(Rejection::new(
-                        "bad_delta",
-                        "trust deltas are finite and within [-1, 1]",
-                    ));
-                }
-                let m = state
-                    .members
-                    .get_mut(&member)
-                    .ok_or_else(|| not_member(&member))?;
-                let damped = delta * event.source_reputation.clamp(0.0, 1.0);
-                m.trust = (m.trust + damped).clamp(0.0, 1.0);
-            }
-            Change::Arrive { member } => {
-                let origin = event.source_realm.ok_or_else(|| {
-                    Rejection::new("not_a_crossing", "arrive needs a source realm")
-                })?;
-                if state.banned_realms.contains(origin) {
-                    return Err(Rejection::new(
-                        "realm_banned",
-                        format!("crossings from {origin:?} are banned"),
-                    ));
-                }
-                if event.source_reputation < MIN_CROSSING_REPUTATION {
-                    return Err(Rejection::new(
-                        "untrusted_shard",
-                        format!(
-                            "source shard reputation {:.2} is below {MIN_CROSSING_REPUTATION}",
-                            event.source_reputation
-                        ),
-                    ));
-                }
-                if state.members.contains_key(&member) {
-                    return Err(Rejection::new(
-                        "already_member",
-                        format!("{member:?} is already a member"),
-                    ));
-                }
-                state.members.insert(
-                    member,
-                    Member {
-                        trust: ARRIVAL_TRUST * event.source_reputation,
-                        since_seq: event.seq,
-                        origin: Some(origin.to_owned()),
-                    },
-                );
-                state.crossings_accepted += 1;
-            }
-            Change::Ban { realm } => {
-                state.banned_realms.insert(realm);
-            }
-            Change::Unban { realm } => {
-                state.banned_realms.remove(&realm);
+            MEMBERS.save(
+                &member,
+                &Member {
+                    trust: 0.5,
+                    since_seq: event.seq,
+                    origin: None,
+                },
+            )?;
+        }
+        Change::Leave { member } => {
+            if !MEMBERS.remove(&member) {
+                return Err(not_member(&member).into());
             }
         }
+        Change::Trust { member, delta } => {
+            if !delta.is_finite() || !(-1.0..=1.0).contains(&delta) {
+                return Err(Rejection::new(
+                    "bad_delta",
+                    "trust deltas are finite and within [-1, 1]",
+                )
+                .into());
+            }
+            let mut m = MEMBERS
+                .may_load(&member)?
+                .ok_or_else(|| not_member(&member))?;
+            let damped = delta * event.source_reputation.clamp(0.0, 1.0);
+            m.trust = (m.trust + damped).clamp(0.0, 1.0);
+            MEMBERS.save(&member, &m)?;
+        }
+        Change::Arrive { member } => {
+            let origin = event
+                .source_realm
+                .ok_or_else(|| Rejection::new("not_a_crossing", "arrive needs a source realm"))?;
+            if BANNED.has(origin) {
+                return Err(Rejection::new(
+                    "realm_banned",
+                    format!("crossings from {origin:?} are banned"),
+                )
+                .into());
+            }
+            if event.source_reputation < MIN_CROSSING_REPUTATION {
+                return Err(Rejection::new(
+                    "untrusted_shard",
+                    format!(
+                        "source shard reputation {:.2} is below {MIN_CROSSING_REPUTATION}",
+                        event.source_reputation
+                    ),
+                )
+                .into());
+            }
+            if MEMBERS.has(&member) {
+                return Err(already_member(&member).into());
+            }
+            MEMBERS.save(
+                &member,
+                &Member {
+                    trust: ARRIVAL_TRUST * event.source_reputation,
+                    since_seq: event.seq,
+                    origin: Some(origin.to_owned()),
+                },
+            )?;
+            CROSSINGS.update(|n| -> Result<u64, ApplyError> { Ok(n.unwrap_or(0) + 1) })?;
+        }
+        Change::Ban { realm } => BANNED.save(&realm, &())?,
+        Change::Unban { realm } => {
+            BANNED.remove(&realm);
+        }
+    }
+    Ok(())
+}
+
+/// The whole realm, read entry by entry.
+fn whole_view() -> Result<State, String> {
+    let mut state = State {
+        crossings_accepted: CROSSINGS.may_load()?.unwrap_or(0),
+        ..State::default()
+    };
+    for entry in MEMBERS.range(Bound::Unbounded, Bound::Unbounded, Order::Ascending) {
+        let (name, member) = entry?;
+        state.members.insert(name, member);
+    }
+    for realm in BANNED.keys(Bound::Unbounded, Bound::Unbounded, Order::Ascending) {
+        state.banned_realms.insert(realm?);
+    }
+    Ok(state)
+}
+
+impl Realm for Membership {
+    const REALM_TYPE: &'static str = "membership";
+    const VERSION: &'static str = "2.0.0";
+    const DESCRIPTION: &'static str =
+        "Members, trust damped by shard reputation, refusable crossings";
+    const STATE_VERSION: u32 = 2;
+    type Event = Change;
+
+    fn apply(event: Event<'_, Change>) -> Result<(), ApplyError> {
+        apply_change(event)
+    }
+
+    fn migrate(from_state_version: u32) -> Result<(), String> {
+        let Some((version, body)) = whole::load_raw()? else {
+            return Ok(());
+        };
+        if version != 1 || from_state_version != 1 {
+            return Err(format!(
+                "membership cannot migrate from state version {from_state_version} (entry version {version})"
+            ));
+        }
+        let old: State = realmhost_guest::entry::decode_postcard(&body)?;
+        for (name, member) in &old.members {
+            MEMBERS.save(name, member)?;
+        }
+        for realm in &old.banned_realms {
+            BANNED.save(realm, &())?;
+        }
+        CROSSINGS.save(&old.crossings_accepted)?;
+        whole::remove();
         Ok(())
+    }
+
+    fn query(request: &str) -> Result<String, String> {
+        if let Ok(Query::Member(name)) = serde_json::from_str::<Query>(request) {
+            let member = MEMBERS
+                .may_load(&name)?
+                .ok_or_else(|| format!("{name:?} is not a member"))?;
+            return serde_json::to_string(&member).map_err(|e| e.to_string());
+        }
+        serde_json::to_string(&whole_view()?).map_err(|e| e.to_string())
     }
 }
 
@@ -195,7 +266,7 @@ export_realm!(Membership);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use realmhost_guest::{ApplyError, EventRef, encode_payload, entry};
+    use realmhost_guest::{ApplyError, EventRef, MemoryState, encode_payload, entry};
 
     struct Step {
         change: Change,
@@ -211,16 +282,32 @@ mod tests {
         }
     }
 
-    fn run(steps: &[Step]) -> Result<State, ApplyError> {
-        let mut s = entry::init::<Membership>("m");
+    fn run_on(realm: &mut MemoryState, steps: &[Step]) -> Result<(), ApplyError> {
         for (i, st) in steps.iter().enumerate() {
             let p = encode_payload(&st.change);
             let mut ev = EventRef::new(i as u64 + 1, "change", &p, "someone");
             ev.source_realm = st.source_realm;
             ev.source_reputation = st.reputation;
-            s = entry::apply::<Membership>(&s, &ev)?;
+            let before = realm.clone();
+            let r = entry::apply::<Membership>(realm, &ev);
+            if r.is_err() {
+                assert_eq!(*realm, before, "a failed event must keep nothing");
+            }
+            r?;
         }
-        Ok(entry::decode_state::<Membership>(&s).unwrap())
+        Ok(())
+    }
+
+    fn realm_of(steps: &[Step]) -> Result<MemoryState, ApplyError> {
+        let mut realm = MemoryState::new();
+        entry::init::<Membership>(&mut realm, "m").unwrap();
+        run_on(&mut realm, steps)?;
+        Ok(realm)
+    }
+
+    fn run(steps: &[Step]) -> Result<State, ApplyError> {
+        let realm = realm_of(steps)?;
+        Ok(realm.read(whole_view).unwrap())
     }
 
     fn join(m: &str) -> Change {
@@ -338,5 +425,78 @@ mod tests {
         ])
         .unwrap();
         assert!(s.members.contains_key("v"));
+    }
+
+    #[test]
+    fn one_entry_per_member_and_ban() {
+        let realm = realm_of(&[
+            local(join("a")),
+            local(join("b")),
+            local(Change::Ban { realm: "x".into() }),
+            Step {
+                change: Change::Arrive { member: "v".into() },
+                source_realm: Some("other"),
+                reputation: 1.0,
+            },
+        ])
+        .unwrap();
+        // a, b, v, the ban, the crossing counter.
+        assert_eq!(realm.len(), 5);
+    }
+
+    #[test]
+    fn queries_keep_their_json_form() {
+        let realm = realm_of(&[
+            local(join("a")),
+            local(Change::Ban { realm: "x".into() }),
+            Step {
+                change: Change::Arrive { member: "v".into() },
+                source_realm: Some("other"),
+                reputation: 0.8,
+            },
+        ])
+        .unwrap();
+        let all = r#"{"members":{"a":{"trust":0.5,"since_seq":1,"origin":null},"v":{"trust":0.4,"since_seq":3,"origin":"other"}},"banned_realms":["x"],"crossings_accepted":1}"#;
+        assert_eq!(entry::query::<Membership>(&realm, "").unwrap(), all);
+        assert_eq!(entry::query::<Membership>(&realm, "anything").unwrap(), all);
+        assert_eq!(
+            entry::query::<Membership>(&realm, r#"{"member":"v"}"#).unwrap(),
+            r#"{"trust":0.4,"since_seq":3,"origin":"other"}"#
+        );
+        assert!(entry::query::<Membership>(&realm, r#"{"member":"nobody"}"#).is_err());
+        // A fresh realm answers like the old empty state did.
+        assert_eq!(
+            entry::query::<Membership>(&realm_of(&[]).unwrap(), "").unwrap(),
+            r#"{"members":{},"banned_realms":[],"crossings_accepted":0}"#
+        );
+        let ev = entry::encode_event::<Membership>("c", r#"{"trust":{"member":"a","delta":0.5}}"#)
+            .unwrap();
+        assert_eq!(
+            ev,
+            encode_payload(&Change::Trust {
+                member: "a".into(),
+                delta: 0.5
+            })
+        );
+    }
+
+    #[test]
+    fn migrates_the_whole_state_layout() {
+        let old = run(&[
+            local(join("a")),
+            local(Change::Ban { realm: "x".into() }),
+            Step {
+                change: Change::Arrive { member: "v".into() },
+                source_realm: Some("other"),
+                reputation: 0.8,
+            },
+        ])
+        .unwrap();
+        let mut realm = MemoryState::new();
+        realm.enter(|| whole::save(1, &old)).unwrap();
+        entry::migrate::<Membership>(&mut realm, 1).unwrap();
+        assert!(realm.get(whole::STATE_KEY).is_none());
+        assert_eq!(realm.read(whole_view).unwrap(), old);
+        assert!(entry::migrate::<Membership>(&mut realm, 3).is_err());
     }
 }
