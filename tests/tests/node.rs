@@ -9,7 +9,8 @@ use std::time::Duration;
 use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig, NodeError, RealmView};
 use realmhost::realm::{NewEvent, RealmId};
-use realmhost::storage::{AppendRequest, Snapshot};
+use realmhost::state::Bytes;
+use realmhost::storage::{AppendRequest, SnapshotBody, SnapshotWrite};
 use realmhost::store::{LoadError, ShardingConfig, StoreError};
 use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::fixtures;
@@ -98,15 +99,20 @@ async fn unreadable_snapshot_falls_back_to_full_replay() {
     let node = Node::open(config(dir.path())).await.unwrap();
     open_and_deposit(&node, "r", 14).await;
     let good = node.get(&RealmId::new("r").unwrap()).await.unwrap().0;
-    // Corrupt the stored snapshot, then force a reload.
+    // Replace the stored snapshot with one the plugin cannot use (written
+    // by a newer state version, with garbage entries), then force a reload.
     let version = good.plugin_version;
     node.storage()
         .put_snapshot(
             &RealmId::new("r").unwrap(),
-            Snapshot {
+            SnapshotWrite {
                 seq: 15,
                 plugin_version: version,
-                state: vec![2, 0xff, 0xff, 0xff],
+                state_version: 99,
+                body: SnapshotBody::Full(vec![(
+                    Bytes::from(&b"garbage"[..]),
+                    Bytes::from(&[0xff, 0xff][..]),
+                )]),
             },
         )
         .await
