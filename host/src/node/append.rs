@@ -263,6 +263,8 @@ impl Node {
                 self.config.limits.max_payload_bytes
             )));
         }
+        // A parked realm costs no plugin work, not even the encoding.
+        self.check_parked(&realm_id)?;
         let plugin = self.registry.get(realm_type)?;
         let payload =
             plugin
