@@ -52,9 +52,12 @@ pub struct RealmState {
 }
 
 impl RealmState {
-    /// A freshly built state whose stored snapshot (if any) is not a base for
-    /// deltas.
-    pub(crate) fn new(
+    /// A freshly built state as of `seq`, built by the plugin version
+    /// `built_by` (see [`crate::runtime::Plugin::tag`]). Its stored snapshot
+    /// (if any) is not used as a base for deltas: its next snapshot writes the
+    /// whole map. The node builds states itself; this is public for
+    /// embedders' tools and benchmarks that fill a store directly.
+    pub fn new(
         built_by: Arc<PluginTag>,
         seq: u64,
         snapshot_seq: u64,
