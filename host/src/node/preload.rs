@@ -5,7 +5,7 @@
 //! before it returns: for every realm type with an active plugin, the
 //! storage inventory is read page by page ([`Storage::list_realms`], never
 //! the log), and each realm is built by the same code as a lazy load —
-//! snapshot `restore`, then replay of the tail when `event_replay_on_load`
+//! snapshot entries (`migrate`d if older), then replay of the tail when `event_replay_on_load`
 //! allows it — and inserted into the store after reserving room for it.
 //!
 //! # When a realm cannot be loaded
