@@ -271,15 +271,17 @@ pub(crate) fn replay_from_init(
 fn from_snapshot(
     plugin: &Plugin,
     id: &RealmId,
-    load: &RealmLoad,
+    load: &mut RealmLoad,
     upto: u64,
     batch: usize,
 ) -> Result<Option<RealmState>, LoadFailure> {
-    let Some(snap) = load.snapshot.as_ref().filter(|s| s.seq <= upto) else {
+    let Some(snap) = load.snapshot.as_mut().filter(|s| s.seq <= upto) else {
         return Ok(None);
     };
     tracing::Span::current().record("snapshot_seq", snap.seq);
-    let Some(map) = StateMap::from_sorted(snap.entries.clone()) else {
+    // The entries move into the map (a full replay, if it comes to that,
+    // does not need them).
+    let Some(map) = StateMap::from_sorted(std::mem::take(&mut snap.entries)) else {
         tracing::warn!(realm = %id, snapshot_seq = snap.seq, "snapshot entries out of order; falling back to full replay");
         return Ok(None);
     };
@@ -338,11 +340,11 @@ async fn build(
     storage: &dyn Storage,
     plugin: &Plugin,
     id: &RealmId,
-    load: RealmLoad,
+    mut load: RealmLoad,
     upto: u64,
     batch: usize,
 ) -> Result<(RealmState, bool), LoadFailure> {
-    if let Some(state) = from_snapshot(plugin, id, &load, upto, batch)? {
+    if let Some(state) = from_snapshot(plugin, id, &mut load, upto, batch)? {
         return Ok((state, false));
     }
     let had_snapshot = load.snapshot.is_some();
