@@ -295,3 +295,63 @@ fn bad_config_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("invalid config"), "{err}");
 }
+
+/// A realm whose events keep faulting is parked over HTTP (423), shown and
+/// released by the CLI; the rest of its realm type is unaffected, and a
+/// state limit is a typed 422.
+#[test]
+fn faulting_realm_is_parked_and_released_by_an_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    let (ok, out, err) = node.cli(&[
+        "plugin",
+        "load",
+        realmhost_plugin_artifacts::fixtures::HOSTILE_PATH,
+    ]);
+    assert!(ok, "{out}{err}");
+    let hostile = |realm: &str, kind: &str| {
+        node.post(
+            "/v1/events",
+            &json!({"realm_id": realm, "realm_type": "hostile", "kind": kind, "payload": "", "source": "t"}),
+            None,
+        )
+    };
+    assert_eq!(hostile("bad", "ok").0, 200);
+    assert_eq!(hostile("good", "ok").0, 200);
+    let (s, r) = hostile("bad", "huge");
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (422, Some("state_limit")),
+        "{r}"
+    );
+    for _ in 0..2 {
+        let (s, r) = hostile("bad", "panic");
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (500, Some("plugin_fault")),
+            "{r}"
+        );
+    }
+    let (s, r) = hostile("bad", "ok");
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (423, Some("realm_parked")),
+        "{r}"
+    );
+    assert_eq!(
+        hostile("good", "ok").0,
+        200,
+        "the realm type must keep serving"
+    );
+    let (ok, out, _) = node.cli(&["realm", "parked"]);
+    assert!(
+        ok && out.contains("Parked realms: 1") && out.contains("bad"),
+        "{out}"
+    );
+    let (ok, out, err) = node.cli(&["realm", "release", "bad"]);
+    assert!(ok && out.contains("released bad"), "{out}{err}");
+    let (s, r) = hostile("bad", "ok");
+    assert_eq!((s, r["seq"].as_u64()), (200, Some(2)), "{r}");
+    let (_, stats) = node.get("/v1/stats");
+    assert_eq!(stats["parked_realms"], 0);
+}

@@ -57,12 +57,7 @@ impl RealmState {
     /// (if any) is not used as a base for deltas: its next snapshot writes the
     /// whole map. The node builds states itself; this is public for
     /// embedders' tools and benchmarks that fill a store directly.
-    pub fn new(
-        built_by: Arc<PluginTag>,
-        seq: u64,
-        snapshot_seq: u64,
-        map: StateMap,
-    ) -> Self {
+    pub fn new(built_by: Arc<PluginTag>, seq: u64, snapshot_seq: u64, map: StateMap) -> Self {
         Self {
             built_by,
             seq,
