@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::Bytes;
 use super::limits::{StateLimit, StateLimitError, StateLimits};
-use super::map::{Change, StateMap, is_empty_range};
+use super::map::{Change, StateMap, is_empty_range, merge};
 
 /// Fuel charged per state operation (host work not metered by wasm fuel).
 pub const STATE_OP_FUEL: u64 = 500;
@@ -265,37 +265,18 @@ impl CallState {
         if is_empty_range(lower, upper) {
             return page;
         }
-        let mut base = self.base.range(lower, upper, reverse).peekable();
-        let writes = self.writes.range::<[u8], _>((lower, upper));
-        let mut writes: Box<dyn Iterator<Item = (&Bytes, &Option<Bytes>)>> = if reverse {
+        let writes = self
+            .writes
+            .range::<[u8], _>((lower, upper))
+            .map(|(k, v)| (&k[..], v.as_deref()));
+        let writes: Box<dyn Iterator<Item = (&[u8], Option<&[u8]>)>> = if reverse {
             Box::new(writes.rev())
         } else {
             Box::new(writes)
         };
-        let mut writes = std::iter::from_fn(move || writes.next()).peekable();
-        // Which of two keys comes first in scan order.
-        let first = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+        let live = merge(self.base.range(lower, upper, reverse), writes, reverse);
         let mut last_key: Option<&[u8]> = None;
-        loop {
-            let next: Option<(&[u8], &[u8])> = match (base.peek(), writes.peek()) {
-                (None, None) => break,
-                (Some(&(bk, _)), Some(&(wk, _))) if first(bk, wk) => base.next(),
-                (Some(&(bk, _)), Some(&(wk, _))) => {
-                    if &wk[..] == bk {
-                        base.next();
-                    }
-                    writes
-                        .next()
-                        .and_then(|(k, v)| v.as_deref().map(|v| (&k[..], v)))
-                }
-                (Some(_), None) => base.next(),
-                (None, Some(_)) => writes
-                    .next()
-                    .and_then(|(k, v)| v.as_deref().map(|v| (&k[..], v))),
-            };
-            let Some((k, v)) = next else {
-                continue; // a tombstone
-            };
+        for (k, v) in live {
             let framed = 8 + k.len() + v.len();
             let full = page.count >= limit
                 || (page.count > 0 && page.entries.len() + framed > self.max_page_bytes);

@@ -9,17 +9,23 @@
 //!   one allocation per realm and a few bytes of framing per entry, which is
 //!   what keeps a million small realms cheap. Lookups scan the buffer; it is
 //!   at most [`PACKED_MAX_BYTES`] long.
-//! - **Tree** — past that size, a persistent B+tree (`imbl::OrdMap`) of shared
-//!   byte strings. A new version made by an event shares every node it did not
-//!   touch with the old one, so applying an event costs O(keys written ·
-//!   log n) however large the realm, and a reader holding the old version
-//!   keeps a consistent view while the next event is applied.
+//! - **Layered** — past that size, two layers: a sorted, shared array of
+//!   entries (the *base*, as a snapshot load produces it) and a persistent
+//!   B+tree (`imbl::OrdMap`) of the changes made since (the *overlay*: new
+//!   values and deletions of base keys). A new version made by an event
+//!   shares the base and every untouched overlay node with the old one, so
+//!   applying an event costs O(keys written · log n) however large the realm,
+//!   and a reader holding the old version keeps a consistent view while the
+//!   next event is applied. Loading a realm of n entries is one O(n) copy
+//!   into the base — no tree to build, which is what keeps a cold load of a
+//!   large realm close to the cost of reading its bytes. When the overlay
+//!   outgrows a quarter of the base, the two are merged into a new base
+//!   (amortized O(1) per write).
 //!
-//! A map moves to the tree when it outgrows the packed limits and back when
-//! it shrinks well below them (hysteresis, so a realm at the border does not
-//! flip on every event).
+//! A map moves to the layered form when it outgrows the packed limits and
+//! back when it shrinks well below them (hysteresis, so a realm at the
+//! border does not flip on every event).
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -30,16 +36,22 @@ use super::Bytes;
 pub const PACKED_MAX_BYTES: usize = 1024;
 /// …and at most this many entries.
 pub const PACKED_MAX_ENTRIES: usize = 32;
-/// A tree map smaller than this (in packed bytes and entries) is packed again.
+/// A layered map smaller than this (in packed bytes and entries) is packed again.
 const REPACK_BYTES: usize = PACKED_MAX_BYTES / 2;
 const REPACK_ENTRIES: usize = PACKED_MAX_ENTRIES / 2;
+/// The overlay is merged into the base once it holds more than a quarter of
+/// the base's entries, and at least this many.
+const MIN_COMPACT: usize = if cfg!(test) { 8 } else { 4096 };
 
-/// Heap bytes a tree entry costs beyond its key and value bytes: the B+tree
-/// node slot, the two shared-string headers and allocator rounding. Measured
-/// with a counting allocator over 1M entries (see `docs/BENCHMARKS.md`).
-pub const TREE_ENTRY_OVERHEAD: usize = 112;
+/// Heap bytes a base entry costs beyond its key and value bytes: the array
+/// slot (two shared-slice handles) and the two shared-slice headers, with
+/// allocator rounding.
+pub const BASE_ENTRY_OVERHEAD: usize = 72;
+/// Heap bytes an overlay entry costs beyond its key and value bytes: a
+/// B+tree slot, the shared-slice headers and the nodes' share.
+pub const OVERLAY_ENTRY_OVERHEAD: usize = 120;
 
-type Tree = imbl::OrdMap<Bytes, Bytes>;
+type Overlay = imbl::OrdMap<Bytes, Option<Bytes>>;
 
 /// One immutable version of a realm's state: an ordered map of byte keys to
 /// byte values. Cloning is O(1).
@@ -53,14 +65,123 @@ enum Repr {
     Empty,
     /// Sorted, framed entries in one buffer (see the module docs).
     Packed(Bytes),
-    /// A persistent B+tree, with its key + value byte total.
-    Tree(Arc<TreeMap>),
+    /// A sorted base plus a persistent overlay of changes.
+    Layered(Arc<Layered>),
 }
 
 #[derive(Clone)]
-struct TreeMap {
-    map: Tree,
+struct Layered {
+    /// Sorted by key, unique.
+    base: Arc<[(Bytes, Bytes)]>,
+    /// Changes since `base`: `Some` = the current value, `None` = a base key
+    /// deleted. Holds no tombstone for a key the base lacks.
+    overlay: Overlay,
+    len: u64,
     data_bytes: u64,
+}
+
+impl Layered {
+    fn base_get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.base
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .and_then(|i| self.base.get(i))
+            .map(|(_, v)| v)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        match self.overlay.get(key) {
+            Some(v) => v.as_ref(),
+            None => self.base_get(key),
+        }
+    }
+
+    fn range<'a>(
+        &'a self,
+        lower: Bound<&'a [u8]>,
+        upper: Bound<&'a [u8]>,
+        reverse: bool,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let start = match lower {
+            Bound::Included(l) => self.base.partition_point(|(k, _)| &k[..] < l),
+            Bound::Excluded(l) => self.base.partition_point(|(k, _)| &k[..] <= l),
+            Bound::Unbounded => 0,
+        };
+        let end = match upper {
+            Bound::Included(u) => self.base.partition_point(|(k, _)| &k[..] <= u),
+            Bound::Excluded(u) => self.base.partition_point(|(k, _)| &k[..] < u),
+            Bound::Unbounded => self.base.len(),
+        };
+        let base = self
+            .base
+            .get(start..end.max(start))
+            .unwrap_or(&[])
+            .iter()
+            .map(|(k, v)| (&k[..], &v[..]));
+        let over = self
+            .overlay
+            .range::<_, [u8]>((lower, upper))
+            .map(|(k, v)| (&k[..], v.as_deref()));
+        if reverse {
+            merge(Box::new(base.rev()), Box::new(over.rev()), true)
+        } else {
+            merge(Box::new(base), Box::new(over), false)
+        }
+    }
+
+    /// Merge the overlay into a new base.
+    fn compact(&mut self) {
+        let mut out = Vec::with_capacity(self.len as usize);
+        let mut base = self.base.iter().peekable();
+        for (key, value) in self.overlay.iter() {
+            while let Some(entry) = base.next_if(|(k, _)| k < key) {
+                out.push(entry.clone());
+            }
+            base.next_if(|(k, _)| k == key);
+            if let Some(v) = value {
+                out.push((key.clone(), v.clone()));
+            }
+        }
+        out.extend(base.cloned());
+        self.base = Arc::from(out);
+        self.overlay = Overlay::new();
+    }
+}
+
+/// Merge two ordered sources — committed entries and changes over them
+/// (`None` = deleted) — into the live entries, in ascending order or, with
+/// `reverse`, descending (both sources must then be descending). A change
+/// hides the committed entry with the same key.
+pub(crate) fn merge<'a>(
+    base: Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>,
+    over: Box<dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a>,
+    reverse: bool,
+) -> Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a> {
+    let mut base = base.peekable();
+    let mut over = over.peekable();
+    let first = move |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+    Box::new(std::iter::from_fn(move || {
+        loop {
+            match (base.peek(), over.peek()) {
+                (None, None) => return None,
+                (Some(&(bk, _)), Some(&(ok, _))) if first(bk, ok) => return base.next(),
+                (Some(&(bk, _)), Some(&(ok, _))) => {
+                    if bk == ok {
+                        base.next();
+                    }
+                    if let Some((k, Some(v))) = over.next() {
+                        return Some((k, v));
+                    }
+                }
+                (Some(_), None) => return base.next(),
+                (None, Some(_)) => {
+                    if let Some((k, Some(v))) = over.next() {
+                        return Some((k, v));
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// A change to one key: `Some(value)` sets it, `None` deletes it.
@@ -78,10 +199,10 @@ impl StateMap {
         if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
             return None;
         }
-        let packed_len: usize = entries.iter().map(|(k, v)| framed_len(k, v)).sum();
         if entries.is_empty() {
             return Some(Self::new());
         }
+        let packed_len: usize = entries.iter().map(|(k, v)| framed_len(k, v)).sum();
         if entries.len() <= PACKED_MAX_ENTRIES && packed_len <= PACKED_MAX_BYTES {
             return Some(Self(Repr::Packed(pack(
                 entries.iter().map(|(k, v)| (&k[..], &v[..])),
@@ -92,8 +213,12 @@ impl StateMap {
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum();
-        let map: Tree = entries.into_iter().collect();
-        Some(Self(Repr::Tree(Arc::new(TreeMap { map, data_bytes }))))
+        Some(Self(Repr::Layered(Arc::new(Layered {
+            len: entries.len() as u64,
+            data_bytes,
+            base: Arc::from(entries),
+            overlay: Overlay::new(),
+        }))))
     }
 
     /// Number of entries.
@@ -101,7 +226,7 @@ impl StateMap {
         match &self.0 {
             Repr::Empty => 0,
             Repr::Packed(buf) => Unpack::new(buf).count() as u64,
-            Repr::Tree(t) => t.map.len() as u64,
+            Repr::Layered(t) => t.len,
         }
     }
 
@@ -117,7 +242,7 @@ impl StateMap {
             Repr::Packed(buf) => Unpack::new(buf)
                 .map(|(k, v)| (k.len() + v.len()) as u64)
                 .sum(),
-            Repr::Tree(t) => t.data_bytes,
+            Repr::Layered(t) => t.data_bytes,
         }
     }
 
@@ -128,13 +253,17 @@ impl StateMap {
             Repr::Empty => 0,
             // Shared-slice header (two counters) plus the buffer.
             Repr::Packed(buf) => 16 + buf.len(),
-            Repr::Tree(t) => t.data_bytes as usize + t.map.len() * TREE_ENTRY_OVERHEAD,
+            Repr::Layered(t) => {
+                t.data_bytes as usize
+                    + t.base.len() * BASE_ENTRY_OVERHEAD
+                    + t.overlay.len() * OVERLAY_ENTRY_OVERHEAD
+            }
         }
     }
 
     /// True when stored in the compact packed form (small realms).
     pub fn is_packed(&self) -> bool {
-        !matches!(self.0, Repr::Tree(_))
+        !matches!(self.0, Repr::Layered(_))
     }
 
     /// The value under `key`.
@@ -144,21 +273,21 @@ impl StateMap {
             Repr::Packed(buf) => {
                 for (k, v) in Unpack::new(buf) {
                     match k.cmp(key) {
-                        Ordering::Less => {}
-                        Ordering::Equal => return Some(v),
-                        Ordering::Greater => return None,
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => return Some(v),
+                        std::cmp::Ordering::Greater => return None,
                     }
                 }
                 None
             }
-            Repr::Tree(t) => t.map.get(key).map(|v| &v[..]),
+            Repr::Layered(t) => t.get(key).map(|v| &v[..]),
         }
     }
 
-    /// The shared value under `key` (no copy for tree maps).
+    /// The shared value under `key` (no copy for layered maps).
     pub fn get_shared(&self, key: &[u8]) -> Option<Bytes> {
         match &self.0 {
-            Repr::Tree(t) => t.map.get(key).cloned(),
+            Repr::Layered(t) => t.get(key).cloned(),
             _ => self.get(key).map(Bytes::from),
         }
     }
@@ -186,17 +315,7 @@ impl StateMap {
                     Box::new(it)
                 }
             }
-            Repr::Tree(t) => {
-                let it = t
-                    .map
-                    .range::<_, [u8]>((lower, upper))
-                    .map(|(k, v)| (&k[..], &v[..]));
-                if reverse {
-                    Box::new(it.rev())
-                } else {
-                    Box::new(it)
-                }
-            }
+            Repr::Layered(t) => Box::new(t.range(lower, upper, reverse)),
         }
     }
 
@@ -208,7 +327,12 @@ impl StateMap {
     /// Every entry as shared byte strings, ascending (for a full snapshot).
     pub fn to_entries(&self) -> Vec<(Bytes, Bytes)> {
         match &self.0 {
-            Repr::Tree(t) => t.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Repr::Layered(t) if t.overlay.is_empty() => t.base.to_vec(),
+            Repr::Layered(t) => {
+                let mut t = (**t).clone();
+                t.compact();
+                t.base.to_vec()
+            }
             _ => self
                 .iter()
                 .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
@@ -219,69 +343,55 @@ impl StateMap {
     /// A new version with `changes` applied (keys ascending and unique, as a
     /// call's write buffer yields them). `self` is untouched.
     pub fn with_changes<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) -> Self {
-        let mut tree = match &self.0 {
-            Repr::Tree(t) => (**t).clone(),
-            Repr::Empty | Repr::Packed(_) => {
-                // Small maps are rebuilt by a merge; they are bounded in size
-                // only until they grow, so merge into a vector first.
-                return self.merge_small(changes);
-            }
+        let mut t = match &self.0 {
+            Repr::Layered(t) => (**t).clone(),
+            Repr::Empty | Repr::Packed(_) => return self.merge_small(changes),
         };
         for (k, v) in changes {
+            let old = t.get(k).map(|o| o.len());
+            if let Some(old) = old {
+                t.len -= 1;
+                t.data_bytes -= (k.len() + old) as u64;
+            }
             match v {
                 Some(v) => {
-                    let added = (k.len() + v.len()) as u64;
-                    if let Some(old) = tree.map.insert(k.clone(), v.clone()) {
-                        tree.data_bytes -= (k.len() + old.len()) as u64;
-                    }
-                    tree.data_bytes += added;
+                    t.len += 1;
+                    t.data_bytes += (k.len() + v.len()) as u64;
+                    t.overlay.insert(k.clone(), Some(v.clone()));
+                }
+                None if old.is_none() => {}
+                None if t.base_get(k).is_some() => {
+                    t.overlay.insert(k.clone(), None);
                 }
                 None => {
-                    if let Some(old) = tree.map.remove::<[u8]>(k) {
-                        tree.data_bytes -= (k.len() + old.len()) as u64;
-                    }
+                    t.overlay.remove::<[u8]>(k);
                 }
             }
         }
-        let packed_len = tree.data_bytes as usize + tree.map.len() * 2;
-        if tree.map.is_empty() {
-            Self(Repr::Empty)
-        } else if tree.map.len() <= REPACK_ENTRIES && packed_len <= REPACK_BYTES {
-            let len = tree.map.iter().map(|(k, v)| framed_len(k, v)).sum();
-            Self(Repr::Packed(pack(
-                tree.map.iter().map(|(k, v)| (&k[..], &v[..])),
-                len,
-            )))
-        } else {
-            Self(Repr::Tree(Arc::new(tree)))
+        if t.len == 0 {
+            return Self(Repr::Empty);
         }
+        let packed_len = t.data_bytes as usize + t.len as usize * 2;
+        if t.len as usize <= REPACK_ENTRIES && packed_len <= REPACK_BYTES {
+            let entries: Vec<(&[u8], &[u8])> =
+                t.range(Bound::Unbounded, Bound::Unbounded, false).collect();
+            let len = entries.iter().map(|(k, v)| framed_len(k, v)).sum();
+            return Self(Repr::Packed(pack(entries.into_iter(), len)));
+        }
+        if t.overlay.len() > MIN_COMPACT.max(t.base.len() / 4) {
+            t.compact();
+        }
+        Self(Repr::Layered(Arc::new(t)))
     }
 
     fn merge_small<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) -> Self {
-        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
-        let mut old = self.iter().peekable();
-        let push_old = |out: &mut Vec<(Bytes, Bytes)>, k: &[u8], v: &[u8]| {
-            out.push((Bytes::from(k), Bytes::from(v)));
-        };
-        for (ck, cv) in changes {
-            while let Some(&(k, v)) = old.peek() {
-                if k < &ck[..] {
-                    push_old(&mut out, k, v);
-                    old.next();
-                } else {
-                    if k == &ck[..] {
-                        old.next();
-                    }
-                    break;
-                }
-            }
-            if let Some(v) = cv {
-                out.push((ck.clone(), v.clone()));
-            }
-        }
-        for (k, v) in old {
-            push_old(&mut out, k, v);
-        }
+        let changes: Vec<(&[u8], Option<&[u8]>)> = changes
+            .into_iter()
+            .map(|(k, v)| (&k[..], v.as_deref()))
+            .collect();
+        let out: Vec<(Bytes, Bytes)> = merge(self.iter(), Box::new(changes.into_iter()), false)
+            .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
+            .collect();
         // Sorted and unique by construction.
         Self::from_sorted(out).unwrap_or_default()
     }
@@ -456,6 +566,7 @@ mod tests {
             .collect();
         let big = m.with_changes(&many);
         assert!(!big.is_packed());
+        assert!(big.heap_bytes() > big.data_bytes() as usize);
         assert_eq!(big.len(), 101);
         assert_eq!(big.data_bytes(), 2 + 100 * 9);
         // Shrinking far enough packs it again.
