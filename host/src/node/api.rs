@@ -419,8 +419,9 @@ async fn upload_plugin(
     let n = node.clone();
     let report = tokio::task::spawn_blocking(move || n.load_plugin(&body, q.activate))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(NodeError::from)?;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(Json(report))
 }
 

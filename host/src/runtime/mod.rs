@@ -55,7 +55,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use config::RuntimeConfig;
 pub use error::{RuntimeError, TrapCause};
 pub use plugin::{
-    ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, Replayed, Scope,
+    ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, ReplayResult, Replayed,
+    Scope,
 };
 pub use registry::{LoadReport, PluginListing, PluginRegistry, RegistryError};
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};

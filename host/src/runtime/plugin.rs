@@ -78,6 +78,10 @@ pub struct Replayed {
     pub changes: Vec<Change>,
 }
 
+/// What a replay ends with: the final map, or the seq of the event that
+/// failed and why.
+pub type ReplayResult = Result<Replayed, (u64, EventFailure)>;
+
 /// A call's result and the fuel it burned (for gas accounting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metered<T> {
@@ -372,7 +376,7 @@ impl Plugin {
         state: StateMap,
         events: &[EventRecord],
         chunk: usize,
-    ) -> Result<Metered<Result<Replayed, (u64, EventFailure)>>, RuntimeError> {
+    ) -> Result<Metered<ReplayResult>, RuntimeError> {
         let mut fuel = 0;
         let mut map = state;
         let mut changed: std::collections::BTreeMap<

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::Bytes;
 use super::limits::{StateLimit, StateLimitError, StateLimits};
-use super::map::{Change, StateMap, is_empty_range, merge};
+use super::map::{Change, Changes, StateMap, is_empty_range, merge};
 
 /// Fuel charged per state operation (host work not metered by wasm fuel).
 pub const STATE_OP_FUEL: u64 = 500;
@@ -229,6 +229,12 @@ impl CallState {
         Ok(true)
     }
 
+    /// True when the realm has no entries (not a state operation: costs
+    /// nothing and counts against no limit).
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
     /// `state.len`.
     pub fn len(&mut self) -> Result<u64, StateLimitError> {
         self.op(0)?;
@@ -269,7 +275,7 @@ impl CallState {
             .writes
             .range::<[u8], _>((lower, upper))
             .map(|(k, v)| (&k[..], v.as_deref()));
-        let writes: Box<dyn Iterator<Item = (&[u8], Option<&[u8]>)>> = if reverse {
+        let writes: Changes<'_> = if reverse {
             Box::new(writes.rev())
         } else {
             Box::new(writes)

@@ -148,15 +148,16 @@ impl Layered {
     }
 }
 
+/// Entries in scan order, borrowed from a map version.
+pub(crate) type Entries<'a> = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
+/// Changes in scan order (`None` = deleted), borrowed from a write buffer.
+pub(crate) type Changes<'a> = Box<dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a>;
+
 /// Merge two ordered sources — committed entries and changes over them
 /// (`None` = deleted) — into the live entries, in ascending order or, with
 /// `reverse`, descending (both sources must then be descending). A change
 /// hides the committed entry with the same key.
-pub(crate) fn merge<'a>(
-    base: Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>,
-    over: Box<dyn Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a>,
-    reverse: bool,
-) -> Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a> {
+pub(crate) fn merge<'a>(base: Entries<'a>, over: Changes<'a>, reverse: bool) -> Entries<'a> {
     let mut base = base.peekable();
     let mut over = over.peekable();
     let first = move |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
@@ -299,7 +300,7 @@ impl StateMap {
         lower: Bound<&'a [u8]>,
         upper: Bound<&'a [u8]>,
         reverse: bool,
-    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a> {
+    ) -> Entries<'a> {
         if is_empty_range(lower, upper) {
             return Box::new(std::iter::empty());
         }
@@ -320,7 +321,7 @@ impl StateMap {
     }
 
     /// Every entry, ascending.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
+    pub fn iter(&self) -> Entries<'_> {
         self.range(Bound::Unbounded, Bound::Unbounded, false)
     }
 
