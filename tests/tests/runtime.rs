@@ -1472,7 +1472,7 @@ impl From<Violation> for Stop {
 }
 
 /// What a call must do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Expected {
     /// Succeed with exactly these changes (`None`: do not compare the list).
     Applied(Changes, bool),
@@ -1481,6 +1481,37 @@ enum Expected {
     BatchFailed(u32, Option<String>),
     Limit(Violation),
     Panic,
+}
+
+/// Short enough to read in a failure report: a call may write 10 000 keys.
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Applied(changes, _) => {
+                let show = |k: &[u8], v: &Option<Vec<u8>>| {
+                    format!(
+                        "{}={}",
+                        k.escape_ascii(),
+                        v.as_ref()
+                            .map_or("<deleted>".to_owned(), |v| v.escape_ascii().to_string())
+                    )
+                };
+                write!(f, "Applied({} changes", changes.len())?;
+                for (k, v) in changes.iter().take(3) {
+                    write!(f, ", {}", show(k, v))?;
+                }
+                if let Some((k, v)) = changes.iter().next_back().filter(|_| changes.len() > 3) {
+                    write!(f, ", …, {}", show(k, v))?;
+                }
+                f.write_str(")")
+            }
+            Self::Rejected(c) => write!(f, "Rejected({c})"),
+            Self::Invalid => f.write_str("Invalid"),
+            Self::BatchFailed(i, c) => write!(f, "BatchFailed(index {i}, {c:?})"),
+            Self::Limit((l, actual, max)) => write!(f, "Limit({l}: {actual} > {max})"),
+            Self::Panic => f.write_str("Panic"),
+        }
+    }
 }
 
 /// The model of one call's view of the state, with the limits the host
@@ -1874,8 +1905,11 @@ fn run_step(
     };
     match (&want, &got) {
         (Expected::Applied(w, check), Expected::Applied(g, _)) => {
-            if *check {
-                prop_assert_eq!(w, g, "changes of {:?}", step);
+            if *check && w != g {
+                let first = w.iter().zip(g.iter()).find(|(a, b)| a != b);
+                return Err(TestCaseError::fail(format!(
+                    "changes of {step:?}: model {want:?}, host {got:?}, first difference {first:?}"
+                )));
             }
             for (k, v) in w {
                 match v {
@@ -1903,6 +1937,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: prop_cases(),
         max_shrink_iters: 2000,
+        max_shrink_time: 120_000,
         ..ProptestConfig::default()
     })]
 
