@@ -1,37 +1,61 @@
-//! The plugin call path on the ledger logic: the WebAssembly component
-//! against the same logic compiled natively, driven through the same SDK
-//! entry points with the same encoded bytes, in the same run. The ratio is the
-//! sandbox's overhead, not encoding.
+//! The plugin call path on the ledger logic (contract 0.2, host-owned keyed
+//! state): the WebAssembly component against the same logic compiled
+//! natively and driven through the SDK's entry points
+//! (`realmhost_guest::entry`) on a `MemoryState`, with the same event bytes,
+//! in the same run.
 //!
-//! `cargo bench -p realmhost --bench plugin_call`
+//! - **apply**: one transfer between two existing accounts of a realm of
+//!   1000 funded accounts (two balance reads and writes, the transaction
+//!   counter read and written). Sandbox: `Plugin::apply` on the host's map,
+//!   including building the realm's next map version. Native:
+//!   `entry::apply::<Ledger>` on a `MemoryState`. Each side carries its state
+//!   forward from event to event.
+//! - **replay 10k**: 10 000 ledger events (1000 opens, 1000 deposits, 8000
+//!   transfers) from an empty realm. Sandbox: `Plugin::replay` in chunks of
+//!   1000 (the node's `replay_batch`). Native: the same chunks encoded with
+//!   `BatchEncoder` and applied with `entry::apply_batch::<Ledger>`.
 //!
-//! Prints a ratio summary first (native time / wasm time, so 1.0 = free
-//! sandbox), then criterion's detailed statistics.
+//! The ratio is native time / sandbox time (1.0 = a free sandbox).
+//!
+//! ```sh
+//! cargo bench -p realmhost --bench plugin_call
+//! # ratio summary only (fewer rounds, no criterion groups):
+//! REALMHOST_PLUGIN_BENCH_QUICK=1 cargo bench -p realmhost --bench plugin_call
+//! # more rounds on a noisy machine (default 15, quick 7):
+//! REALMHOST_PLUGIN_BENCH_ROUNDS=31 cargo bench -p realmhost --bench plugin_call
+//! ```
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use realmhost::EventRecord;
-use realmhost::runtime::{ApplyOutcome, BatchOutcome, Plugin, PluginRuntime, RuntimeConfig};
+use realmhost::runtime::{ApplyOutcome, Plugin, PluginRuntime, RuntimeConfig, Scope};
+use realmhost::state::{Bytes, StateMap};
 use realmhost_guest::batch::BatchEncoder;
-use realmhost_guest::{encode_payload, entry};
+use realmhost_guest::{MemoryState, encode_payload, entry};
 use realmhost_plugin_ledger::{Ledger, Tx};
 
-fn event(seq: u64) -> EventRecord {
-    let (from, to) = if seq.is_multiple_of(2) {
-        ("alice", "bob")
-    } else {
-        ("bob", "alice")
-    };
+const REALM: &str = "bench-realm";
+/// Accounts of the `apply` realm.
+const ACCOUNTS: usize = 1000;
+/// Events of the replay case.
+const REPLAY_EVENTS: usize = 10_000;
+/// Events per `apply-batch` call in replay (the node's default `replay_batch`).
+const REPLAY_CHUNK: usize = 1000;
+
+const QUICK_ENV: &str = "REALMHOST_PLUGIN_BENCH_QUICK";
+const ROUNDS_ENV: &str = "REALMHOST_PLUGIN_BENCH_ROUNDS";
+
+fn name(i: usize) -> String {
+    format!("acct-{i:04}")
+}
+
+fn record(seq: u64, tx: &Tx) -> EventRecord {
     EventRecord {
         seq,
         kind: "tx".into(),
-        payload: encode_payload(&Tx::Transfer {
-            from: from.into(),
-            to: to.into(),
-            amount: 1,
-        }),
+        payload: encode_payload(tx),
         source: "teller-7".into(),
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
@@ -39,159 +63,286 @@ fn event(seq: u64) -> EventRecord {
     }
 }
 
-/// A ledger with three funded accounts (~60 bytes of state).
-fn base_state() -> Vec<u8> {
-    let mut s = entry::init::<Ledger>("bench-realm");
-    let setup = [
-        Tx::Open {
-            account: "alice".into(),
-        },
-        Tx::Open {
-            account: "bob".into(),
-        },
-        Tx::Open {
-            account: "carol".into(),
-        },
-        Tx::Deposit {
-            account: "alice".into(),
-            amount: 1_000_000,
-        },
-        Tx::Deposit {
-            account: "bob".into(),
-            amount: 1_000_000,
-        },
-    ];
-    for (i, tx) in setup.iter().enumerate() {
-        let p = encode_payload(tx);
-        s = entry::apply::<Ledger>(
-            &s,
-            &realmhost_guest::EventRef::new(i as u64 + 1, "tx", &p, "setup"),
-        )
-        .unwrap();
+/// The two transfers the `apply` case alternates between (so balances stay
+/// bounded while each side carries its state forward).
+fn transfers() -> [EventRecord; 2] {
+    let (a, b) = (name(123), name(877));
+    [
+        record(
+            1_000_001,
+            &Tx::Transfer {
+                from: a.clone(),
+                to: b.clone(),
+                amount: 1,
+            },
+        ),
+        record(
+            1_000_002,
+            &Tx::Transfer {
+                from: b,
+                to: a,
+                amount: 1,
+            },
+        ),
+    ]
+}
+
+/// 1000 opens, 1000 deposits, then transfers between pseudo-random accounts.
+fn replay_events() -> Vec<EventRecord> {
+    let mut txs = Vec::with_capacity(REPLAY_EVENTS);
+    for i in 0..ACCOUNTS {
+        txs.push(Tx::Open { account: name(i) });
     }
+    for i in 0..ACCOUNTS {
+        txs.push(Tx::Deposit {
+            account: name(i),
+            amount: 1_000_000,
+        });
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while txs.len() < REPLAY_EVENTS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let from = (x % ACCOUNTS as u64) as usize;
+        let to = (from + 1 + (x >> 20) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+        txs.push(Tx::Transfer {
+            from: name(from),
+            to: name(to),
+            amount: 1 + (x >> 40) % 100,
+        });
+    }
+    txs.iter()
+        .enumerate()
+        .map(|(i, t)| record(i as u64 + 1, t))
+        .collect()
+}
+
+/// The realm of the `apply` case, natively: 1000 funded accounts.
+fn native_realm(events: &[EventRecord]) -> MemoryState {
+    let mut s = MemoryState::new();
+    entry::init::<Ledger>(&mut s, REALM).unwrap();
+    native_replay(&mut s, &events[..2 * ACCOUNTS]);
     s
 }
 
-fn batch(n: u64) -> Vec<u8> {
-    let events: Vec<_> = (1..=n).map(event).collect();
-    let mut enc = BatchEncoder::new();
-    for e in &events {
-        enc.push(&e.as_event_ref());
-    }
-    enc.finish()
+fn to_map(s: &MemoryState) -> StateMap {
+    StateMap::from_sorted(
+        s.iter()
+            .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
+            .collect(),
+    )
+    .unwrap()
 }
 
-fn wasm_apply(p: &Plugin, state: &[u8], e: &EventRecord) {
-    match p.apply(state, e).unwrap().value {
-        ApplyOutcome::Applied(s) => {
-            black_box(s);
+fn same(map: &StateMap, s: &MemoryState) -> bool {
+    map.len() == s.len() as u64 && map.iter().eq(s.iter())
+}
+
+/// The native counterpart of `Plugin::replay`: the same chunks, encoded the
+/// same way, through `entry::apply_batch`.
+fn native_replay(state: &mut MemoryState, events: &[EventRecord]) {
+    let mut enc = BatchEncoder::with_capacity(64 << 10);
+    for part in events.chunks(REPLAY_CHUNK) {
+        enc.clear();
+        for e in part {
+            enc.push(&e.as_event_ref());
         }
+        entry::apply_batch::<Ledger>(state, enc.as_bytes()).unwrap();
+    }
+}
+
+fn wasm_replay(p: &Plugin, events: &[EventRecord]) -> StateMap {
+    p.replay(REALM, StateMap::new(), events, REPLAY_CHUNK)
+        .unwrap()
+        .value
+        .unwrap()
+        .map
+}
+
+fn wasm_apply(p: &Plugin, map: &StateMap, e: &EventRecord) -> StateMap {
+    match p.apply(Scope::new(REALM, map), e).unwrap().value {
+        ApplyOutcome::Applied(w) => w.map,
         other => panic!("{other:?}"),
     }
 }
 
-fn wasm_batch(p: &Plugin, state: &[u8], b: &[u8], n: u32) {
-    match p.apply_batch(state, b, n).unwrap().value {
-        BatchOutcome::Applied(s) => {
-            black_box(s);
-        }
-        other => panic!("{other:?}"),
-    }
+fn rounds() -> usize {
+    let quick = std::env::var_os(QUICK_ENV).is_some();
+    std::env::var(ROUNDS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(if quick { 7 } else { 15 })
 }
 
-/// Median ns per event over repeated timed rounds of `f` (which handles `per_call` events).
-fn ns_per_event(per_call: u64, mut f: impl FnMut()) -> f64 {
+/// Timed rounds of two cases, interleaved (native, wasm, native, wasm, ...)
+/// so that load from other processes hits both alike. Each round runs its
+/// case `iters` times; returns ns per event for every round of each case.
+fn paired_rounds(
+    rounds: usize,
+    iters: u64,
+    per_call: u64,
+    mut native: impl FnMut(),
+    mut wasm: impl FnMut(),
+) -> (Vec<f64>, Vec<f64>) {
     let warm = Instant::now();
-    while warm.elapsed() < Duration::from_millis(200) {
-        f();
+    while warm.elapsed() < Duration::from_millis(300) {
+        native();
+        wasm();
     }
-    let iters = (20_000 / per_call).max(20);
-    let mut rounds: Vec<f64> = (0..15)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_nanos() as f64 / (iters * per_call) as f64
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[rounds.len() / 2]
+    let mut time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / (iters * per_call) as f64
+    };
+    let (mut n, mut w) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        n.push(time(&mut native));
+        w.push(time(&mut wasm));
+    }
+    (n, w)
 }
 
-fn summary(p: &Plugin, state: &[u8]) {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn row(case: &str, native: &[f64], wasm: &[f64], target: f64) {
+    let (n, w) = (median(native), median(wasm));
+    let paired: Vec<f64> = native.iter().zip(wasm).map(|(n, w)| n / w).collect();
     println!(
-        "\nplugin call path, ledger logic: ns/event (median of 15 rounds), ratio = native / wasm"
+        "{case:<26} {n:>10.1} {w:>10.1} {:>8.3} {:>8.3} {:>8}",
+        n / w,
+        median(&paired),
+        format!("≥ {target}")
+    );
+}
+
+fn summary(p: &Plugin, base_map: &StateMap, base_native: &MemoryState, replay: &[EventRecord]) {
+    let rounds = rounds();
+    println!(
+        "\nplugin call path, ledger logic: ns/event, median of {rounds} interleaved rounds; ratio = native / sandbox"
     );
     println!(
-        "{:<22} {:>10} {:>10} {:>8}",
-        "case", "native", "wasm", "ratio"
+        "{:<26} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "case", "native", "sandbox", "ratio", "paired", "target"
     );
-    let e = event(1);
-    let native = ns_per_event(1, || {
-        black_box(entry::apply::<Ledger>(state, &e.as_event_ref()).unwrap());
-    });
-    let wasm = ns_per_event(1, || wasm_apply(p, state, &e));
-    println!(
-        "{:<22} {:>10.1} {:>10.1} {:>8.3}",
-        "apply (1 event)",
-        native,
-        wasm,
-        native / wasm
+
+    let [t1, t2] = transfers();
+    let mut map = base_map.clone();
+    let mut native = base_native.clone();
+    let mut flip = false;
+    let mut wasm_flip = false;
+    let (n, w) = paired_rounds(
+        rounds,
+        20_000,
+        1,
+        || {
+            flip = !flip;
+            let e = if flip { &t1 } else { &t2 };
+            entry::apply::<Ledger>(&mut native, &e.as_event_ref()).unwrap();
+        },
+        || {
+            wasm_flip = !wasm_flip;
+            let e = if wasm_flip { &t1 } else { &t2 };
+            map = wasm_apply(p, &map, e);
+        },
     );
-    for n in [100u64, 1000] {
-        let b = batch(n);
-        let native = ns_per_event(n, || {
-            black_box(entry::apply_batch::<Ledger>(state, &b).unwrap());
-        });
-        let wasm = ns_per_event(n, || wasm_batch(p, state, &b, n as u32));
-        println!(
-            "{:<22} {:>10.1} {:>10.1} {:>8.3}",
-            format!("apply-batch ({n})"),
-            native,
-            wasm,
-            native / wasm
-        );
-    }
+    row(
+        &format!("apply (1 of {ACCOUNTS} accounts)"),
+        &n,
+        &w,
+        0.3,
+    );
+    black_box((&map, &native));
+
+    let (n, w) = paired_rounds(
+        rounds,
+        3,
+        REPLAY_EVENTS as u64,
+        || {
+            let mut s = MemoryState::new();
+            native_replay(&mut s, replay);
+            black_box(s);
+        },
+        || {
+            black_box(wasm_replay(p, replay));
+        },
+    );
+    row(&format!("replay ({REPLAY_EVENTS} events)"), &n, &w, 0.5);
     println!();
 }
 
 fn main() {
     let rt = PluginRuntime::new(RuntimeConfig::default()).unwrap();
     let plugin = rt.load(realmhost_plugin_artifacts::LEDGER).unwrap();
-    let state = base_state();
-    // Sanity: both sides produce identical bytes.
-    let e = event(1);
-    let native = entry::apply::<Ledger>(&state, &e.as_event_ref()).unwrap();
-    assert_eq!(
-        plugin.apply(&state, &e).unwrap().value,
-        ApplyOutcome::Applied(native)
-    );
+    let replay = replay_events();
 
-    summary(&plugin, &state);
+    // The apply realm, built natively and handed to the host as its map.
+    let base_native = native_realm(&replay);
+    let base_map = to_map(&base_native);
+    assert_eq!(base_map.len(), ACCOUNTS as u64 + 2);
 
+    // Sanity: both sides produce identical entries.
+    let [t1, _] = transfers();
+    let mut n = base_native.clone();
+    entry::apply::<Ledger>(&mut n, &t1.as_event_ref()).unwrap();
+    assert!(same(&wasm_apply(&plugin, &base_map, &t1), &n));
+    let mut n = MemoryState::new();
+    native_replay(&mut n, &replay);
+    assert!(same(&wasm_replay(&plugin, &replay), &n));
+    // The component built the apply realm the same way.
+    let mut n = MemoryState::new();
+    native_replay(&mut n, &replay[..2 * ACCOUNTS]);
+    assert!(same(&wasm_replay(&plugin, &replay[..2 * ACCOUNTS]), &n));
+
+    summary(&plugin, &base_map, &base_native, &replay);
+
+    if std::env::var_os(QUICK_ENV).is_some() {
+        return;
+    }
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
-    let mut g = c.benchmark_group("apply");
+        .measurement_time(Duration::from_secs(3));
+    let mut g = c.benchmark_group("apply_transfer_1000_accounts");
     g.throughput(Throughput::Elements(1));
+    let [t1, t2] = transfers();
+    let mut native = base_native.clone();
+    let mut flip = false;
     g.bench_function("native", |b| {
-        b.iter(|| entry::apply::<Ledger>(&state, &e.as_event_ref()).unwrap())
+        b.iter(|| {
+            flip = !flip;
+            let e = if flip { &t1 } else { &t2 };
+            entry::apply::<Ledger>(&mut native, &e.as_event_ref()).unwrap()
+        })
     });
-    g.bench_function("wasm", |b| b.iter(|| wasm_apply(&plugin, &state, &e)));
+    let mut map = base_map.clone();
+    let mut flip = false;
+    g.bench_function("sandbox", |b| {
+        b.iter(|| {
+            flip = !flip;
+            map = wasm_apply(&plugin, &map, if flip { &t1 } else { &t2 });
+        })
+    });
     g.finish();
-    for n in [100u64, 1000] {
-        let bytes = batch(n);
-        let mut g = c.benchmark_group(format!("apply_batch_{n}"));
-        g.throughput(Throughput::Elements(n));
-        g.bench_function("native", |b| {
-            b.iter(|| entry::apply_batch::<Ledger>(&state, &bytes).unwrap())
-        });
-        g.bench_function("wasm", |b| {
-            b.iter(|| wasm_batch(&plugin, &state, &bytes, n as u32))
-        });
-        g.finish();
-    }
+
+    let mut g = c.benchmark_group("replay_10k");
+    g.throughput(Throughput::Elements(REPLAY_EVENTS as u64));
+    g.sample_size(10);
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            let mut s = MemoryState::new();
+            native_replay(&mut s, &replay);
+            s
+        })
+    });
+    g.bench_function("sandbox", |b| b.iter(|| wasm_replay(&plugin, &replay)));
+    g.finish();
     c.final_summary();
 }
