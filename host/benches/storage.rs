@@ -4,12 +4,18 @@
 //!    distinct realms, one event per append, each writer waits for its ack),
 //!    against the bare fdatasync rate of the same disk measured in the same
 //!    run. Printed as events/s, ack p50/p99, and the ratio to fdatasync.
-//! 2. A bare redb read of a realm's snapshot plus a 100-event tail
+//! 2. Snapshots of one realm with 100 000 entries (20-byte keys, 8-byte
+//!    values): a full write against deltas of 1, 100 and 1000 keys (wall
+//!    time and the committer's CPU time; a delta costs in proportion to its
+//!    keys, a full write to the map), and `load_snapshot` against a bare
+//!    redb range read of the same rows in the same run.
+//! 3. A read of a realm's snapshot plus a 100-event tail
 //!    (`RedbStorage::load_realm`, page cache warm), via criterion.
 //!
 //! `cargo bench -p realmhost --bench storage`. `REALMHOST_BENCH_DIR` picks
 //! the directory (default: the system temp dir); `REALMHOST_BENCH_SECS` the
-//! measurement time of the append runs (default 5).
+//! measurement time of the append runs (default 5); `REALMHOST_BENCH_PARTS`
+//! a comma-separated subset of `append,snapshot,read` (default: all).
 
 use std::fs::OpenOptions;
 use std::hint::black_box;
@@ -19,9 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use realmhost::runtime::PluginVersion;
-use realmhost::storage::{AppendRequest, RedbStorage, Snapshot, StorageConfig};
+use realmhost::state::Bytes;
+use realmhost::storage::{
+    AppendRequest, DB_FILE_NAME, RedbStorage, SnapshotBody, SnapshotWrite, StorageConfig,
+};
 use realmhost::{EventRecord, RealmId};
+use redb::{ReadableDatabase, TableDefinition};
 
 const WRITERS: usize = 256;
 
@@ -86,6 +98,26 @@ fn committer_cpu() -> Option<Duration> {
         return Some(Duration::from_secs_f64((utime + stime) / ticks_per_s));
     }
     None
+}
+
+/// The committer thread's time on a CPU so far, in nanoseconds from
+/// `/proc/self/task/*/schedstat`; falls back to [`committer_cpu`]'s clock
+/// ticks (10 ms resolution) where that file is missing.
+fn committer_cpu_ns() -> Option<Duration> {
+    let precise = || -> Option<Duration> {
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim() != "storage-committ" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(ns));
+        }
+        None
+    };
+    precise().or_else(committer_cpu)
 }
 
 struct AppendFigures {
@@ -185,10 +217,254 @@ fn print_append(label: &str, f: &AppendFigures, fsync: f64) {
     );
 }
 
+/// The map of the snapshot bench: `n` entries, 20-byte keys, 8-byte values.
+fn big_map(n: u64) -> Vec<(Bytes, Bytes)> {
+    (0..n)
+        .map(|i| {
+            let key = format!("entity/{i:013}");
+            (
+                Bytes::from(key.as_bytes()),
+                Bytes::from(&i.to_le_bytes()[..]),
+            )
+        })
+        .collect()
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort_unstable();
+    xs.get(xs.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Time `runs` calls of `f` (each given its run number); the median wall
+/// time, and the committer's CPU time per call when available.
+fn timed(runs: usize, mut f: impl FnMut(usize)) -> (Duration, Option<Duration>) {
+    let cpu0 = committer_cpu_ns();
+    let mut wall = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let t = Instant::now();
+        f(i);
+        wall.push(t.elapsed());
+    }
+    let cpu = match (cpu0, committer_cpu_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) / runs.max(1) as u32),
+        _ => None,
+    };
+    (median(wall), cpu)
+}
+
+fn cpu_ms(cpu: Option<Duration>) -> String {
+    cpu.map_or_else(|| "?".to_owned(), |c| format!("{:.2}", ms(c)))
+}
+
+/// Snapshot writes and reads of one realm with 100 000 entries: a full
+/// write against deltas of 1, 100 and 1000 keys (a delta must cost in
+/// proportion to its keys, not to the map), and `load_snapshot` against a
+/// bare redb range read of the same rows.
+fn snapshot_bench() {
+    const N: u64 = 100_000;
+    let dir = bench_dir();
+    let storage = RedbStorage::open(dir.path()).expect("open");
+    let id = RealmId::new("bench/big").expect("id");
+    let version = PluginVersion([3; 32]);
+    storage
+        .append_blocking(AppendRequest {
+            realm_id: id.clone(),
+            realm_type: "bench".into(),
+            plugin_version: version,
+            events: vec![event(1)],
+        })
+        .expect("append");
+    let map = big_map(N);
+    let write = |body: SnapshotBody| {
+        storage
+            .put_snapshot_blocking(
+                &id,
+                SnapshotWrite {
+                    seq: 1,
+                    plugin_version: version,
+                    state_version: 1,
+                    body,
+                },
+            )
+            .expect("snapshot");
+    };
+
+    // Full writes: each one replaces every row. The clone of the map (Arc
+    // increments) is made outside the timed section.
+    let mut copies: Vec<_> = (0..7).map(|_| map.clone()).collect();
+    let (full, full_cpu) = timed(7, |_| {
+        write(SnapshotBody::Full(copies.pop().expect("copy")))
+    });
+
+    // Deltas onto it: `k` keys spread over the map, new values each run.
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut delta = |k: usize, runs: usize| {
+        let batches: Vec<Vec<(Bytes, Option<Bytes>)>> = (0..runs)
+            .map(|r| {
+                (0..k)
+                    .map(|_| {
+                        let i = rng.random_range(0..N) as usize;
+                        let v = (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        (map[i].0.clone(), Some(Bytes::from(&v.to_le_bytes()[..])))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut batches = batches.into_iter();
+        timed(runs, |_| {
+            write(SnapshotBody::Delta {
+                base_seq: 1,
+                changes: batches.next().expect("batch"),
+            })
+        })
+    };
+    let (d1, d1_cpu) = delta(1, 100);
+    let (d100, d100_cpu) = delta(100, 100);
+    let (d1000, d1000_cpu) = delta(1000, 30);
+    println!(
+        "storage/snapshot_full_100k:   {:>8.2} ms  committer cpu {} ms  (median of 7; 100 000 entries, 20 B keys, 8 B values)",
+        ms(full),
+        cpu_ms(full_cpu)
+    );
+    for (label, wall, cpu) in [
+        ("delta_1   ", d1, d1_cpu),
+        ("delta_100 ", d100, d100_cpu),
+        ("delta_1000", d1000, d1000_cpu),
+    ] {
+        println!(
+            "storage/snapshot_{label}:    {:>8.2} ms  committer cpu {} ms  (full / this: {:.1}x wall{})",
+            ms(wall),
+            cpu_ms(cpu),
+            full.as_secs_f64() / wall.as_secs_f64(),
+            match (full_cpu, cpu) {
+                (Some(f), Some(c)) if !c.is_zero() =>
+                    format!(", {:.1}x cpu", f.as_secs_f64() / c.as_secs_f64()),
+                _ => String::new(),
+            }
+        );
+    }
+
+    // Reads: the storage's load against a bare range read of the same rows
+    // (the file closed and reopened as a plain redb database).
+    let load = |storage: &RedbStorage| {
+        timed(11, |_| {
+            let snap = storage.load_snapshot(&id).expect("load").expect("snapshot");
+            assert_eq!(snap.entries.len() as u64, N);
+            black_box(snap);
+        })
+        .0
+    };
+    let load_before = load(&storage);
+    drop(storage);
+    let db = redb::Database::open(dir.path().join(DB_FILE_NAME)).expect("raw open");
+    let table_def: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("snapshot_entries");
+    // The bench's realm is the first one created: realm number 1.
+    let rows = (1u64, &[][..])..(2u64, &[][..]);
+    let (bare_collect, _) = timed(11, |_| {
+        let txn = db.begin_read().expect("txn");
+        let table = txn.open_table(table_def).expect("table");
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        for item in table.range(rows.clone()).expect("range") {
+            let (k, v) = item.expect("row");
+            out.push((Bytes::from(k.value().1), Bytes::from(v.value())));
+        }
+        assert_eq!(out.len() as u64, N);
+        black_box(out);
+    });
+    let (bare_iter, _) = timed(11, |_| {
+        let txn = db.begin_read().expect("txn");
+        let table = txn.open_table(table_def).expect("table");
+        let mut bytes = 0usize;
+        let mut n = 0u64;
+        for item in table.range(rows.clone()).expect("range") {
+            let (k, v) = item.expect("row");
+            bytes += k.value().1.len() + v.value().len();
+            n += 1;
+        }
+        assert_eq!(n, N);
+        black_box(bytes);
+    });
+    // The floor a 100-key delta cannot beat: redb itself updating 100
+    // random rows of the same table in one durable commit, as the
+    // committer's transactions are configured.
+    let thread_cpu = || {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .map(Duration::from_nanos)
+    };
+    let cpu0 = thread_cpu();
+    let (bare_update, _) = timed(100, |r| {
+        let mut txn = db.begin_write().expect("txn");
+        txn.set_durability(redb::Durability::Immediate)
+            .expect("durability");
+        txn.set_quick_repair(true);
+        {
+            let mut table = txn.open_table(table_def).expect("table");
+            let v = (r as u64 + 7).to_le_bytes();
+            for _ in 0..100 {
+                let i = rng.random_range(0..N) as usize;
+                table.insert((1u64, &*map[i].0), &v[..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    });
+    let bare_update_cpu = match (cpu0, thread_cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) / 100),
+        _ => None,
+    };
+    drop(db);
+    let storage = RedbStorage::open(dir.path()).expect("reopen");
+    let load_after = load(&storage);
+    println!(
+        "storage/snapshot_load_100k:   {:>8.2} ms  (median of 11, before the bare reads; {:.2} ms after them)",
+        ms(load_before),
+        ms(load_after),
+    );
+    println!(
+        "storage/snapshot_bare_range_100k: {:.2} ms  collecting Arc pairs (load / bare: {:.2}x before, {:.2}x after), {:.2} ms iterating only",
+        ms(bare_collect),
+        load_before.as_secs_f64() / bare_collect.as_secs_f64(),
+        load_after.as_secs_f64() / bare_collect.as_secs_f64(),
+        ms(bare_iter),
+    );
+    println!(
+        "storage/snapshot_bare_update_100: {:.2} ms  cpu {} ms  (bare redb: 100 random rows of the same table updated in one durable commit; delta_100 / this: {:.2}x wall{})",
+        ms(bare_update),
+        cpu_ms(bare_update_cpu),
+        d100.as_secs_f64() / bare_update.as_secs_f64(),
+        match (d100_cpu, bare_update_cpu) {
+            (Some(d), Some(b)) if !b.is_zero() =>
+                format!(", {:.2}x cpu", d.as_secs_f64() / b.as_secs_f64()),
+            _ => String::new(),
+        }
+    );
+}
+
+/// Which parts to run: `REALMHOST_BENCH_PARTS`, a comma-separated subset of
+/// `append,read,snapshot` (default: all).
+fn part(name: &str) -> bool {
+    std::env::var("REALMHOST_BENCH_PARTS")
+        .map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}
+
 fn main() {
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(3));
+    if part("append") {
+        append_bench();
+    }
+    if part("snapshot") {
+        snapshot_bench();
+    }
+    if part("read") {
+        read_bench();
+    }
+}
+
+fn append_bench() {
     let secs: f64 = std::env::var("REALMHOST_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -216,9 +492,19 @@ fn main() {
     print_append("256_writers_no_quick_repair", &plain, fsync);
     let fsync_after = fdatasync_rate(dir.path(), 2.0);
     println!("storage/fdatasync_4k_after: {fsync_after:>9.0} syncs/s");
+}
 
-    // Read path: snapshot (1 KiB, seq 102) + 100-event tail (103..=202, the
-    // last two appended interleaved with other realms), warm cache.
+fn read_bench() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(3));
+    // Read path: snapshot (a 1 KiB map of 32 entries, inline in its header,
+    // seq 102) + 100-event tail (103..=202, the last two appended
+    // interleaved with other realms), warm cache.
+    let small_map: Vec<(Bytes, Bytes)> = big_map(32)
+        .into_iter()
+        .map(|(k, _)| (k, Bytes::from(&[7u8; 12][..])))
+        .collect();
     let rd = bench_dir();
     let storage = RedbStorage::open(rd.path()).expect("open");
     let version = PluginVersion([3; 32]);
@@ -252,10 +538,11 @@ fn main() {
         storage
             .put_snapshot_blocking(
                 id,
-                Snapshot {
+                SnapshotWrite {
                     seq: 102,
                     plugin_version: version,
-                    state: vec![7; 1024],
+                    state_version: 1,
+                    body: SnapshotBody::Full(small_map.clone()),
                 },
             )
             .expect("snapshot");

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod node;
 pub mod realm;
 pub mod runtime;
+pub mod state;
 pub mod storage;
 pub mod store;
 

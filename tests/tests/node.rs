@@ -9,7 +9,7 @@ use std::time::Duration;
 use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig, NodeError, RealmView};
 use realmhost::realm::{NewEvent, RealmId};
-use realmhost::storage::{AppendRequest, Snapshot};
+use realmhost::storage::{AppendRequest, SnapshotBody, SnapshotWrite};
 use realmhost::store::{LoadError, ShardingConfig, StoreError};
 use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::fixtures;
@@ -103,10 +103,14 @@ async fn unreadable_snapshot_falls_back_to_full_replay() {
     node.storage()
         .put_snapshot(
             &RealmId::new("r").unwrap(),
-            Snapshot {
+            SnapshotWrite {
                 seq: 15,
                 plugin_version: version,
-                state: vec![2, 0xff, 0xff, 0xff],
+                state_version: 0,
+                body: SnapshotBody::Full(vec![(
+                    Arc::from(&[][..]),
+                    Arc::from(&[2, 0xff, 0xff, 0xff][..]),
+                )]),
             },
         )
         .await

@@ -60,7 +60,9 @@ use crate::runtime::{
     ApplyOutcome, Plugin, PluginRegistry, PluginRuntime, PluginVersion, RegistryError, Rejection,
     RuntimeConfig, RuntimeError,
 };
-use crate::storage::{AppendRequest, RedbStorage, Snapshot, Storage, StorageError};
+use crate::storage::{
+    AppendRequest, RedbStorage, Snapshot, SnapshotBody, SnapshotWrite, Storage, StorageError,
+};
 use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats, StoreError};
 
 /// Number of per-realm append lock stripes.
@@ -645,11 +647,7 @@ impl Node {
                 .storage
                 .put_snapshot(
                     &ev.realm_id,
-                    Snapshot {
-                        seq,
-                        plugin_version: plugin.version(),
-                        state: new_state.clone(),
-                    },
+                    blob_snapshot(seq, plugin.version(), &new_state),
                 )
                 .await
             {
@@ -976,7 +974,14 @@ impl Node {
                 }
             }
             if let Some(snap) = &load.snapshot {
-                match candidate.restore(&snap.state) {
+                let Some(blob) = snapshot_blob(snap) else {
+                    report.failures.push(fail(
+                        snap.seq,
+                        "snapshot unreadable: not a state blob".into(),
+                    ));
+                    continue;
+                };
+                match candidate.restore(blob) {
                     Ok(m) if m.value.is_ok() => {}
                     Ok(m) => report.failures.push(fail(
                         snap.seq,
@@ -1124,6 +1129,27 @@ impl Node {
     }
 }
 
+/// Contract 0.1 bridge until the node keeps keyed state: a plugin's opaque
+/// state blob, stored as a full snapshot whose only entry is the blob under
+/// the empty key (state version 0).
+fn blob_snapshot(seq: u64, plugin_version: PluginVersion, state: &[u8]) -> SnapshotWrite {
+    SnapshotWrite {
+        seq,
+        plugin_version,
+        state_version: 0,
+        body: SnapshotBody::Full(vec![(Arc::from(&[][..]), Arc::from(state))]),
+    }
+}
+
+/// The blob of a snapshot written by [`blob_snapshot`]; `None` for any other
+/// map, which a contract 0.1 plugin cannot restore.
+pub(crate) fn snapshot_blob(snap: &Snapshot) -> Option<&[u8]> {
+    match snap.entries.as_slice() {
+        [(key, blob)] if key.is_empty() && snap.state_version == 0 => Some(blob),
+        _ => None,
+    }
+}
+
 /// Writes snapshots of dirty realms the store evicted.
 async fn snapshot_evicted(
     storage: Arc<dyn Storage>,
@@ -1136,11 +1162,7 @@ async fn snapshot_evicted(
             continue;
         };
         let s = &ev.value;
-        let snap = Snapshot {
-            seq: s.seq(),
-            plugin_version: s.plugin_version(),
-            state: s.state().to_vec(),
-        };
+        let snap = blob_snapshot(s.seq(), s.plugin_version(), s.state());
         match storage.put_snapshot(&id, snap).await {
             Ok(()) => {
                 counters.snapshots.fetch_add(1, Ordering::Relaxed);

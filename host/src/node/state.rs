@@ -141,7 +141,11 @@ async fn build(
     let snapshot = load.snapshot.as_ref().filter(|s| s.seq <= upto);
     if let Some(snap) = snapshot {
         tracing::Span::current().record("snapshot_seq", snap.seq);
-        match plugin.restore(&snap.state).map_err(NodeError::from)?.value {
+        let restored = match super::snapshot_blob(snap) {
+            Some(blob) => plugin.restore(blob).map_err(NodeError::from)?.value,
+            None => Err("not a contract 0.1 state blob".to_owned()),
+        };
+        match restored {
             Ok(state) => {
                 let tail: Vec<_> = load
                     .tail

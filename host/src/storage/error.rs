@@ -73,6 +73,29 @@ pub enum StorageError {
         /// The stored snapshot's seq.
         stored_seq: u64,
     },
+    /// A snapshot delta names a base other than the stored snapshot (0 when
+    /// the realm has none). Nothing was written.
+    #[error(
+        "realm {realm}: snapshot delta onto seq {base_seq}, but the stored snapshot is at seq {stored_seq}"
+    )]
+    SnapshotBaseMismatch {
+        /// The realm.
+        realm: RealmId,
+        /// The delta's base seq.
+        base_seq: u64,
+        /// The stored snapshot's seq, 0 if none.
+        stored_seq: u64,
+    },
+    /// A full snapshot's keys are not strictly ascending (out of order or
+    /// repeated). Nothing was written.
+    #[error("realm {realm}: snapshot entry {index} is not after the one before it")]
+    UnsortedSnapshot {
+        /// The realm.
+        realm: RealmId,
+        /// Position of the first entry whose key is not greater than its
+        /// predecessor's.
+        index: usize,
+    },
     /// The database was written by a newer release with a format this one
     /// cannot read. Nothing was modified.
     #[error("database format version {found} is newer than the supported {supported}")]
@@ -132,6 +155,8 @@ impl StorageError {
                 | Self::UnknownRealm(_)
                 | Self::SnapshotAhead { .. }
                 | Self::StaleSnapshot { .. }
+                | Self::SnapshotBaseMismatch { .. }
+                | Self::UnsortedSnapshot { .. }
         )
     }
 }

@@ -10,13 +10,14 @@ use redb::{Database, Durability};
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
+use super::snapshots::prepare_snapshot;
 use super::writer::{Step, Writer};
 use super::{
     Counters, EncodedAppend, KEY_NEXT_REALM, Op, RedbStorage, Reply, StorageConfig, Tail, Unindexed,
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
-use crate::storage::{AppendAck, AppendRequest, Snapshot, StorageError, codec};
+use crate::storage::{AppendAck, AppendRequest, SnapshotWrite, StorageError, codec};
 
 impl RedbStorage {
     fn submit(&self, op: Op) -> Result<(), StorageError> {
@@ -45,13 +46,18 @@ impl RedbStorage {
     }
 
     /// Enqueue a snapshot write; resolves after the commit.
+    ///
+    /// A full map's key order is checked, and a delta's changes sorted, here
+    /// on the caller's thread; the checks against the stored snapshot run on
+    /// the committer.
     pub fn put_snapshot(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.submit(Op::Snapshot(realm.clone(), snapshot, reply));
+        let sent = prepare_snapshot(realm, snapshot)
+            .and_then(|snap| self.submit(Op::Snapshot(realm.clone(), snap, reply)));
         async move {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
@@ -82,7 +88,7 @@ impl RedbStorage {
     pub fn put_snapshot_blocking(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> Result<(), StorageError> {
         futures::executor::block_on(self.put_snapshot(realm, snapshot))
     }
@@ -214,7 +220,7 @@ impl Committer {
                 // Only this thread writes the tail, so reading it while
                 // processing the batch races with nobody; readers share it.
                 let unindexed = self.unindexed.read();
-                let mut w = Writer::open(&txn, &self.counters, &unindexed)?;
+                let mut w = Writer::open(&txn, &self.counters, &unindexed, &self.config)?;
                 for op in ops.by_ref() {
                     // A fatal error still answers the request being processed
                     // (with the batch's error, below) before aborting.
@@ -228,7 +234,7 @@ impl Committer {
                             fatal
                         }
                         Op::Snapshot(realm, snap, reply) => {
-                            let (r, fatal) = split(w.snapshot(&realm, &snap, &batch));
+                            let (r, fatal) = split(w.snapshot(&realm, snap, &batch));
                             done.push(Done::Unit(reply, r));
                             fatal
                         }

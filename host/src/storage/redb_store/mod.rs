@@ -1,18 +1,19 @@
 //! [`RedbStorage`]: the embedded default backend, one redb file per node.
 //!
-//! Layout (format version 2; the full rationale and the crash invariants are
+//! Layout (format version 3; the full rationale and the crash invariants are
 //! in `docs/design-storage.md`):
 //!
-//! | table            | key                     | value                                   |
-//! |------------------|-------------------------|-----------------------------------------|
-//! | `sys`            | `&str`                  | `u64` (`format_version`, `next_realm_no`, `index_floor`) |
-//! | `log`            | `u64` log position      | realm no ‖ version no ‖ postcard event  |
-//! | `log_index`      | `(realm_no, first_seq)` | run: count, version no, position deltas |
-//! | `realms`         | realm id                | postcard [`RealmRow`]                   |
-//! | `realms_by_type` | `(realm_type, realm id)`| `()`                                    |
-//! | `snapshots`      | `realm_no`              | seq ‖ plugin version ‖ state            |
-//! | `versions`       | `u32` version no        | plugin version (32 bytes)               |
-//! | `meta`           | `&str`                  | bytes (other modules' records)          |
+//! | table              | key                     | value                                   |
+//! |--------------------|-------------------------|-----------------------------------------|
+//! | `sys`              | `&str`                  | `u64` (`format_version`, `next_realm_no`, `index_floor`) |
+//! | `log`              | `u64` log position      | realm no ‖ version no ‖ postcard event  |
+//! | `log_index`        | `(realm_no, first_seq)` | run: count, version no, position deltas |
+//! | `realms`           | realm id                | postcard `RealmRow`                     |
+//! | `realms_by_type`   | `(realm_type, realm id)`| `()`                                    |
+//! | `snapshots`        | `realm_no`              | header: seq, plugin and state version, entry count and bytes; small maps inline |
+//! | `snapshot_entries` | `(realm_no, key)`       | value (maps too large to be inline)     |
+//! | `versions`         | `u32` version no        | plugin version (32 bytes)               |
+//! | `meta`             | `&str`                  | bytes (other modules' records)          |
 //!
 //! **An append writes only at the right edge of the log.** The log is keyed by
 //! a global position that only grows, so every group commit appends to the
@@ -37,12 +38,27 @@
 //! a rejected request is skipped before it writes anything, so it never
 //! spoils the batch for the others. Events are encoded on the callers'
 //! threads, before they reach the committer.
+//!
+//! **A snapshot costs what changed.** A realm's snapshot is a keyed map. A
+//! small one (at most [`INLINE_SNAPSHOT_BYTES`] of keys and values by
+//! default) lives
+//! packed in its header; a larger one is one row per entry in
+//! `snapshot_entries`, keyed by `(realm_no, key)`, so a delta updates only the
+//! rows it changes (O(changes · log n)) and reading a map back is one range
+//! scan. The header counts the entries and their bytes, which tells the
+//! committer when a delta moves a map between the two layouts.
+//!
+//! Files: `open` (creating, opening, recovering), `upgrade` (format checks and
+//! the format 2 → 3 upgrade), `committer` (the write API and group commit),
+//! `writer` (one transaction's appends and checkpoints), `snapshots` (snapshot
+//! writes and reads), `read` (the read path), `storage_impl` (the trait).
 
 mod committer;
 mod open;
 mod read;
 mod snapshots;
 mod storage_impl;
+mod upgrade;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,12 +74,19 @@ use redb::{Database, TableDefinition};
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
-use super::{AppendAck, Snapshot, StorageError};
+use self::snapshots::PreparedSnapshot;
+use super::{AppendAck, StorageError};
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
 
-/// The on-disk format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u64 = 2;
+/// The on-disk format this build writes, and the newest it reads. Format 2
+/// (opaque snapshot blobs) is upgraded on open; format 1 is refused.
+pub const FORMAT_VERSION: u64 = 3;
+
+/// Default of [`StorageConfig::inline_snapshot_bytes`]: the largest map, in
+/// key plus value bytes, whose entries are stored inline in the snapshot
+/// header rather than as rows of `snapshot_entries`.
+pub const INLINE_SNAPSHOT_BYTES: u64 = 4096;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "realmhost.redb";
@@ -74,6 +97,8 @@ const INDEX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log_inde
 const REALMS: TableDefinition<&str, &[u8]> = TableDefinition::new("realms");
 const BY_TYPE: TableDefinition<(&str, &str), ()> = TableDefinition::new("realms_by_type");
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+const SNAPSHOT_ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> =
+    TableDefinition::new("snapshot_entries");
 const VERSIONS: TableDefinition<u32, &[u8]> = TableDefinition::new("versions");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -92,6 +117,7 @@ const KEY_INDEX_FLOOR: &str = "index_floor";
 /// | `max_batch` | 8192 requests |
 /// | `checkpoint_events` | 65 536 |
 /// | `checkpoint_realms` | 1024 |
+/// | `inline_snapshot_bytes` | 4096 ([`INLINE_SNAPSHOT_BYTES`]) |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -117,6 +143,11 @@ pub struct StorageConfig {
     /// Most realms one checkpoint step indexes, bounding the extra latency a
     /// checkpoint adds to the group commit it rides in.
     pub checkpoint_realms: usize,
+    /// Largest snapshot map, in key plus value bytes, packed into its header
+    /// instead of stored as one row per entry. Every snapshot write decides
+    /// the layout afresh and reads handle both, so changing it between
+    /// restarts is safe; at most 1 MiB.
+    pub inline_snapshot_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -128,6 +159,7 @@ impl Default for StorageConfig {
             max_batch: 8192,
             checkpoint_events: 64 * 1024,
             checkpoint_realms: 1024,
+            inline_snapshot_bytes: INLINE_SNAPSHOT_BYTES,
         }
     }
 }
@@ -143,6 +175,9 @@ impl StorageConfig {
         }
         if self.cache_bytes < (1 << 20) {
             return Err("storage.cache_bytes must be at least 1 MiB".into());
+        }
+        if self.inline_snapshot_bytes > (1 << 20) {
+            return Err("storage.inline_snapshot_bytes must be at most 1 MiB".into());
         }
         Ok(())
     }
@@ -163,7 +198,7 @@ struct EncodedAppend {
 /// A write waiting for the committer.
 enum Op {
     Append(EncodedAppend, Reply<AppendAck>),
-    Snapshot(RealmId, Snapshot, Reply<()>),
+    Snapshot(RealmId, PreparedSnapshot, Reply<()>),
     Meta(String, Option<Vec<u8>>, Reply<()>),
 }
 

@@ -14,10 +14,11 @@ use rustc_hash::FxHashMap;
 
 use super::committer::Committer;
 use super::read::last_indexed;
+use super::upgrade;
 use super::{
     BY_TYPE, Counters, DB_FILE_NAME, FORMAT_VERSION, INDEX, KEY_FORMAT, KEY_INDEX_FLOOR,
-    KEY_NEXT_REALM, LOG, META, REALMS, Recovered, RedbStorage, SNAPSHOTS, SYS, StorageConfig,
-    Unindexed, VERSIONS,
+    KEY_NEXT_REALM, LOG, META, REALMS, Recovered, RedbStorage, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS,
+    StorageConfig, Unindexed, VERSIONS,
 };
 use crate::runtime::PluginVersion;
 use crate::storage::{StorageError, codec};
@@ -61,6 +62,10 @@ impl RedbStorage {
     /// [`StorageError::NotRealmhost`] for a foreign redb file,
     /// [`StorageError::AlreadyOpen`] if another handle holds it. In none of
     /// these cases is the file modified.
+    ///
+    /// A file of format 2 is upgraded to the current format first, in one
+    /// transaction: its snapshots (opaque contract 0.1 blobs) are dropped and
+    /// the realms are rebuilt from their logs when next loaded.
     #[tracing::instrument(name = "storage.open", skip_all, fields(dir = %dir.as_ref().display()))]
     pub fn open_with(dir: impl AsRef<Path>, config: StorageConfig) -> Result<Self, StorageError> {
         let dir = dir.as_ref();
@@ -98,6 +103,17 @@ impl RedbStorage {
                 })
         })?;
         let db = Arc::new(db);
+        let format = guarded("reading", || upgrade::check_format(&db, &path))?;
+        if format < FORMAT_VERSION {
+            let done = guarded("upgrading", || upgrade::upgrade(&db, format, &config))?;
+            tracing::info!(
+                from = format,
+                to = FORMAT_VERSION,
+                dropped_snapshots = done.snapshots,
+                realms_reset = done.realms,
+                "upgraded the database format; the dropped snapshots are rebuilt from the realms' logs"
+            );
+        }
         let Recovered {
             counters,
             unindexed,
@@ -211,6 +227,7 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
         txn.open_table(REALMS)?;
         txn.open_table(BY_TYPE)?;
         txn.open_table(SNAPSHOTS)?;
+        txn.open_table(SNAPSHOT_ENTRIES)?;
         txn.open_table(VERSIONS)?;
         txn.open_table(META)?;
     }
@@ -222,31 +239,15 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
 /// the unindexed tail from the log after `index_floor`. Read-only: a file we
 /// cannot handle is left exactly as it was.
 fn recover(db: &Database, path: &Path) -> Result<Recovered, StorageError> {
-    let txn = db.begin_read()?;
-    let sys = match txn.open_table(SYS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => {
-            return Err(StorageError::NotRealmhost(path.display().to_string()));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    match sys.get(KEY_FORMAT)?.map(|v| v.value()) {
-        None => return Err(StorageError::NotRealmhost(path.display().to_string())),
-        Some(v) if v > FORMAT_VERSION => {
-            return Err(StorageError::NewerFormat {
-                found: v,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Some(0) => return Err(StorageError::Corrupt("format version 0".into())),
-        Some(v) if v < FORMAT_VERSION => {
-            return Err(StorageError::UnsupportedFormat {
-                found: v,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Some(_) => {}
+    let found = upgrade::check_format(db, path)?;
+    if found != FORMAT_VERSION {
+        return Err(StorageError::UnsupportedFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
     }
+    let txn = db.begin_read()?;
+    let sys = txn.open_table(SYS)?;
     let sys_u64 = |key: &str| -> Result<u64, StorageError> {
         sys.get(key)?
             .map(|v| v.value())

@@ -37,10 +37,14 @@ impl RedbStorage {
         self.view(realm)?.map(|v| v.meta()).transpose()
     }
 
-    /// The realm's snapshot.
+    /// The realm's snapshot: its whole map, read with one range scan (or
+    /// from the header, for a small map).
     pub fn load_snapshot(&self, realm: &RealmId) -> Result<Option<Snapshot>, StorageError> {
         match self.view(realm)? {
-            Some(v) => snapshot_of(&v.txn, &v.row),
+            Some(v) => {
+                let (last_seq, _) = v.last()?;
+                v.snapshot(realm, last_seq)
+            }
             None => Ok(None),
         }
     }
@@ -67,7 +71,7 @@ impl RedbStorage {
             return Ok(None);
         };
         let meta = v.meta()?;
-        let snapshot = snapshot_of(&v.txn, &v.row)?;
+        let snapshot = v.snapshot(realm, meta.last_seq)?;
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
         let tail = v.events(after, meta.last_seq)?;
         let span = tracing::Span::current();
@@ -78,6 +82,16 @@ impl RedbStorage {
             snapshot,
             tail,
         }))
+    }
+
+    /// How many rows of `snapshot_entries` the realm has (0 for a snapshot
+    /// stored inline, or none).
+    #[cfg(test)]
+    pub(crate) fn snapshot_rows(&self, realm: &RealmId) -> Result<usize, StorageError> {
+        match self.view(realm)? {
+            Some(v) => super::snapshots::count_rows(&v.txn, v.row.no),
+            None => Ok(0),
+        }
     }
 
     /// Realms of `realm_type` in id order after `after`, at most `limit`.
@@ -150,6 +164,20 @@ struct View {
 }
 
 impl View {
+    /// The realm's snapshot, checked not to run ahead of its log.
+    fn snapshot(&self, realm: &RealmId, last_seq: u64) -> Result<Option<Snapshot>, StorageError> {
+        let snap = snapshot_of(&self.txn, realm, &self.row)?;
+        if let Some(s) = &snap
+            && s.seq > last_seq
+        {
+            return Err(StorageError::Corrupt(format!(
+                "realm {realm}: snapshot at seq {} is ahead of the log (last seq {last_seq})",
+                s.seq
+            )));
+        }
+        Ok(snap)
+    }
+
     /// Last seq and the version number of its event.
     fn last(&self) -> Result<(u64, u32), StorageError> {
         let index = self.txn.open_table(INDEX)?;

@@ -6,7 +6,8 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, Storage, StorageError,
+    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
+    StorageError,
 };
 
 impl Storage for RedbStorage {
@@ -17,7 +18,7 @@ impl Storage for RedbStorage {
     fn put_snapshot(
         &self,
         realm: &RealmId,
-        snapshot: Snapshot,
+        snapshot: SnapshotWrite,
     ) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(RedbStorage::put_snapshot(self, realm, snapshot))
     }

@@ -1,18 +1,18 @@
-//! One group commit's writes: appends, snapshots and checkpoints against the
-//! tables of one write transaction.
+//! One group commit's writes against the tables of one write transaction:
+//! appends and checkpoints here, snapshots in `snapshots.rs`.
 
 use redb::{ReadableTable, WriteTransaction};
 
 use super::committer::BatchState;
 use super::read::last_indexed;
 use super::{
-    BY_TYPE, Counters, EncodedAppend, INDEX, KEY_INDEX_FLOOR, LOG, META, REALMS, SNAPSHOTS, SYS,
-    StorageConfig, Tail, Unindexed, VERSIONS,
+    BY_TYPE, Counters, EncodedAppend, INDEX, KEY_INDEX_FLOOR, LOG, META, REALMS, SNAPSHOT_ENTRIES,
+    SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed, VERSIONS,
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
 use crate::storage::codec::{self, RealmRow};
-use crate::storage::{AppendAck, Snapshot, StorageError};
+use crate::storage::{AppendAck, StorageError};
 
 /// The tables of one write transaction, and the committed state it builds on.
 pub(super) struct Writer<'t, 'c> {
@@ -22,10 +22,13 @@ pub(super) struct Writer<'t, 'c> {
     pub(super) realms: redb::Table<'t, &'static str, &'static [u8]>,
     pub(super) by_type: redb::Table<'t, (&'static str, &'static str), ()>,
     pub(super) snapshots: redb::Table<'t, u64, &'static [u8]>,
+    pub(super) snapshot_entries: redb::Table<'t, (u64, &'static [u8]), &'static [u8]>,
     pub(super) versions: redb::Table<'t, u32, &'static [u8]>,
     pub(super) meta: redb::Table<'t, &'static str, &'static [u8]>,
     pub(super) counters: &'c Counters,
     pub(super) unindexed: &'c Unindexed,
+    /// Largest map stored inline in its snapshot header.
+    pub(super) inline_snapshot_bytes: u64,
 }
 
 /// Inner result: `Err` is fatal to the batch (a backend error mid-write), the
@@ -37,6 +40,7 @@ impl<'t, 'c> Writer<'t, 'c> {
         txn: &'t WriteTransaction,
         counters: &'c Counters,
         unindexed: &'c Unindexed,
+        config: &StorageConfig,
     ) -> Result<Self, StorageError> {
         Ok(Self {
             sys: txn.open_table(SYS)?,
@@ -45,21 +49,23 @@ impl<'t, 'c> Writer<'t, 'c> {
             realms: txn.open_table(REALMS)?,
             by_type: txn.open_table(BY_TYPE)?,
             snapshots: txn.open_table(SNAPSHOTS)?,
+            snapshot_entries: txn.open_table(SNAPSHOT_ENTRIES)?,
             versions: txn.open_table(VERSIONS)?,
             meta: txn.open_table(META)?,
             counters,
             unindexed,
+            inline_snapshot_bytes: config.inline_snapshot_bytes,
         })
     }
 
-    fn row(&self, realm: &RealmId) -> Result<Option<RealmRow>, StorageError> {
+    pub(super) fn row(&self, realm: &RealmId) -> Result<Option<RealmRow>, StorageError> {
         let v = self.realms.get(realm.as_str())?;
         v.map(|v| codec::decode_realm(v.value())).transpose()
     }
 
     /// The realm's last seq as of this transaction: this batch's entries, the
     /// committed tail, or the index.
-    fn last_seq(&self, no: u64, batch: &BatchState) -> Result<u64, StorageError> {
+    pub(super) fn last_seq(&self, no: u64, batch: &BatchState) -> Result<u64, StorageError> {
         if let Some(t) = batch.tails.get(&no) {
             return Ok(t.last_seq());
         }
@@ -166,46 +172,6 @@ impl<'t, 'c> Writer<'t, 'c> {
             last_seq: last_seq + count,
             created,
         }))
-    }
-
-    pub(super) fn snapshot(
-        &mut self,
-        realm: &RealmId,
-        snap: &Snapshot,
-        batch: &BatchState,
-    ) -> Step<()> {
-        let Some(mut row) = self.row(realm)? else {
-            return Ok(Err(StorageError::UnknownRealm(realm.clone())));
-        };
-        let last_seq = self.last_seq(row.no, batch)?;
-        if snap.seq > last_seq {
-            return Ok(Err(StorageError::SnapshotAhead {
-                realm: realm.clone(),
-                seq: snap.seq,
-                last_seq,
-            }));
-        }
-        if snap.seq == 0 {
-            return Ok(Err(StorageError::InvalidRequest(format!(
-                "snapshot of {realm} at seq 0"
-            ))));
-        }
-        if snap.seq < row.last_snapshot_seq {
-            return Ok(Err(StorageError::StaleSnapshot {
-                realm: realm.clone(),
-                seq: snap.seq,
-                stored_seq: row.last_snapshot_seq,
-            }));
-        }
-        row.last_snapshot_seq = snap.seq;
-        let row_bytes = match codec::encode_realm(&row) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.snapshots
-            .insert(row.no, codec::encode_snapshot(snap).as_slice())?;
-        self.realms.insert(realm.as_str(), row_bytes.as_slice())?;
-        Ok(Ok(()))
     }
 
     /// Fold the oldest realms' tails into `log_index` once more than
