@@ -70,7 +70,7 @@ fn apply(map: &mut Map, realm: usize, n: u64) {
     }
     value.truncate(64);
     map.insert(key(n % 97), value);
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         map.remove(&key((n / 10) % 97));
     }
 }
@@ -141,7 +141,7 @@ fn crash_writer_child() {
                 let mut snapshots = 0u64;
                 loop {
                     // Alternate single events and small batches.
-                    let n = if next % 5 == 0 { 3 } else { 1 };
+                    let n = if next.is_multiple_of(5) { 3 } else { 1 };
                     let events = (next..next + n).map(|s| event(i, s)).collect();
                     let req = AppendRequest {
                         realm_id: id.clone(),
@@ -150,11 +150,12 @@ fn crash_writer_child() {
                         events,
                     };
                     storage.append(req).await.expect("append");
-                    let mut out = std::io::stdout().lock();
-                    // One line per acknowledged batch: realm and last seq.
-                    writeln!(out, "ACK {i} {}", next + n - 1).expect("stdout");
-                    out.flush().expect("flush");
-                    drop(out);
+                    {
+                        // One line per acknowledged batch: realm and last seq.
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "ACK {i} {}", next + n - 1).expect("stdout");
+                        out.flush().expect("flush");
+                    }
                     for q in next..next + n {
                         apply(&mut map, i, q);
                     }
@@ -165,7 +166,7 @@ fn crash_writer_child() {
                         continue;
                     }
                     snapshots += 1;
-                    let body = if snapshots % FULL_EVERY == 0 {
+                    let body = if snapshots.is_multiple_of(FULL_EVERY) {
                         SnapshotBody::Full(entries(&map))
                     } else {
                         SnapshotBody::Delta {
@@ -180,9 +181,11 @@ fn crash_writer_child() {
                         body,
                     };
                     storage.put_snapshot(&id, write).await.expect("snapshot");
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "SNAP {i} {seq}").expect("stdout");
-                    out.flush().expect("flush");
+                    {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "SNAP {i} {seq}").expect("stdout");
+                        out.flush().expect("flush");
+                    }
                     snap_seq = seq;
                     snap_map = map.clone();
                 }
