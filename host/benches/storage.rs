@@ -7,8 +7,9 @@
 //! 2. Snapshots of one realm with 100 000 entries (20-byte keys, 8-byte
 //!    values): a full write against deltas of 1, 100 and 1000 keys (wall
 //!    time and the committer's CPU time; a delta costs in proportion to its
-//!    keys, a full write to the map), and `load_snapshot` against a bare
-//!    redb range read of the same rows in the same run.
+//!    keys, a full write to the map), a 100-key delta against bare redb
+//!    updating 100 rows, and `load_snapshot` against a bare redb range read
+//!    of the same rows, in the same run.
 //! 3. A read of a realm's snapshot plus a 100-event tail
 //!    (`RedbStorage::load_realm`, page cache warm), via criterion.
 //!
@@ -239,47 +240,83 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Time `runs` calls of `f` (each given its run number); the median wall
-/// time, and the committer's CPU time per call when available.
-fn timed(runs: usize, mut f: impl FnMut(usize)) -> (Duration, Option<Duration>) {
-    let cpu0 = committer_cpu_ns();
-    let mut wall = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let t = Instant::now();
-        f(i);
-        wall.push(t.elapsed());
+/// The calling thread's time on a CPU so far (`/proc/thread-self/schedstat`).
+fn thread_cpu() -> Option<Duration> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+}
+
+/// Wall times of one operation over several rounds, and the CPU time it
+/// used (of the committer thread, or of the calling thread).
+#[derive(Default)]
+struct Samples {
+    wall: Vec<Duration>,
+    cpu: Option<Duration>,
+    cpu_runs: u32,
+}
+
+impl Samples {
+    /// Run `f` `runs` times (given the run number), adding the wall time of
+    /// each and the CPU time `cpu` reports over all of them.
+    fn run(&mut self, runs: usize, cpu: fn() -> Option<Duration>, mut f: impl FnMut(usize)) {
+        let cpu0 = cpu();
+        for i in 0..runs {
+            let t = Instant::now();
+            f(i);
+            self.wall.push(t.elapsed());
+        }
+        if let (Some(a), Some(b)) = (cpu0, cpu()) {
+            self.cpu = Some(self.cpu.unwrap_or_default() + b.saturating_sub(a));
+            self.cpu_runs += runs as u32;
+        }
     }
-    let cpu = match (cpu0, committer_cpu_ns()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) / runs.max(1) as u32),
-        _ => None,
-    };
-    (median(wall), cpu)
+
+    fn median(&self) -> Duration {
+        median(self.wall.clone())
+    }
+
+    fn cpu_per_run(&self) -> Option<Duration> {
+        self.cpu.map(|c| c / self.cpu_runs.max(1))
+    }
+
+    fn cpu_ms(&self) -> String {
+        self.cpu_per_run()
+            .map_or_else(|| "?".to_owned(), |c| format!("{:.2}", ms(c)))
+    }
 }
 
-fn cpu_ms(cpu: Option<Duration>) -> String {
-    cpu.map_or_else(|| "?".to_owned(), |c| format!("{:.2}", ms(c)))
+/// `a / b` of wall medians and, where both are known, of CPU per run.
+fn ratio(a: &Samples, b: &Samples) -> String {
+    let wall = a.median().as_secs_f64() / b.median().as_secs_f64();
+    match (a.cpu_per_run(), b.cpu_per_run()) {
+        (Some(x), Some(y)) if !y.is_zero() => {
+            format!(
+                "{wall:.2}x wall, {:.2}x cpu",
+                x.as_secs_f64() / y.as_secs_f64()
+            )
+        }
+        _ => format!("{wall:.2}x wall"),
+    }
 }
 
-/// Snapshot writes and reads of one realm with 100 000 entries: a full
-/// write against deltas of 1, 100 and 1000 keys (a delta must cost in
-/// proportion to its keys, not to the map), and `load_snapshot` against a
-/// bare redb range read of the same rows.
+/// Snapshots of one realm with 100 000 entries (20-byte keys, 8-byte
+/// values): a full write against deltas of 1, 100 and 1000 keys (a delta
+/// must cost in proportion to its keys, not to the map), and bare redb
+/// doing the same work on the same rows: updating 100 random rows in one
+/// durable commit, and a range read of the realm's rows against
+/// `load_snapshot`. redb allows one handle per file, so the storage and the
+/// bare database take turns over three rounds (each reopening the file) and
+/// every figure is the median over the rounds.
 fn snapshot_bench() {
     const N: u64 = 100_000;
+    const ROUNDS: usize = 3;
     let dir = bench_dir();
-    let storage = RedbStorage::open(dir.path()).expect("open");
     let id = RealmId::new("bench/big").expect("id");
     let version = PluginVersion([3; 32]);
-    storage
-        .append_blocking(AppendRequest {
-            realm_id: id.clone(),
-            realm_type: "bench".into(),
-            plugin_version: version,
-            events: vec![event(1)],
-        })
-        .expect("append");
     let map = big_map(N);
-    let write = |body: SnapshotBody| {
+    let write = |storage: &RedbStorage, body: SnapshotBody| {
         storage
             .put_snapshot_blocking(
                 &id,
@@ -292,156 +329,157 @@ fn snapshot_bench() {
             )
             .expect("snapshot");
     };
-
-    // Full writes: each one replaces every row. The clone of the map (Arc
-    // increments) is made outside the timed section.
-    let mut copies: Vec<_> = (0..7).map(|_| map.clone()).collect();
-    let (full, full_cpu) = timed(7, |_| {
-        write(SnapshotBody::Full(copies.pop().expect("copy")))
-    });
-
-    // Deltas onto it: `k` keys spread over the map, new values each run.
+    // `k` keys spread over the map, with new (same-size) values.
     let mut rng = StdRng::seed_from_u64(7);
-    let mut delta = |k: usize, runs: usize| {
-        let batches: Vec<Vec<(Bytes, Option<Bytes>)>> = (0..runs)
-            .map(|r| {
-                (0..k)
-                    .map(|_| {
-                        let i = rng.random_range(0..N) as usize;
-                        let v = (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                        (map[i].0.clone(), Some(Bytes::from(&v.to_le_bytes()[..])))
-                    })
-                    .collect()
+    let mut changes = |k: usize, r: usize| -> Vec<(Bytes, Option<Bytes>)> {
+        (0..k)
+            .map(|_| {
+                let i = rng.random_range(0..N) as usize;
+                let v = (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                (map[i].0.clone(), Some(Bytes::from(&v.to_le_bytes()[..])))
             })
-            .collect();
-        let mut batches = batches.into_iter();
-        timed(runs, |_| {
-            write(SnapshotBody::Delta {
-                base_seq: 1,
-                changes: batches.next().expect("batch"),
-            })
-        })
+            .collect()
     };
-    let (d1, d1_cpu) = delta(1, 100);
-    let (d100, d100_cpu) = delta(100, 100);
-    let (d1000, d1000_cpu) = delta(1000, 30);
-    println!(
-        "storage/snapshot_full_100k:   {:>8.2} ms  committer cpu {} ms  (median of 7; 100 000 entries, 20 B keys, 8 B values)",
-        ms(full),
-        cpu_ms(full_cpu)
-    );
-    for (label, wall, cpu) in [
-        ("delta_1   ", d1, d1_cpu),
-        ("delta_100 ", d100, d100_cpu),
-        ("delta_1000", d1000, d1000_cpu),
-    ] {
-        println!(
-            "storage/snapshot_{label}:    {:>8.2} ms  committer cpu {} ms  (full / this: {:.1}x wall{})",
-            ms(wall),
-            cpu_ms(cpu),
-            full.as_secs_f64() / wall.as_secs_f64(),
-            match (full_cpu, cpu) {
-                (Some(f), Some(c)) if !c.is_zero() =>
-                    format!(", {:.1}x cpu", f.as_secs_f64() / c.as_secs_f64()),
-                _ => String::new(),
-            }
-        );
-    }
-
-    // Reads: the storage's load against a bare range read of the same rows
-    // (the file closed and reopened as a plain redb database).
-    let load = |storage: &RedbStorage| {
-        timed(11, |_| {
-            let snap = storage.load_snapshot(&id).expect("load").expect("snapshot");
-            assert_eq!(snap.entries.len() as u64, N);
-            black_box(snap);
-        })
-        .0
-    };
-    let load_before = load(&storage);
-    drop(storage);
-    let db = redb::Database::open(dir.path().join(DB_FILE_NAME)).expect("raw open");
     let table_def: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("snapshot_entries");
     // The bench's realm is the first one created: realm number 1.
     let rows = (1u64, &[][..])..(2u64, &[][..]);
-    let (bare_collect, _) = timed(11, |_| {
-        let txn = db.begin_read().expect("txn");
-        let table = txn.open_table(table_def).expect("table");
-        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
-        for item in table.range(rows.clone()).expect("range") {
-            let (k, v) = item.expect("row");
-            out.push((Bytes::from(k.value().1), Bytes::from(v.value())));
+
+    let mut full = Samples::default();
+    let mut d1 = Samples::default();
+    let mut d100 = Samples::default();
+    let mut d1000 = Samples::default();
+    let mut load = Samples::default();
+    let mut bare_update = Samples::default();
+    let mut bare_collect = Samples::default();
+    let mut bare_iter = Samples::default();
+    for round in 0..ROUNDS {
+        let storage = RedbStorage::open(dir.path()).expect("open");
+        if round == 0 {
+            storage
+                .append_blocking(AppendRequest {
+                    realm_id: id.clone(),
+                    realm_type: "bench".into(),
+                    plugin_version: version,
+                    events: vec![event(1)],
+                })
+                .expect("append");
         }
-        assert_eq!(out.len() as u64, N);
-        black_box(out);
-    });
-    let (bare_iter, _) = timed(11, |_| {
-        let txn = db.begin_read().expect("txn");
-        let table = txn.open_table(table_def).expect("table");
-        let mut bytes = 0usize;
-        let mut n = 0u64;
-        for item in table.range(rows.clone()).expect("range") {
-            let (k, v) = item.expect("row");
-            bytes += k.value().1.len() + v.value().len();
-            n += 1;
+        // Full writes, each replacing every row. The map's clone (Arc
+        // increments) is made outside the timed section.
+        let mut copies: Vec<_> = (0..3).map(|_| map.clone()).collect();
+        full.run(3, committer_cpu_ns, |_| {
+            write(&storage, SnapshotBody::Full(copies.pop().expect("copy")))
+        });
+        for (samples, k, runs) in [
+            (&mut d1, 1, 30),
+            (&mut d100, 100, 30),
+            (&mut d1000, 1000, 10),
+        ] {
+            let mut batches = (0..runs)
+                .map(|r| changes(k, r))
+                .collect::<Vec<_>>()
+                .into_iter();
+            samples.run(runs, committer_cpu_ns, |_| {
+                let changes = batches.next().expect("batch");
+                write(
+                    &storage,
+                    SnapshotBody::Delta {
+                        base_seq: 1,
+                        changes,
+                    },
+                )
+            });
         }
-        assert_eq!(n, N);
-        black_box(bytes);
-    });
-    // The floor a 100-key delta cannot beat: redb itself updating 100
-    // random rows of the same table in one durable commit, as the
-    // committer's transactions are configured.
-    let thread_cpu = || {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .map(Duration::from_nanos)
-    };
-    let cpu0 = thread_cpu();
-    let (bare_update, _) = timed(100, |r| {
-        let mut txn = db.begin_write().expect("txn");
-        txn.set_durability(redb::Durability::Immediate)
-            .expect("durability");
-        txn.set_quick_repair(true);
-        {
-            let mut table = txn.open_table(table_def).expect("table");
-            let v = (r as u64 + 7).to_le_bytes();
-            for _ in 0..100 {
-                let i = rng.random_range(0..N) as usize;
-                table.insert((1u64, &*map[i].0), &v[..]).expect("insert");
+        load.run(7, thread_cpu, |_| {
+            let snap = storage.load_snapshot(&id).expect("load").expect("snapshot");
+            assert_eq!(snap.entries.len() as u64, N);
+            black_box(snap);
+        });
+        drop(storage);
+
+        let db = redb::Database::open(dir.path().join(DB_FILE_NAME)).expect("raw open");
+        // Updates keep every value 8 bytes, so the snapshot's header stays
+        // true for the next round.
+        let mut batches = (0..30)
+            .map(|r| changes(100, r))
+            .collect::<Vec<_>>()
+            .into_iter();
+        bare_update.run(30, thread_cpu, |_| {
+            let mut txn = db.begin_write().expect("txn");
+            txn.set_durability(redb::Durability::Immediate)
+                .expect("durability");
+            txn.set_quick_repair(true);
+            {
+                let mut table = txn.open_table(table_def).expect("table");
+                for (k, v) in batches.next().expect("batch") {
+                    let v = v.expect("a set");
+                    table.insert((1u64, &*k), &*v).expect("insert");
+                }
             }
-        }
-        txn.commit().expect("commit");
-    });
-    let bare_update_cpu = match (cpu0, thread_cpu()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) / 100),
-        _ => None,
-    };
-    drop(db);
-    let storage = RedbStorage::open(dir.path()).expect("reopen");
-    let load_after = load(&storage);
+            txn.commit().expect("commit");
+        });
+        bare_collect.run(7, thread_cpu, |_| {
+            let txn = db.begin_read().expect("txn");
+            let table = txn.open_table(table_def).expect("table");
+            let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+            for item in table.range(rows.clone()).expect("range") {
+                let (k, v) = item.expect("row");
+                out.push((Bytes::from(k.value().1), Bytes::from(v.value())));
+            }
+            assert_eq!(out.len() as u64, N);
+            black_box(out);
+        });
+        bare_iter.run(7, thread_cpu, |_| {
+            let txn = db.begin_read().expect("txn");
+            let table = txn.open_table(table_def).expect("table");
+            let mut bytes = 0usize;
+            let mut n = 0u64;
+            for item in table.range(rows.clone()).expect("range") {
+                let (k, v) = item.expect("row");
+                bytes += k.value().1.len() + v.value().len();
+                n += 1;
+            }
+            assert_eq!(n, N);
+            black_box(bytes);
+        });
+    }
+
     println!(
-        "storage/snapshot_load_100k:   {:>8.2} ms  (median of 11, before the bare reads; {:.2} ms after them)",
-        ms(load_before),
-        ms(load_after),
+        "storage/snapshot_full_100k:       {:>7.2} ms  committer cpu {} ms  (100 000 entries, 20 B keys, 8 B values; median of {})",
+        ms(full.median()),
+        full.cpu_ms(),
+        full.wall.len()
+    );
+    for (label, s) in [
+        ("delta_1   ", &d1),
+        ("delta_100 ", &d100),
+        ("delta_1000", &d1000),
+    ] {
+        println!(
+            "storage/snapshot_{label}:       {:>7.2} ms  committer cpu {} ms  (full / this: {})",
+            ms(s.median()),
+            s.cpu_ms(),
+            ratio(&full, s)
+        );
+    }
+    println!(
+        "storage/snapshot_bare_update_100: {:>7.2} ms  cpu {} ms  (bare redb, 100 random rows updated in one durable commit; delta_100 / this: {})",
+        ms(bare_update.median()),
+        bare_update.cpu_ms(),
+        ratio(&d100, &bare_update)
     );
     println!(
-        "storage/snapshot_bare_range_100k: {:.2} ms  collecting Arc pairs (load / bare: {:.2}x before, {:.2}x after), {:.2} ms iterating only",
-        ms(bare_collect),
-        load_before.as_secs_f64() / bare_collect.as_secs_f64(),
-        load_after.as_secs_f64() / bare_collect.as_secs_f64(),
-        ms(bare_iter),
+        "storage/snapshot_load_100k:       {:>7.2} ms  cpu {} ms  (load_snapshot; median of {})",
+        ms(load.median()),
+        load.cpu_ms(),
+        load.wall.len()
     );
     println!(
-        "storage/snapshot_bare_update_100: {:.2} ms  cpu {} ms  (bare redb: 100 random rows of the same table updated in one durable commit; delta_100 / this: {:.2}x wall{})",
-        ms(bare_update),
-        cpu_ms(bare_update_cpu),
-        d100.as_secs_f64() / bare_update.as_secs_f64(),
-        match (d100_cpu, bare_update_cpu) {
-            (Some(d), Some(b)) if !b.is_zero() =>
-                format!(", {:.2}x cpu", d.as_secs_f64() / b.as_secs_f64()),
-            _ => String::new(),
-        }
+        "storage/snapshot_bare_range_100k: {:>7.2} ms  cpu {} ms  (bare redb range read of the same rows into Arc pairs; load / this: {}; iterating only: {:.2} ms)",
+        ms(bare_collect.median()),
+        bare_collect.cpu_ms(),
+        ratio(&load, &bare_collect),
+        ms(bare_iter.median())
     );
 }
 
