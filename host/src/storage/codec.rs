@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Snapshot, StorageError};
+use super::StorageError;
 use crate::realm::EventRecord;
 use crate::runtime::PluginVersion;
+use crate::state::Bytes;
 
 /// A realm's row in the `realms` table: what does not change with every
 /// append. The last seq and the plugin version of the last append are derived
@@ -150,26 +151,171 @@ pub(crate) fn decode_run(bytes: &[u8]) -> Result<(RunHead, Vec<u64>), StorageErr
     Ok((head, out))
 }
 
-/// Snapshot record: postcard of (seq, plugin version, state version, entries).
-pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let entries: Vec<(&[u8], &[u8])> = s.entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-    postcard::to_allocvec(&(s.seq, s.plugin_version.0, s.state_version, entries))
-        .unwrap_or_default()
+/// Length of the fixed part of a snapshot header: layout tag (1), seq (8),
+/// plugin version (32), state version (4), entry count (8), entry bytes (8).
+pub(crate) const SNAPSHOT_HEAD: usize = 1 + 8 + 32 + 4 + 8 + 8;
+
+/// Layout tag: the entries are rows of `snapshot_entries`.
+const LAYOUT_ROWS: u8 = 1;
+/// Layout tag: the entries follow the fixed header, packed.
+const LAYOUT_INLINE: u8 = 2;
+
+/// A snapshot's header: the `snapshots` table's value without the inline
+/// entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SnapshotHead {
+    pub seq: u64,
+    pub plugin_version: PluginVersion,
+    pub state_version: u32,
+    /// Entries in the map.
+    pub count: u64,
+    /// Key plus value bytes of every entry.
+    pub bytes: u64,
 }
 
-pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, StorageError> {
-    type Raw<'a> = (u64, [u8; 32], u32, Vec<(&'a [u8], &'a [u8])>);
-    let (seq, v, state_version, entries): Raw<'_> = postcard::from_bytes(bytes)
-        .map_err(|e| StorageError::Corrupt(format!("snapshot record: {e}")))?;
-    Ok(Snapshot {
-        seq,
-        plugin_version: PluginVersion(v),
-        state_version,
-        entries: entries
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect(),
-    })
+/// A decoded `snapshots` value: the head, and the entries when they are
+/// stored inline (`None`: they are rows of `snapshot_entries`).
+pub(crate) type DecodedSnapshot = (SnapshotHead, Option<Vec<(Bytes, Bytes)>>);
+
+fn put_head(out: &mut Vec<u8>, layout: u8, head: &SnapshotHead) {
+    out.push(layout);
+    out.extend_from_slice(&head.seq.to_le_bytes());
+    out.extend_from_slice(&head.plugin_version.0);
+    out.extend_from_slice(&head.state_version.to_le_bytes());
+    out.extend_from_slice(&head.count.to_le_bytes());
+    out.extend_from_slice(&head.bytes.to_le_bytes());
+}
+
+/// The header of a snapshot whose entries are rows of `snapshot_entries`.
+pub(crate) fn encode_snapshot_rows(head: &SnapshotHead) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEAD);
+    put_head(&mut out, LAYOUT_ROWS, head);
+    out
+}
+
+/// The header of a snapshot stored inline, with its entries packed after it
+/// (`varint key length ‖ key ‖ varint value length ‖ value`, ascending keys).
+/// `head.count` and `head.bytes` are ignored: they are computed from
+/// `entries`, so the header always agrees with what it holds.
+pub(crate) fn encode_snapshot_inline<'a>(
+    head: &SnapshotHead,
+    entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEAD + 256);
+    put_head(&mut out, LAYOUT_INLINE, head);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for (k, v) in entries {
+        put_varint(&mut out, k.len() as u64);
+        out.extend_from_slice(k);
+        put_varint(&mut out, v.len() as u64);
+        out.extend_from_slice(v);
+        count += 1;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    out[SNAPSHOT_HEAD - 16..SNAPSHOT_HEAD - 8].copy_from_slice(&count.to_le_bytes());
+    out[SNAPSHOT_HEAD - 8..SNAPSHOT_HEAD].copy_from_slice(&bytes.to_le_bytes());
+    out
+}
+
+/// Decode a `snapshots` value. Inline entries are checked against the head:
+/// as many as it counts, as many bytes as it says, keys strictly ascending,
+/// nothing left over.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, StorageError> {
+    let corrupt = |what: &str| StorageError::Corrupt(format!("snapshot header: {what}"));
+    let mut r = Reader(bytes);
+    let layout = r.take(1).ok_or_else(|| corrupt("empty"))?[0];
+    let fixed = r
+        .take(SNAPSHOT_HEAD - 1)
+        .ok_or_else(|| corrupt(&format!("{} bytes", bytes.len())))?;
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&fixed[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut version = [0u8; 32];
+    version.copy_from_slice(&fixed[8..40]);
+    let mut state_version = [0u8; 4];
+    state_version.copy_from_slice(&fixed[40..44]);
+    let head = SnapshotHead {
+        seq: u64_at(0),
+        plugin_version: PluginVersion(version),
+        state_version: u32::from_le_bytes(state_version),
+        count: u64_at(44),
+        bytes: u64_at(52),
+    };
+    match layout {
+        LAYOUT_ROWS if r.0.is_empty() => Ok((head, None)),
+        LAYOUT_ROWS => Err(corrupt("trailing bytes after a row header")),
+        LAYOUT_INLINE => {
+            // Every entry takes at least two bytes, which bounds the
+            // allocation whatever the stored count says.
+            let mut entries: Vec<(Bytes, Bytes)> =
+                Vec::with_capacity((head.count as usize).min(r.0.len() / 2));
+            let mut total = 0u64;
+            while !r.0.is_empty() {
+                let k = r.slice().ok_or_else(|| corrupt("truncated key"))?;
+                let v = r.slice().ok_or_else(|| corrupt("truncated value"))?;
+                if entries.last().is_some_and(|(prev, _)| **prev >= *k) {
+                    return Err(corrupt("keys out of order"));
+                }
+                total += (k.len() + v.len()) as u64;
+                entries.push((Bytes::from(k), Bytes::from(v)));
+            }
+            if entries.len() as u64 != head.count || total != head.bytes {
+                return Err(corrupt(&format!(
+                    "holds {} entries of {total} bytes, its head says {} of {}",
+                    entries.len(),
+                    head.count,
+                    head.bytes
+                )));
+            }
+            Ok((head, Some(entries)))
+        }
+        other => Err(corrupt(&format!("unknown layout {other}"))),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A checked cursor over stored bytes: every read returns `None` past the
+/// end instead of panicking.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                // Reject bits shifted out of a u64 (the tenth byte may only
+                // carry one bit).
+                return (shift < 63 || b <= 1).then_some(v);
+            }
+        }
+        None
+    }
+
+    /// A length-prefixed byte string.
+    fn slice(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        self.take(len)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +342,152 @@ mod tests {
             let _ = decode_run_head(&bytes);
             let _ = decode_entry(&bytes);
         }
+
+        #[test]
+        fn snapshot_headers_round_trip(
+            head in snapshot_head(),
+            map in proptest::collection::btree_map(
+                proptest::collection::vec(any::<u8>(), 0..20),
+                proptest::collection::vec(any::<u8>(), 0..300),
+                0..24,
+            ),
+        ) {
+            let rows = encode_snapshot_rows(&head);
+            prop_assert_eq!(rows.len(), SNAPSHOT_HEAD);
+            prop_assert_eq!(decode_snapshot(&rows).unwrap(), (head, None));
+
+            let bytes = encode_snapshot_inline(&head, map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            let (back, entries) = decode_snapshot(&bytes).unwrap();
+            let entries = entries.unwrap();
+            let want: Vec<(Bytes, Bytes)> = map.iter().map(|(k, v)| (Bytes::from(k.as_slice()), Bytes::from(v.as_slice()))).collect();
+            prop_assert_eq!(&entries, &want);
+            prop_assert_eq!(back, SnapshotHead {
+                count: map.len() as u64,
+                bytes: map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+                ..head
+            });
+        }
+
+        #[test]
+        fn damaged_snapshot_headers_are_errors_not_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            layout in 0..4u8,
+        ) {
+            let _ = decode_snapshot(&bytes);
+            // Mostly valid-looking heads with garbage after them.
+            let mut framed = bytes.clone();
+            if let Some(b) = framed.first_mut() {
+                *b = layout;
+            }
+            let _ = decode_snapshot(&framed);
+        }
+
+        #[test]
+        fn mangled_inline_snapshots_are_errors_not_panics(
+            map in proptest::collection::btree_map(
+                proptest::collection::vec(any::<u8>(), 0..8),
+                proptest::collection::vec(any::<u8>(), 0..8),
+                1..8,
+            ),
+            at in any::<proptest::sample::Index>(),
+            flip in 1..=255u8,
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let head = SnapshotHead { seq: 1, plugin_version: PluginVersion([0; 32]), state_version: 0, count: 0, bytes: 0 };
+            let good = encode_snapshot_inline(&head, map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            let mut bad = good.clone();
+            let i = SNAPSHOT_HEAD + at.index(good.len() - SNAPSHOT_HEAD);
+            bad[i] ^= flip;
+            let _ = decode_snapshot(&bad);
+            let n = SNAPSHOT_HEAD + cut.index(good.len() - SNAPSHOT_HEAD);
+            prop_assert!(decode_snapshot(&good[..n]).is_err(), "a cut at {} of {} decoded", n, good.len());
+        }
+    }
+
+    fn snapshot_head() -> impl Strategy<Value = SnapshotHead> {
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(seq, v, state_version, count, bytes)| SnapshotHead {
+                seq,
+                plugin_version: PluginVersion(v),
+                state_version,
+                count,
+                bytes,
+            })
+    }
+
+    fn head(seq: u64) -> SnapshotHead {
+        SnapshotHead {
+            seq,
+            plugin_version: PluginVersion([9; 32]),
+            state_version: 3,
+            count: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn inline_snapshots_that_disagree_with_their_head_are_corrupt() {
+        let entries: [(&[u8], &[u8]); 2] = [(b"a", b"1"), (b"b", b"22")];
+        let good = encode_snapshot_inline(&head(5), entries);
+        assert!(decode_snapshot(&good).is_ok());
+        let corrupt =
+            |bytes: &[u8]| matches!(decode_snapshot(bytes), Err(StorageError::Corrupt(_)));
+
+        // Count says 3.
+        let mut bad = good.clone();
+        bad[SNAPSHOT_HEAD - 16] = 3;
+        assert!(corrupt(&bad));
+        // Byte total off by one.
+        let mut bad = good.clone();
+        bad[SNAPSHOT_HEAD - 8] += 1;
+        assert!(corrupt(&bad));
+        // Keys out of order or repeated.
+        let swapped: [(&[u8], &[u8]); 2] = [(b"b", b"1"), (b"a", b"22")];
+        assert!(corrupt(&encode_snapshot_inline(&head(5), swapped)));
+        let repeated: [(&[u8], &[u8]); 2] = [(b"a", b"1"), (b"a", b"22")];
+        assert!(corrupt(&encode_snapshot_inline(&head(5), repeated)));
+        // Trailing byte, truncated entry, unknown layout, row header with a tail.
+        let mut bad = good.clone();
+        bad.push(0);
+        assert!(corrupt(&bad));
+        assert!(corrupt(&good[..good.len() - 1]));
+        let mut bad = good.clone();
+        bad[0] = 7;
+        assert!(corrupt(&bad));
+        let mut bad = encode_snapshot_rows(&head(5));
+        bad.push(1);
+        assert!(corrupt(&bad));
+        assert!(corrupt(
+            &encode_snapshot_rows(&head(5))[..SNAPSHOT_HEAD - 1]
+        ));
+        assert!(corrupt(&[]));
+        // A length that overflows a u64 or runs past the end.
+        let mut bad = encode_snapshot_inline(&head(5), []);
+        bad.extend_from_slice(&[0xff; 11]);
+        assert!(corrupt(&bad));
+        let mut bad = encode_snapshot_inline(&head(5), []);
+        bad.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(corrupt(&bad));
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut r = Reader(&out);
+            assert_eq!(r.varint(), Some(v));
+            assert!(r.0.is_empty());
+        }
+        // Ten bytes whose last carries more than the 64th bit.
+        let mut r = Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        assert_eq!(r.varint(), None);
     }
 
     #[test]

@@ -73,18 +73,28 @@ pub enum StorageError {
         /// The stored snapshot's seq.
         stored_seq: u64,
     },
-    /// A delta snapshot was computed against another stored snapshot than
-    /// the one on disk. Nothing was written.
+    /// A snapshot delta names a base other than the stored snapshot (0 when
+    /// the realm has none). Nothing was written.
     #[error(
-        "realm {realm}: delta snapshot against seq {base_seq}, but the stored snapshot is at {stored_seq}"
+        "realm {realm}: snapshot delta onto seq {base_seq}, but the stored snapshot is at seq {stored_seq}"
     )]
     SnapshotBaseMismatch {
         /// The realm.
         realm: RealmId,
-        /// The base the delta was computed against.
+        /// The delta's base seq.
         base_seq: u64,
-        /// The stored snapshot's seq (0: none).
+        /// The stored snapshot's seq, 0 if none.
         stored_seq: u64,
+    },
+    /// A full snapshot's keys are not strictly ascending (out of order or
+    /// repeated). Nothing was written.
+    #[error("realm {realm}: snapshot entry {index} is not after the one before it")]
+    UnsortedSnapshot {
+        /// The realm.
+        realm: RealmId,
+        /// Position of the first entry whose key is not greater than its
+        /// predecessor's.
+        index: usize,
     },
     /// The database was written by a newer release with a format this one
     /// cannot read. Nothing was modified.
@@ -146,6 +156,7 @@ impl StorageError {
                 | Self::SnapshotAhead { .. }
                 | Self::StaleSnapshot { .. }
                 | Self::SnapshotBaseMismatch { .. }
+                | Self::UnsortedSnapshot { .. }
         )
     }
 }

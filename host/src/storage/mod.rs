@@ -17,6 +17,12 @@
 //!   backend still checks continuity so a caller bug cannot corrupt a log.
 //! - Everything is keyed by realm id, never by shard, so the shard count can
 //!   change between restarts without moving data.
+//! - A snapshot is a realm's state — an ordered map of byte keys to byte
+//!   values — as of a seq. It is written whole ([`SnapshotBody::Full`]) or as
+//!   the keys changed since the stored one ([`SnapshotBody::Delta`]), which
+//!   costs in proportion to those keys, not to the map; it is read back
+//!   whole. It never runs ahead of the realm's log, and the log remains the
+//!   source of truth: a full replay can always rebuild the state.
 //!
 //! The on-disk layout and the crash invariants are in `docs/design-storage.md`.
 
@@ -32,7 +38,9 @@ use std::fmt;
 use futures::future::BoxFuture;
 
 pub use error::StorageError;
-pub use redb_store::{DB_FILE_NAME, FORMAT_VERSION, RedbStorage, StorageConfig};
+pub use redb_store::{
+    DB_FILE_NAME, FORMAT_VERSION, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
+};
 
 use crate::realm::{EventRecord, RealmId};
 use crate::runtime::PluginVersion;
@@ -80,40 +88,48 @@ pub struct RealmMeta {
 /// A realm's state as of `seq`, read back from storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The last event folded in.
+    /// The last event folded into `entries`.
     pub seq: u64,
-    /// The plugin that wrote it.
+    /// The plugin that wrote it; a different plugin may not be able to read
+    /// it, in which case the loader replays from scratch.
     pub plugin_version: PluginVersion,
-    /// The plugin's state (entry layout) version that wrote it.
+    /// The plugin's state (entry-layout) version that wrote it.
     pub state_version: u32,
-    /// Every entry, ascending key order, no duplicates.
+    /// Every entry of the map, in ascending key order, no duplicates.
     pub entries: Vec<(Bytes, Bytes)>,
 }
 
 /// What [`Storage::put_snapshot`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotWrite {
-    /// The last event folded in.
+    /// The last event folded into the map.
     pub seq: u64,
-    /// The plugin that wrote it.
+    /// The plugin that produced it.
     pub plugin_version: PluginVersion,
-    /// The plugin's state version.
+    /// The plugin's state (entry-layout) version.
     pub state_version: u32,
-    /// The whole map or the changes since the stored snapshot.
+    /// The map, whole or as the changes since the stored snapshot.
     pub body: SnapshotBody,
 }
 
-/// The content of a snapshot write.
+/// The map of a [`SnapshotWrite`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotBody {
     /// The whole map (ascending, unique keys); replaces whatever was stored.
+    /// Keys out of order or repeated are refused with
+    /// [`StorageError::UnsortedSnapshot`].
     Full(Vec<(Bytes, Bytes)>),
-    /// The keys changed since the stored snapshot at `base_seq`:
-    /// `Some(value)` sets, `None` deletes.
+    /// The keys changed since the stored snapshot at `base_seq`: `Some(value)`
+    /// sets a key, `None` deletes it (deleting an absent key does nothing).
+    /// Changes apply in order, so if a key appears more than once the last
+    /// change wins. `base_seq` must be the stored snapshot's seq, or 0 for a
+    /// realm without a snapshot (the changes then apply to the empty map);
+    /// anything else is refused with [`StorageError::SnapshotBaseMismatch`].
+    /// Costs in proportion to the changes, not to the map.
     Delta {
-        /// Seq of the stored snapshot the changes apply to.
+        /// Seq of the snapshot these changes apply to.
         base_seq: u64,
-        /// Changed keys.
+        /// The changed keys.
         changes: Vec<(Bytes, Option<Bytes>)>,
     },
 }
@@ -143,9 +159,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Append events to one realm; resolves after they are durable.
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendAck, StorageError>>;
 
-    /// Replace the realm's snapshot (durable on return). The realm must exist,
-    /// `snapshot.seq` must not exceed its last seq nor be older than the stored
-    /// snapshot.
+    /// Store the realm's snapshot (durable on return), whole or as a delta
+    /// onto the stored one. The realm must exist, `snapshot.seq` must be at
+    /// least 1, not exceed its last seq, nor be older than the stored
+    /// snapshot; a delta must name the stored snapshot's seq as its base. A
+    /// refused write stores nothing.
     fn put_snapshot(
         &self,
         realm: &RealmId,

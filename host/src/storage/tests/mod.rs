@@ -1,9 +1,9 @@
 //! Unit and model-based tests of [`RedbStorage`].
 
-use std::collections::BTreeMap;
-use std::io::Write;
+mod model;
+mod snapshots;
 
-use proptest::prelude::*;
+use std::io::Write;
 
 use super::*;
 use crate::realm::EventRecord;
@@ -25,6 +25,30 @@ fn ev(seq: u64, tag: &str) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 0.5,
+    }
+}
+
+fn b(bytes: &[u8]) -> Bytes {
+    Bytes::from(bytes)
+}
+
+/// A full snapshot write of `entries` (given in order) by V2.
+fn full(seq: u64, entries: &[(&[u8], &[u8])]) -> SnapshotWrite {
+    SnapshotWrite {
+        seq,
+        plugin_version: V2,
+        state_version: 1,
+        body: SnapshotBody::Full(entries.iter().map(|(k, v)| (b(k), b(v))).collect()),
+    }
+}
+
+/// What [`full`] reads back as.
+fn stored(seq: u64, entries: &[(&[u8], &[u8])]) -> Snapshot {
+    Snapshot {
+        seq,
+        plugin_version: V2,
+        state_version: 1,
+        entries: entries.iter().map(|(k, v)| (b(k), b(v))).collect(),
     }
 }
 
@@ -196,11 +220,8 @@ async fn rejections_do_not_spoil_the_batch() {
 fn snapshots_and_load() {
     let dir = tempfile::tempdir().unwrap();
     let s = RedbStorage::open(dir.path()).unwrap();
-    let snap = |seq| Snapshot {
-        seq,
-        plugin_version: V2,
-        state: vec![seq as u8; 100],
-    };
+    let value = |seq: u64| vec![seq as u8; 100];
+    let snap = |seq: u64| full(seq, &[(b"k", &value(seq))]);
     assert!(matches!(
         s.put_snapshot_blocking(&rid("a"), snap(1)),
         Err(StorageError::UnknownRealm(_))
@@ -220,10 +241,11 @@ fn snapshots_and_load() {
         s.put_snapshot_blocking(&rid("a"), snap(6)),
         Err(StorageError::StaleSnapshot { .. })
     ));
-    assert_eq!(s.load_snapshot(&rid("a")).unwrap(), Some(snap(7)));
+    let want = stored(7, &[(b"k", &value(7))]);
+    assert_eq!(s.load_snapshot(&rid("a")).unwrap(), Some(want.clone()));
     let load = s.load_realm(&rid("a")).unwrap().unwrap();
     assert_eq!(load.meta.last_snapshot_seq, 7);
-    assert_eq!(load.snapshot, Some(snap(7)));
+    assert_eq!(load.snapshot, Some(want));
     assert_eq!(load.tail, (8..=10).map(|i| ev(i, "a")).collect::<Vec<_>>());
     assert_eq!(s.load_realm(&rid("none")).unwrap(), None);
 }
@@ -283,16 +305,7 @@ async fn usable_as_trait_object() {
         vec![ev(2, "a")]
     );
     assert_eq!(s.realm_meta(&rid("a")).await.unwrap().unwrap().last_seq, 2);
-    s.put_snapshot(
-        &rid("a"),
-        Snapshot {
-            seq: 2,
-            plugin_version: V1,
-            state: vec![],
-        },
-    )
-    .await
-    .unwrap();
+    s.put_snapshot(&rid("a"), full(2, &[])).await.unwrap();
     assert_eq!(s.load_snapshot(&rid("a")).await.unwrap().unwrap().seq, 2);
     assert_eq!(s.load_realm(&rid("a")).await.unwrap().unwrap().tail, vec![]);
     assert_eq!(s.list_realms("t", None, 5).await.unwrap(), vec![rid("a")]);
@@ -480,160 +493,6 @@ fn errors_are_displayable() {
         "realm a: expected seq 2, got 5"
     );
     assert!(!StorageError::Closed.is_rejection());
-}
-
-// ---- Model-based property test ----
-
-#[derive(Debug, Clone)]
-enum Step {
-    /// Append `n` events to realm `r`, with the first seq shifted by `skew`
-    /// (0 = correct, negative = duplicate, positive = gap).
-    Append {
-        r: usize,
-        n: u64,
-        skew: i64,
-        /// Append with plugin version V2 instead of V1.
-        v2: bool,
-    },
-    /// Snapshot realm `r` at `last_seq - back`.
-    Snap { r: usize, back: u64, len: usize },
-    /// Read realm `r` from `after`.
-    Read { r: usize, after: u64 },
-    /// Clean close (the tail is indexed) and reopen.
-    Reopen,
-    /// Close without indexing the tail, as a crash would, and reopen: the
-    /// tail is rebuilt from the log.
-    CrashReopen,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        6 => (0..4usize, 1..4u64, prop_oneof![8 => Just(0i64), 1 => -2..0i64, 1 => 1..3i64], any::<bool>())
-            .prop_map(|(r, n, skew, v2)| Step::Append { r, n, skew, v2 }),
-        2 => (0..4usize, 0..3u64, 0..64usize).prop_map(|(r, back, len)| Step::Snap { r, back, len }),
-        3 => (0..4usize, 0..12u64).prop_map(|(r, after)| Step::Read { r, after }),
-        1 => Just(Step::Reopen),
-        1 => Just(Step::CrashReopen),
-    ]
-}
-
-#[derive(Default)]
-struct Model {
-    logs: BTreeMap<usize, Vec<EventRecord>>,
-    snaps: BTreeMap<usize, Snapshot>,
-    versions: BTreeMap<usize, PluginVersion>,
-}
-
-fn realm_name(r: usize) -> String {
-    format!("m/{r}")
-}
-fn realm_type(r: usize) -> &'static str {
-    if r.is_multiple_of(2) { "even" } else { "odd" }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-    #[test]
-    fn storage_matches_model(
-        steps in proptest::collection::vec(step(), 1..40),
-        checkpoint_events in 0..8usize,
-        checkpoint_realms in 1..3usize,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        // Tiny checkpoint thresholds, so that runs mix indexed and unindexed
-        // events, partial checkpoints, and recovery scans.
-        let config = StorageConfig { checkpoint_events, checkpoint_realms, ..StorageConfig::default() };
-        let mut s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
-        let mut m = Model::default();
-        for st in steps {
-            match st {
-                Step::Append { r, n, skew, v2 } => {
-                    let version = if v2 { V2 } else { V1 };
-                    let log = m.logs.entry(r).or_default();
-                    let last = log.len() as u64;
-                    let first = (last as i64 + 1 + skew).max(1) as u64;
-                    let events: Vec<_> = (first..first + n).map(|q| ev(q, &realm_name(r))).collect();
-                    let res = s.append_blocking(AppendRequest {
-                        realm_id: rid(&realm_name(r)),
-                        realm_type: realm_type(r).into(),
-                        plugin_version: version,
-                        events: events.clone(),
-                    });
-                    if first == last + 1 {
-                        prop_assert_eq!(res.unwrap(), AppendAck { last_seq: last + n, created: last == 0 });
-                        log.extend(events);
-                        m.versions.insert(r, version);
-                    } else if first <= last {
-                        let is_dup = matches!(res, Err(StorageError::Duplicate { .. }));
-                        prop_assert!(is_dup, "{:?}", res);
-                    } else {
-                        let is_gap = matches!(res, Err(StorageError::Gap { .. }));
-                        prop_assert!(is_gap, "{:?}", res);
-                    }
-                }
-                Step::Snap { r, back, len } => {
-                    let last = m.logs.get(&r).map_or(0, |l| l.len() as u64);
-                    let seq = last.saturating_sub(back);
-                    let snap = Snapshot { seq, plugin_version: V2, state: vec![r as u8; len] };
-                    let res = s.put_snapshot_blocking(&rid(&realm_name(r)), snap.clone());
-                    let stored = m.snaps.get(&r).map_or(0, |s| s.seq);
-                    if last == 0 {
-                        let unknown = matches!(res, Err(StorageError::UnknownRealm(_)));
-                        prop_assert!(unknown, "{:?}", res);
-                    } else if seq == 0 {
-                        let invalid = matches!(res, Err(StorageError::InvalidRequest(_)));
-                        prop_assert!(invalid, "{:?}", res);
-                    } else if seq < stored {
-                        let stale = matches!(res, Err(StorageError::StaleSnapshot { .. }));
-                        prop_assert!(stale, "{:?}", res);
-                    } else {
-                        res.unwrap();
-                        m.snaps.insert(r, snap);
-                    }
-                }
-                Step::Read { r, after } => {
-                    let want: Vec<_> = m.logs.get(&r).map_or(vec![], |l| l.iter().filter(|e| e.seq > after).cloned().collect());
-                    prop_assert_eq!(s.events_since(&rid(&realm_name(r)), after).unwrap(), want);
-                }
-                Step::Reopen => {
-                    drop(s);
-                    s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
-                    prop_assert_eq!(s.recovered_events(), 0);
-                }
-                Step::CrashReopen => {
-                    s.close_without_checkpoint();
-                    s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
-                }
-            }
-            // Invariants after every step.
-            for r in 0..4 {
-                let id = rid(&realm_name(r));
-                let log = m.logs.get(&r).cloned().unwrap_or_default();
-                let meta = s.realm_meta(&id).unwrap();
-                if log.is_empty() {
-                    prop_assert_eq!(meta, None);
-                    continue;
-                }
-                let meta = meta.unwrap();
-                prop_assert_eq!(meta.last_seq, log.len() as u64);
-                prop_assert_eq!(meta.realm_type.as_str(), realm_type(r));
-                prop_assert_eq!(meta.plugin_version, m.versions[&r]);
-                let snap = m.snaps.get(&r).cloned();
-                prop_assert_eq!(meta.last_snapshot_seq, snap.as_ref().map_or(0, |s| s.seq));
-                let load = s.load_realm(&id).unwrap().unwrap();
-                let from = snap.as_ref().map_or(0, |s| s.seq);
-                prop_assert_eq!(load.snapshot, snap);
-                prop_assert_eq!(load.tail, log.iter().filter(|e| e.seq > from).cloned().collect::<Vec<_>>());
-            }
-            for ty in ["even", "odd"] {
-                let want: Vec<RealmId> = m.logs.iter()
-                    .filter(|(r, l)| realm_type(**r) == ty && !l.is_empty())
-                    .map(|(r, _)| rid(&realm_name(*r)))
-                    .collect();
-                prop_assert_eq!(s.list_realms(ty, None, 100).unwrap(), want);
-            }
-        }
-    }
 }
 
 /// The unindexed tail survives a close that skips the final checkpoint (what

@@ -1,0 +1,323 @@
+//! The write path: requests are checked and encoded on the caller's thread,
+//! queued, and committed by one committer thread in group commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use parking_lot::RwLock;
+use redb::{Database, Durability};
+use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
+
+use super::snapshots::prepare_snapshot;
+use super::writer::{Step, Writer};
+use super::{
+    Counters, EncodedAppend, KEY_NEXT_REALM, Op, RedbStorage, Reply, StorageConfig, Tail, Unindexed,
+};
+use crate::realm::RealmId;
+use crate::runtime::PluginVersion;
+use crate::storage::{AppendAck, AppendRequest, SnapshotWrite, StorageError, codec};
+
+impl RedbStorage {
+    fn submit(&self, op: Op) -> Result<(), StorageError> {
+        self.tx
+            .as_ref()
+            .ok_or(StorageError::Closed)?
+            .send(op)
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Enqueue an append; the returned future resolves after the commit.
+    ///
+    /// The request is checked (events, realm type, consecutive seqs) and
+    /// encoded here, on the caller's thread; only the checks against stored
+    /// state run on the committer.
+    pub fn append(
+        &self,
+        req: AppendRequest,
+    ) -> impl Future<Output = Result<AppendAck, StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = encode_append(req).and_then(|req| self.submit(Op::Append(req, reply)));
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// Enqueue a snapshot write; resolves after the commit.
+    ///
+    /// A full map's key order is checked, and a delta's changes sorted, here
+    /// on the caller's thread; the checks against the stored snapshot run on
+    /// the committer.
+    pub fn put_snapshot(
+        &self,
+        realm: &RealmId,
+        snapshot: SnapshotWrite,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = prepare_snapshot(realm, snapshot)
+            .and_then(|snap| self.submit(Op::Snapshot(realm.clone(), snap, reply)));
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// Enqueue a meta record write (`None` deletes); resolves after the commit.
+    pub fn put_meta(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.submit(Op::Meta(key.to_owned(), value, reply));
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// [`Self::append`] for synchronous callers. Must not be called from
+    /// inside an async runtime (it blocks the thread until the commit).
+    pub fn append_blocking(&self, req: AppendRequest) -> Result<AppendAck, StorageError> {
+        futures::executor::block_on(self.append(req))
+    }
+
+    /// [`Self::put_snapshot`] for synchronous callers.
+    pub fn put_snapshot_blocking(
+        &self,
+        realm: &RealmId,
+        snapshot: SnapshotWrite,
+    ) -> Result<(), StorageError> {
+        futures::executor::block_on(self.put_snapshot(realm, snapshot))
+    }
+
+    /// [`Self::put_meta`] for synchronous callers.
+    pub fn put_meta_blocking(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), StorageError> {
+        futures::executor::block_on(self.put_meta(key, value))
+    }
+}
+
+/// Check an append on the caller's thread and encode its events: everything
+/// that does not need the stored state.
+fn encode_append(req: AppendRequest) -> Result<EncodedAppend, StorageError> {
+    let realm = &req.realm_id;
+    let Some(first) = req.events.first() else {
+        return Err(StorageError::InvalidRequest(format!(
+            "append to {realm} has no events"
+        )));
+    };
+    if req.realm_type.is_empty() {
+        return Err(StorageError::InvalidRequest(format!(
+            "append to {realm} has an empty realm type"
+        )));
+    }
+    let first_seq = first.seq;
+    let mut entries = Vec::with_capacity(req.events.len());
+    for (i, ev) in req.events.iter().enumerate() {
+        let expected = first_seq.saturating_add(i as u64);
+        if ev.seq != expected {
+            return Err(StorageError::Gap {
+                realm: realm.clone(),
+                expected,
+                found: ev.seq,
+            });
+        }
+        entries.push(codec::encode_entry(ev)?);
+    }
+    Ok(EncodedAppend {
+        realm_id: req.realm_id,
+        realm_type: req.realm_type,
+        version: req.plugin_version,
+        first_seq,
+        entries,
+    })
+}
+
+/// The single writer: owns the counters, publishes the unindexed tail.
+pub(super) struct Committer {
+    pub(super) db: Arc<Database>,
+    pub(super) unindexed: Arc<RwLock<Unindexed>>,
+    pub(super) counters: Counters,
+    pub(super) config: StorageConfig,
+}
+
+/// Outcome of one request inside a batch, held until the commit decides.
+enum Done {
+    Append(Reply<AppendAck>, Result<AppendAck, StorageError>),
+    Unit(Reply<()>, Result<(), StorageError>),
+}
+
+/// What one batch changes beyond its transaction: applied to the committer's
+/// counters and the shared tail only if the commit succeeds.
+pub(super) struct BatchState {
+    pub(super) next_pos: u64,
+    pub(super) next_realm_no: u64,
+    pub(super) new_versions: Vec<(PluginVersion, u32)>,
+    /// New log entries of this batch per realm (first seq, positions, version).
+    pub(super) tails: FxHashMap<u64, Tail>,
+    /// Realms whose whole tail (including this batch's entries) this batch's
+    /// checkpoint indexed.
+    pub(super) indexed: Vec<u64>,
+    pub(super) events: usize,
+}
+
+impl Committer {
+    pub(super) fn run(mut self, rx: &mpsc::Receiver<Op>, skip_final_checkpoint: &AtomicBool) {
+        let max_batch = self.config.max_batch.max(1);
+        while let Ok(first) = rx.recv() {
+            // The first request, then everything that queued up while the
+            // previous commit was syncing *and while this one is being
+            // written*: the batch size adapts to the load by itself, with no
+            // timer adding latency when the system is idle. Taking requests
+            // until the queue is empty (rather than only those queued at the
+            // start) lets closed-loop writers that were acknowledged by the
+            // previous commit join this one instead of waiting for the next:
+            // one fsync for all of them instead of two half-full commits.
+            let ops = std::iter::once(first)
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                .take(max_batch);
+            self.commit_batch(ops, false);
+        }
+        // Clean shutdown: fold the whole tail into the index so that the next
+        // open has no log to scan.
+        if !skip_final_checkpoint.load(Ordering::SeqCst) && self.unindexed.read().events > 0 {
+            self.commit_batch(std::iter::empty(), true);
+        }
+    }
+
+    /// Process `ops` in one durable transaction; with `full_checkpoint`, also
+    /// index every unindexed tail. `ops` is drained lazily, while the
+    /// transaction is open.
+    fn commit_batch(&mut self, ops: impl Iterator<Item = Op>, full_checkpoint: bool) {
+        let span = tracing::info_span!(
+            "storage.commit",
+            batch = tracing::field::Empty,
+            realms = tracing::field::Empty,
+            events = tracing::field::Empty,
+            indexed = tracing::field::Empty,
+        );
+        let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let mut batch = BatchState {
+            next_pos: self.counters.next_pos,
+            next_realm_no: self.counters.next_realm_no,
+            new_versions: Vec::new(),
+            tails: FxHashMap::default(),
+            indexed: Vec::new(),
+            events: 0,
+        };
+        let mut done = Vec::new();
+        let mut ops = ops;
+        let mut realms = 0usize;
+
+        let result = (|| -> Result<(), StorageError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.set_quick_repair(self.config.quick_repair);
+            {
+                // Only this thread writes the tail, so reading it while
+                // processing the batch races with nobody; readers share it.
+                let unindexed = self.unindexed.read();
+                let mut w = Writer::open(&txn, &self.counters, &unindexed, &self.config)?;
+                for op in ops.by_ref() {
+                    // A fatal error still answers the request being processed
+                    // (with the batch's error, below) before aborting.
+                    let fatal = match op {
+                        Op::Append(req, reply) => {
+                            let (r, fatal) = split(w.append(req, &mut batch));
+                            if r.is_ok() {
+                                realms += 1;
+                            }
+                            done.push(Done::Append(reply, r));
+                            fatal
+                        }
+                        Op::Snapshot(realm, snap, reply) => {
+                            let (r, fatal) = split(w.snapshot(&realm, snap, &batch));
+                            done.push(Done::Unit(reply, r));
+                            fatal
+                        }
+                        Op::Meta(key, value, reply) => {
+                            let r = match value {
+                                Some(v) => w.meta.insert(key.as_str(), v.as_slice()).map(drop),
+                                None => w.meta.remove(key.as_str()).map(drop),
+                            };
+                            let (r, fatal) = split(r.map(Ok).map_err(StorageError::from));
+                            done.push(Done::Unit(reply, r));
+                            fatal
+                        }
+                    };
+                    if let Some(e) = fatal {
+                        return Err(e);
+                    }
+                }
+                w.checkpoint(&mut batch, &self.config, full_checkpoint)?;
+                if batch.next_realm_no != self.counters.next_realm_no {
+                    w.sys.insert(KEY_NEXT_REALM, batch.next_realm_no)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        span.record("batch", done.len());
+        metrics::histogram!("realmhost_commit_batch_requests").record(done.len() as f64);
+        span.record("realms", realms);
+        span.record("events", batch.events);
+        span.record("indexed", batch.indexed.len());
+        metrics::histogram!("realmhost_commit_batch_events").record(batch.events as f64);
+        metrics::histogram!("realmhost_commit_seconds").record(started.elapsed().as_secs_f64());
+
+        match result {
+            Ok(()) => {
+                // Publish before answering: an acknowledged event is visible
+                // to every read that starts after the ack.
+                {
+                    let mut unindexed = self.unindexed.write();
+                    for no in &batch.indexed {
+                        unindexed.remove(*no);
+                    }
+                    for (no, t) in &batch.tails {
+                        unindexed.push(*no, t.first_seq, &t.positions, t.version_no);
+                    }
+                    metrics::gauge!("realmhost_storage_unindexed_events")
+                        .set(unindexed.events as f64);
+                }
+                self.counters.next_pos = batch.next_pos;
+                self.counters.next_realm_no = batch.next_realm_no;
+                self.counters.versions.extend(batch.new_versions);
+                for d in done {
+                    // A dropped receiver means the caller stopped waiting; the
+                    // data is durable either way.
+                    match d {
+                        Done::Append(reply, r) => drop(reply.send(r)),
+                        Done::Unit(reply, r) => drop(reply.send(r)),
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch is stored (the transaction was dropped
+                // uncommitted); every waiter of it learns that. Requests not
+                // taken from the queue yet go into the next batch.
+                tracing::error!(error = %e, "storage commit failed");
+                let msg = e.to_string();
+                let failed = || StorageError::CommitFailed(msg.clone());
+                for d in done {
+                    match d {
+                        Done::Append(reply, _) => drop(reply.send(Err(failed()))),
+                        Done::Unit(reply, _) => drop(reply.send(Err(failed()))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Separate a fatal batch error from the request's own outcome; the request
+/// is then answered by the batch's failure path.
+fn split<T>(step: Step<T>) -> (Result<T, StorageError>, Option<StorageError>) {
+    match step {
+        Ok(r) => (r, None),
+        Err(e) => (Err(StorageError::Closed), Some(e)),
+    }
+}

@@ -1,0 +1,79 @@
+//! [`Storage`] for [`RedbStorage`]: the trait methods forward to the inherent
+//! ones, boxing their futures.
+
+use futures::future::BoxFuture;
+
+use super::RedbStorage;
+use crate::realm::{EventRecord, RealmId};
+use crate::storage::{
+    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
+    StorageError,
+};
+
+impl Storage for RedbStorage {
+    fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        Box::pin(RedbStorage::append(self, req))
+    }
+
+    fn put_snapshot(
+        &self,
+        realm: &RealmId,
+        snapshot: SnapshotWrite,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(RedbStorage::put_snapshot(self, realm, snapshot))
+    }
+
+    fn load_snapshot(
+        &self,
+        realm: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<Snapshot>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::load_snapshot(self, realm)))
+    }
+
+    fn events_since(
+        &self,
+        realm: &RealmId,
+        after_seq: u64,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::events_since(
+            self, realm, after_seq,
+        )))
+    }
+
+    fn realm_meta(
+        &self,
+        realm: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<RealmMeta>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::realm_meta(self, realm)))
+    }
+
+    fn load_realm(
+        &self,
+        realm: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<RealmLoad>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::load_realm(self, realm)))
+    }
+
+    fn list_realms(
+        &self,
+        realm_type: &str,
+        after: Option<&RealmId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RealmPage, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::list_realms(
+            self, realm_type, after, limit,
+        )))
+    }
+
+    fn put_meta(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(RedbStorage::put_meta(self, key, value))
+    }
+
+    fn get_meta(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::get_meta(self, key)))
+    }
+}
