@@ -1711,7 +1711,8 @@ fn expected(step: &Step, model: &Entries, limits: &StateLimits, seq: u64) -> Exp
 }
 
 fn hostile_strategy() -> impl Strategy<Value = Hostile> {
-    let seq = 1u64..=3;
+    // Few distinct seqs: grown keys are often overwritten, not only added.
+    let seq = 1u64..=6;
     prop_oneof![
         6 => Just(Hostile::Ok),
         1 => Just(Hostile::Garbage),
@@ -1732,14 +1733,16 @@ fn batch_item_strategy() -> impl Strategy<Value = Hostile> {
     prop_oneof![
         4 => Just(Hostile::Ok),
         1 => Just(Hostile::Garbage),
-        3 => (1u64..=3, 0u32..800).prop_map(|(seq, n)| Hostile::Grow { seq, n }),
+        3 => (1u64..=6, 0u32..800).prop_map(|(seq, n)| Hostile::Grow { seq, n }),
         1 => Just(Hostile::Reject),
         1 => Just(Hostile::Panic),
     ]
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
-    let member = (0u8..3, 0u8..4).prop_map(|(i, op)| {
+    // Two names each, so that leaves and unbans often find what a join or
+    // a ban wrote.
+    let member = (0u8..2, 0u8..4).prop_map(|(i, op)| {
         Step::Member(match op {
             0 => Member::Join(i),
             1 => Member::Leave(i),
@@ -1750,48 +1753,69 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
         12 => hostile_strategy().prop_map(Step::Hostile),
         3 => proptest::collection::vec(batch_item_strategy(), 1..4).prop_map(Step::Batch),
-        4 => member,
+        6 => member,
         1 => Just(Step::Read),
         1 => Just(Step::QueryWrite),
     ]
 }
 
-/// Limits of the property test: with `entries_first`, the entry count binds
-/// before the byte total (every grown entry is 22 bytes); otherwise the
-/// byte total binds first. Both leave room for the 10 001 operations of the
-/// write-then-fail kinds.
-fn prop_limits(entries_first: bool) -> StateLimits {
-    StateLimits {
-        max_key_bytes: 256,
-        max_value_bytes: 64 << 10,
-        max_entries: if entries_first { 16_000 } else { 1_000_000 },
-        max_total_bytes: if entries_first { 64 << 20 } else { 330_000 },
-        max_ops_per_call: 12_000,
-    }
+/// Which limits a property-test case runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropLimits {
+    /// Room for the 10 001 writes of the write-then-reject/panic kinds, so
+    /// they are rejected or panic (unless the realm already holds many
+    /// entries).
+    Roomy,
+    /// The entry count binds first (every grown entry is 22 bytes).
+    Entries,
+    /// The byte total binds first (at ~5 400 grown entries).
+    Bytes,
 }
 
-/// (hostile, membership) under each of the two sets of limits, loaded once.
-fn prop_plugins(entries_first: bool) -> &'static (Plugin, Plugin) {
-    static PLUGINS: OnceLock<[(Plugin, Plugin); 2]> = OnceLock::new();
-    let all = PLUGINS.get_or_init(|| {
-        let cache = tempfile::tempdir().unwrap();
-        let load = |entries_first| {
-            let rt = PluginRuntime::new(RuntimeConfig {
-                max_memory_bytes: 64 << 20,
-                max_output_bytes: 1 << 20,
-                cache_dir: Some(cache.path().to_owned()),
-                state_limits: prop_limits(entries_first),
-                ..RuntimeConfig::default()
-            })
-            .unwrap();
-            (
-                rt.load(fixtures::HOSTILE).unwrap(),
-                rt.load(MEMBERSHIP).unwrap(),
-            )
+impl PropLimits {
+    const ALL: [Self; 3] = [Self::Roomy, Self::Entries, Self::Bytes];
+
+    fn limits(self) -> StateLimits {
+        let (max_entries, max_total_bytes) = match self {
+            Self::Roomy => (14_000, 64 << 20),
+            Self::Entries => (6_000, 64 << 20),
+            Self::Bytes => (1_000_000, 120_000),
         };
-        [load(true), load(false)]
-    });
-    &all[usize::from(!entries_first)]
+        StateLimits {
+            max_key_bytes: 256,
+            max_value_bytes: 64 << 10,
+            max_entries,
+            max_total_bytes,
+            // Room for 10 001 writes in one call; `many` with more hits it.
+            max_ops_per_call: 12_000,
+        }
+    }
+
+    /// (hostile, membership) under these limits, loaded once per process.
+    fn plugins(self) -> &'static (Plugin, Plugin) {
+        static PLUGINS: OnceLock<Vec<(Plugin, Plugin)>> = OnceLock::new();
+        let all = PLUGINS.get_or_init(|| {
+            let cache = tempfile::tempdir().unwrap();
+            PropLimits::ALL
+                .iter()
+                .map(|l| {
+                    let rt = PluginRuntime::new(RuntimeConfig {
+                        max_memory_bytes: 64 << 20,
+                        max_output_bytes: 1 << 20,
+                        cache_dir: Some(cache.path().to_owned()),
+                        state_limits: l.limits(),
+                        ..RuntimeConfig::default()
+                    })
+                    .unwrap();
+                    (
+                        rt.load(fixtures::HOSTILE).unwrap(),
+                        rt.load(MEMBERSHIP).unwrap(),
+                    )
+                })
+                .collect()
+        });
+        &all[self as usize]
+    }
 }
 
 const PROP_REALM: &str = "prop-realm";
@@ -1810,10 +1834,10 @@ fn run_step(
     seq: u64,
     map: &StateMap,
     model: &mut Entries,
-    entries_first: bool,
+    limits: PropLimits,
 ) -> Result<Option<StateMap>, TestCaseError> {
-    let (hostile, membership) = prop_plugins(entries_first);
-    let limits = prop_limits(entries_first);
+    let (hostile, membership) = limits.plugins();
+    let limits = limits.limits();
     let scope = Scope::new(PROP_REALM, map);
     let got: Result<Expected, RuntimeError>;
     let mut written = None;
@@ -1951,16 +1975,16 @@ proptest! {
     /// later calls.
     #[test]
     fn keyed_state_matches_a_btreemap_model(
-        entries_first in any::<bool>(),
+        limits in proptest::sample::select(PropLimits::ALL.to_vec()),
         steps in proptest::collection::vec(step_strategy(), 1..24),
     ) {
-        let (hostile, _) = prop_plugins(entries_first);
+        let (hostile, _) = limits.plugins();
         let mut map = init_map(hostile, PROP_REALM);
         let mut model: Entries = entries(&map);
         prop_assert_eq!(model.len(), 1);
         for (i, step) in steps.iter().enumerate() {
             let seq = 100 + 10 * i as u64;
-            if let Some(next) = run_step(step, seq, &map, &mut model, entries_first)? {
+            if let Some(next) = run_step(step, seq, &map, &mut model, limits)? {
                 map = next;
             } else {
                 // A failed call or a query: the committed map is what it was
@@ -1973,7 +1997,7 @@ proptest! {
             }
         }
         // Nothing of the failed calls shows in a final full read.
-        run_step(&Step::Read, 0, &map, &mut model, entries_first)?;
+        run_step(&Step::Read, 0, &map, &mut model, limits)?;
     }
 }
 
