@@ -300,7 +300,12 @@ fn summary(p: &Plugin, base_map: &StateMap, base_native: &MemoryState, replay: &
             black_box(wasm_replay(p, replay));
         },
     );
-    row(&format!("replay ({REPLAY_EVENTS} events)"), &n, &w, Some(0.5));
+    row(
+        &format!("replay ({REPLAY_EVENTS} events)"),
+        &n,
+        &w,
+        Some(0.5),
+    );
 
     // State operations crossing the sandbox per event, from the plugin's counters.
     let ops = |f: &mut dyn FnMut()| {

@@ -21,14 +21,16 @@ use std::time::Instant;
 use proptest::prelude::*;
 use realmhost::EventRecord;
 use realmhost::runtime::{
-    ApplyOutcome, BatchOutcome, EventFailure, Plugin, PluginRegistry, PluginRuntime,
-    RegistryError, RuntimeConfig, RuntimeError, Scope, TrapCause,
+    ApplyOutcome, BatchOutcome, EventFailure, Plugin, PluginRegistry, PluginRuntime, RegistryError,
+    RuntimeConfig, RuntimeError, Scope, TrapCause,
 };
 use realmhost::state::{Bytes, StateLimit, StateLimitError, StateLimits, StateMap, Written};
 use realmhost_guest::batch::BatchEncoder;
 use realmhost_guest::{ApplyError, MemoryState, encode_payload, entry, whole};
 use realmhost_plugin_artifacts::{COUNTER, LEDGER, MEMBERSHIP, fixtures};
-use realmhost_plugin_ledger::{ACCOUNTS, AccountsPage, Ledger, StateV1, StateV2, TOTALS, Totals, Tx};
+use realmhost_plugin_ledger::{
+    ACCOUNTS, AccountsPage, Ledger, StateV1, StateV2, TOTALS, Totals, Tx,
+};
 
 /// A realm's entries as plain bytes: the model the host's map is checked against.
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -372,7 +374,8 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
         if i % 4 != 0 {
             history.push(deposit(&name, i * 10));
         }
-        v2.accounts.insert(name, if i % 4 != 0 { i * 10 } else { 0 });
+        v2.accounts
+            .insert(name, if i % 4 != 0 { i * 10 } else { 0 });
     }
     v2.tx_count = history.len() as u64;
     let old: Entries = [(whole::STATE_KEY.to_vec(), whole::encode(2, &v2).unwrap())].into();
@@ -411,13 +414,16 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
         .unwrap()
         .map;
     assert_eq!(entries(&replayed), entries(&migrated.map));
-    for q in LEDGER_QUERIES
-        .iter()
-        .copied()
-        .chain([r#"{"balance":"acct-007"}"#, r#"{"accounts":{"after":"acct-010","limit":5}}"#])
-    {
+    for q in LEDGER_QUERIES.iter().copied().chain([
+        r#"{"balance":"acct-007"}"#,
+        r#"{"accounts":{"after":"acct-010","limit":5}}"#,
+    ]) {
         let a = p.query(Scope::new("legacy", &migrated.map), q).unwrap();
-        assert_eq!(a, p.query(Scope::new("fresh", &replayed), q).unwrap(), "{q}");
+        assert_eq!(
+            a,
+            p.query(Scope::new("fresh", &replayed), q).unwrap(),
+            "{q}"
+        );
         assert_eq!(a, entry::query::<Ledger>(&native, q), "{q}");
     }
     assert_eq!(
@@ -446,15 +452,26 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
     let mut v1 = StateV1::default();
     v1.accounts.insert("old".into(), 5);
     let old1 = state_of(&[(whole::STATE_KEY.to_vec(), whole::encode(1, &v1).unwrap())].into());
-    let m1 = p.migrate(Scope::new("legacy-1", &old1), 1).unwrap().value.unwrap();
+    let m1 = p
+        .migrate(Scope::new("legacy-1", &old1), 1)
+        .unwrap()
+        .value
+        .unwrap();
     assert_eq!(
-        p.query(Scope::new("legacy-1", &m1.map), "").unwrap().unwrap(),
+        p.query(Scope::new("legacy-1", &m1.map), "")
+            .unwrap()
+            .unwrap(),
         r#"{"total":5,"accounts":1,"tx_count":0}"#
     );
 
     // What cannot be migrated is an error, and no map comes out of it.
     let garbage = state_of(&[(whole::STATE_KEY.to_vec(), vec![2, 0xff, 0xff, 0xff, 0xff])].into());
-    assert!(p.migrate(Scope::new("g", &garbage), 2).unwrap().value.is_err());
+    assert!(
+        p.migrate(Scope::new("g", &garbage), 2)
+            .unwrap()
+            .value
+            .is_err()
+    );
     let err = p
         .migrate(Scope::new("future", &migrated.map), 4)
         .unwrap()
@@ -575,7 +592,9 @@ fn oversized_output_is_refused() {
     let rt = runtime();
     let p = rt.load(fixtures::HOSTILE).unwrap();
     match hostile_call(&p, "huge") {
-        Err(RuntimeError::StateLimit { realm_type, error, .. }) => {
+        Err(RuntimeError::StateLimit {
+            realm_type, error, ..
+        }) => {
             assert_eq!(realm_type, "hostile");
             assert_eq!(
                 error,
@@ -636,7 +655,10 @@ fn garbage_entries_are_caught_by_the_reader() {
     for (i, t) in [open("a"), deposit("a", 5)].iter().enumerate() {
         entry::apply::<Ledger>(&mut native, &tx(i as u64 + 1, t).as_event_ref()).unwrap();
     }
-    let corrupt: Entries = native.iter().map(|(k, _)| (k.to_vec(), vec![0xff])).collect();
+    let corrupt: Entries = native
+        .iter()
+        .map(|(k, _)| (k.to_vec(), vec![0xff]))
+        .collect();
     let corrupt = state_of(&corrupt);
     match ledger
         .apply(Scope::new("c", &corrupt), &tx(3, &deposit("a", 1)))
@@ -652,7 +674,12 @@ fn garbage_entries_are_caught_by_the_reader() {
             .unwrap()
             .is_err()
     );
-    assert!(ledger.query(Scope::new("c", &corrupt), "").unwrap().is_err());
+    assert!(
+        ledger
+            .query(Scope::new("c", &corrupt), "")
+            .unwrap()
+            .is_err()
+    );
     let mut enc = BatchEncoder::new();
     let e = tx(3, &deposit("a", 1));
     enc.push(&e.as_event_ref());
@@ -821,7 +848,11 @@ fn compiled_components_are_cached_on_disk() {
     // The component loaded from the cache works.
     let w = applied(p.apply(
         Scope::new("c", &init_map(&p, "c")),
-        &event(1, "add", encode_payload(&realmhost_plugin_counter::Op::Add(3))),
+        &event(
+            1,
+            "add",
+            encode_payload(&realmhost_plugin_counter::Op::Add(3)),
+        ),
     ));
     let s = entry::whole_state::<realmhost_plugin_counter::Counter>(&memory_of(&w.map)).unwrap();
     assert_eq!(s.value, 3);
@@ -1044,8 +1075,14 @@ fn expect_limit(
             assert!(e.is_plugin_fault());
             assert_eq!(e.realm(), Some(realm));
             let msg = e.to_string();
-            assert!(msg.contains(realm) && msg.contains(&limit.to_string()), "{msg}");
-            let RuntimeError::StateLimit { realm_type, error, .. } = e else {
+            assert!(
+                msg.contains(realm) && msg.contains(&limit.to_string()),
+                "{msg}"
+            );
+            let RuntimeError::StateLimit {
+                realm_type, error, ..
+            } = e
+            else {
                 unreachable!()
             };
             assert_eq!(realm_type, "hostile");
@@ -1079,8 +1116,20 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
     // (limits, offending event, limit, actual, max). The base realm holds
     // `n` plus 300 grown keys: 301 entries, 9 + 300 × 22 = 6609 bytes.
     let cases = [
-        (roomy.clone(), event(2, "huge-key", vec![]), StateLimit::KeyBytes, 1 << 20, 64),
-        (roomy.clone(), event(2, "huge", vec![]), StateLimit::ValueBytes, 8 << 20, 4096),
+        (
+            roomy.clone(),
+            event(2, "huge-key", vec![]),
+            StateLimit::KeyBytes,
+            1 << 20,
+            64,
+        ),
+        (
+            roomy.clone(),
+            event(2, "huge", vec![]),
+            StateLimit::ValueBytes,
+            8 << 20,
+            4096,
+        ),
         (
             StateLimits {
                 max_entries: 500,
@@ -1101,7 +1150,13 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
             6609 + 155 * 22,
             10_000,
         ),
-        (roomy.clone(), event(2, "many", b"1001".to_vec()), StateLimit::OpsPerCall, 1001, 1000),
+        (
+            roomy.clone(),
+            event(2, "many", b"1001".to_vec()),
+            StateLimit::OpsPerCall,
+            1001,
+            1000,
+        ),
     ];
     for (limits, bad, limit, actual, max) in cases {
         let realm = format!("limited-{limit}");
@@ -1124,10 +1179,7 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         let r = p.apply_batch(Scope::new(&realm, &base), &enc.finish(), 2);
         match limit {
             // A batch of two gets twice the operations.
-            StateLimit::OpsPerCall => assert!(matches!(
-                r.unwrap().value,
-                BatchOutcome::Applied(_)
-            )),
+            StateLimit::OpsPerCall => assert!(matches!(r.unwrap().value, BatchOutcome::Applied(_))),
             // One `ok` (a key and 8 bytes more when `n` exists: no new entry).
             _ => expect_limit(r, &realm, limit.clone(), actual, max),
         }
@@ -1139,7 +1191,9 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
             "301"
         );
         assert_eq!(
-            p.query(Scope::new(&realm, &base), "count").unwrap().unwrap(),
+            p.query(Scope::new(&realm, &base), "count")
+                .unwrap()
+                .unwrap(),
             "301"
         );
         let next = applied(p.apply(Scope::new(&realm, &base), &event(4, "ok", vec![])));
@@ -1160,7 +1214,11 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         enc.finish()
     };
     match p
-        .apply_batch(Scope::new(realm, &base), &batch(&[grow(1, 1000), grow(2, 1000)]), 2)
+        .apply_batch(
+            Scope::new(realm, &base),
+            &batch(&[grow(1, 1000), grow(2, 1000)]),
+            2,
+        )
         .unwrap()
         .value
     {
@@ -1168,7 +1226,11 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         other => panic!("{other:?}"),
     }
     expect_limit(
-        p.apply_batch(Scope::new(realm, &base), &batch(&[grow(1, 1001), grow(2, 1000)]), 2),
+        p.apply_batch(
+            Scope::new(realm, &base),
+            &batch(&[grow(1, 1001), grow(2, 1000)]),
+            2,
+        ),
         realm,
         StateLimit::OpsPerCall,
         2001,
@@ -1193,7 +1255,9 @@ fn queries_are_read_only_and_encode_event_has_no_realm() {
     assert_eq!(base.get(b"query"), None);
     assert_eq!(base.len(), 1);
     assert_eq!(
-        p.query(Scope::new("reader", &base), "len").unwrap().unwrap(),
+        p.query(Scope::new("reader", &base), "len")
+            .unwrap()
+            .unwrap(),
         "1"
     );
 
@@ -1328,9 +1392,12 @@ fn ledger_with_100k_accounts_pages_through_the_sandbox() {
     assert_eq!(w.changes.len(), 3);
     let map = w.map;
     assert_eq!(
-        p.query(Scope::new(realm, &map), &format!(r#"{{"balance":"{}"}}"#, name(N - 1)))
-            .unwrap()
-            .unwrap(),
+        p.query(
+            Scope::new(realm, &map),
+            &format!(r#"{{"balance":"{}"}}"#, name(N - 1))
+        )
+        .unwrap()
+        .unwrap(),
         format!(r#"{{"balance":{}}}"#, N + 1)
     );
 
@@ -1577,7 +1644,8 @@ impl<'a> Sim<'a> {
         self.op()?;
         let old = self.current(k).map(Vec::len);
         let entries = self.entries + u64::from(old.is_none());
-        let bytes = self.bytes - old.map_or(0, |o| (k.len() + o) as u64) + (k.len() + v.len()) as u64;
+        let bytes =
+            self.bytes - old.map_or(0, |o| (k.len() + o) as u64) + (k.len() + v.len()) as u64;
         if entries > self.limits.max_entries {
             return Err((StateLimit::Entries, entries, self.limits.max_entries));
         }
@@ -1839,9 +1907,8 @@ fn run_step(
     let (hostile, membership) = limits.plugins();
     let limits = limits.limits();
     let scope = Scope::new(PROP_REALM, map);
-    let got: Result<Expected, RuntimeError>;
     let mut written = None;
-    match step {
+    let got: Result<Expected, RuntimeError> = match step {
         Step::Read => {
             let n = model
                 .get(&b"n"[..])
@@ -1849,7 +1916,12 @@ fn run_step(
                 .map_or(0, u64::from_le_bytes);
             let len = model.len().to_string();
             for (q, want) in [("len", &len), ("count", &len), ("", &n.to_string())] {
-                prop_assert_eq!(&hostile.query(scope, q).unwrap().unwrap(), want, "query {:?}", q);
+                prop_assert_eq!(
+                    &hostile.query(scope, q).unwrap().unwrap(),
+                    want,
+                    "query {:?}",
+                    q
+                );
             }
             return Ok(None);
         }
@@ -1863,24 +1935,26 @@ fn run_step(
             }
             return Ok(None);
         }
-        Step::Hostile(h) => {
-            got = hostile.apply(scope, &h.event(seq)).map(|m| match m.value {
-                ApplyOutcome::Applied(w) => {
-                    let c = changes_of(&w);
-                    written = Some(w.map);
-                    Expected::Applied(c, true)
-                }
-                ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
-                ApplyOutcome::Invalid(_) => Expected::Invalid,
-            });
-        }
+        Step::Hostile(h) => hostile.apply(scope, &h.event(seq)).map(|m| match m.value {
+            ApplyOutcome::Applied(w) => {
+                let c = changes_of(&w);
+                written = Some(w.map);
+                Expected::Applied(c, true)
+            }
+            ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
+            ApplyOutcome::Invalid(_) => Expected::Invalid,
+        }),
         Step::Batch(hs) => {
             let mut enc = BatchEncoder::new();
-            let events: Vec<_> = hs.iter().enumerate().map(|(i, h)| h.event(seq + i as u64)).collect();
+            let events: Vec<_> = hs
+                .iter()
+                .enumerate()
+                .map(|(i, h)| h.event(seq + i as u64))
+                .collect();
             for e in &events {
                 enc.push(&e.as_event_ref());
             }
-            got = hostile
+            hostile
                 .apply_batch(scope, &enc.finish(), hs.len() as u32)
                 .map(|m| match m.value {
                     BatchOutcome::Applied(w) => {
@@ -1895,10 +1969,11 @@ fn run_step(
                             EventFailure::Invalid(_) => None,
                         },
                     ),
-                });
+                })
         }
-        Step::Member(m) => {
-            got = membership.apply(scope, &m.event(seq)).map(|m| match m.value {
+        Step::Member(m) => membership
+            .apply(scope, &m.event(seq))
+            .map(|m| match m.value {
                 ApplyOutcome::Applied(w) => {
                     let c = changes_of(&w);
                     written = Some(w.map);
@@ -1906,9 +1981,8 @@ fn run_step(
                 }
                 ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
                 ApplyOutcome::Invalid(_) => Expected::Invalid,
-            });
-        }
-    }
+            }),
+    };
     let want = expected(step, model, &limits, seq);
     let got = match got {
         Ok(g) => g,
@@ -2000,4 +2074,3 @@ proptest! {
         run_step(&Step::Read, 0, &map, &mut model, limits)?;
     }
 }
-
