@@ -26,6 +26,7 @@
 //! ```
 
 use std::hint::black_box;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -191,7 +192,7 @@ fn paired_rounds(
         native();
         wasm();
     }
-    let mut time = |f: &mut dyn FnMut()| {
+    let time = |f: &mut dyn FnMut()| {
         let t = Instant::now();
         for _ in 0..iters {
             f();
@@ -212,14 +213,16 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn row(case: &str, native: &[f64], wasm: &[f64], target: f64) {
+/// One summary line: medians, their ratio, and the median of the per-round
+/// ratios (each round pairs a native and a sandbox run taken back to back).
+fn row(case: &str, native: &[f64], wasm: &[f64], target: Option<f64>) {
     let (n, w) = (median(native), median(wasm));
     let paired: Vec<f64> = native.iter().zip(wasm).map(|(n, w)| n / w).collect();
     println!(
         "{case:<26} {n:>10.1} {w:>10.1} {:>8.3} {:>8.3} {:>8}",
         n / w,
         median(&paired),
-        format!("≥ {target}")
+        target.map_or("—".to_owned(), |t| format!("≥ {t}"))
     );
 }
 
@@ -257,9 +260,32 @@ fn summary(p: &Plugin, base_map: &StateMap, base_native: &MemoryState, replay: &
         &format!("apply (1 of {ACCOUNTS} accounts)"),
         &n,
         &w,
-        0.3,
+        Some(0.3),
     );
     black_box((&map, &native));
+
+    // The fixed cost of a call: an event rejected before any state access.
+    let zero = record(
+        1_000_003,
+        &Tx::Transfer {
+            from: name(1),
+            to: name(2),
+            amount: 0,
+        },
+    );
+    let (n, w) = paired_rounds(
+        rounds,
+        20_000,
+        1,
+        || {
+            black_box(entry::apply::<Ledger>(&mut native, &zero.as_event_ref()).unwrap_err());
+        },
+        || {
+            let r = p.apply(Scope::new(REALM, &map), &zero).unwrap().value;
+            assert!(matches!(r, ApplyOutcome::Rejected(_)));
+        },
+    );
+    row("apply (rejected, no state)", &n, &w, None);
 
     let (n, w) = paired_rounds(
         rounds,
@@ -274,7 +300,30 @@ fn summary(p: &Plugin, base_map: &StateMap, base_native: &MemoryState, replay: &
             black_box(wasm_replay(p, replay));
         },
     );
-    row(&format!("replay ({REPLAY_EVENTS} events)"), &n, &w, 0.5);
+    row(
+        &format!("replay ({REPLAY_EVENTS} events)"),
+        &n,
+        &w,
+        Some(0.5),
+    );
+
+    // State operations crossing the sandbox per event, from the plugin's counters.
+    let ops = |f: &mut dyn FnMut()| {
+        let s = p.stats();
+        let before = s.state_ops.load(Ordering::Relaxed);
+        f();
+        s.state_ops.load(Ordering::Relaxed) - before
+    };
+    let transfer_ops = ops(&mut || {
+        wasm_apply(p, base_map, &t1);
+    });
+    let replay_ops = ops(&mut || {
+        wasm_replay(p, replay);
+    });
+    println!(
+        "state operations per event: transfer {transfer_ops}, replay {:.2}",
+        replay_ops as f64 / REPLAY_EVENTS as f64
+    );
     println!();
 }
 

@@ -21,14 +21,16 @@ use std::time::Instant;
 use proptest::prelude::*;
 use realmhost::EventRecord;
 use realmhost::runtime::{
-    ApplyOutcome, BatchOutcome, EventFailure, Plugin, PluginRegistry, PluginRuntime,
-    RegistryError, RuntimeConfig, RuntimeError, Scope, TrapCause,
+    ApplyOutcome, BatchOutcome, EventFailure, Plugin, PluginRegistry, PluginRuntime, RegistryError,
+    RuntimeConfig, RuntimeError, Scope, TrapCause,
 };
 use realmhost::state::{Bytes, StateLimit, StateLimitError, StateLimits, StateMap, Written};
 use realmhost_guest::batch::BatchEncoder;
 use realmhost_guest::{ApplyError, MemoryState, encode_payload, entry, whole};
 use realmhost_plugin_artifacts::{COUNTER, LEDGER, MEMBERSHIP, fixtures};
-use realmhost_plugin_ledger::{ACCOUNTS, AccountsPage, Ledger, StateV1, StateV2, TOTALS, Totals, Tx};
+use realmhost_plugin_ledger::{
+    ACCOUNTS, AccountsPage, Ledger, StateV1, StateV2, TOTALS, Totals, Tx,
+};
 
 /// A realm's entries as plain bytes: the model the host's map is checked against.
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -372,7 +374,8 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
         if i % 4 != 0 {
             history.push(deposit(&name, i * 10));
         }
-        v2.accounts.insert(name, if i % 4 != 0 { i * 10 } else { 0 });
+        v2.accounts
+            .insert(name, if i % 4 != 0 { i * 10 } else { 0 });
     }
     v2.tx_count = history.len() as u64;
     let old: Entries = [(whole::STATE_KEY.to_vec(), whole::encode(2, &v2).unwrap())].into();
@@ -411,13 +414,16 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
         .unwrap()
         .map;
     assert_eq!(entries(&replayed), entries(&migrated.map));
-    for q in LEDGER_QUERIES
-        .iter()
-        .copied()
-        .chain([r#"{"balance":"acct-007"}"#, r#"{"accounts":{"after":"acct-010","limit":5}}"#])
-    {
+    for q in LEDGER_QUERIES.iter().copied().chain([
+        r#"{"balance":"acct-007"}"#,
+        r#"{"accounts":{"after":"acct-010","limit":5}}"#,
+    ]) {
         let a = p.query(Scope::new("legacy", &migrated.map), q).unwrap();
-        assert_eq!(a, p.query(Scope::new("fresh", &replayed), q).unwrap(), "{q}");
+        assert_eq!(
+            a,
+            p.query(Scope::new("fresh", &replayed), q).unwrap(),
+            "{q}"
+        );
         assert_eq!(a, entry::query::<Ledger>(&native, q), "{q}");
     }
     assert_eq!(
@@ -446,15 +452,26 @@ fn migrate_moves_whole_state_ledgers_to_the_keyed_layout() {
     let mut v1 = StateV1::default();
     v1.accounts.insert("old".into(), 5);
     let old1 = state_of(&[(whole::STATE_KEY.to_vec(), whole::encode(1, &v1).unwrap())].into());
-    let m1 = p.migrate(Scope::new("legacy-1", &old1), 1).unwrap().value.unwrap();
+    let m1 = p
+        .migrate(Scope::new("legacy-1", &old1), 1)
+        .unwrap()
+        .value
+        .unwrap();
     assert_eq!(
-        p.query(Scope::new("legacy-1", &m1.map), "").unwrap().unwrap(),
+        p.query(Scope::new("legacy-1", &m1.map), "")
+            .unwrap()
+            .unwrap(),
         r#"{"total":5,"accounts":1,"tx_count":0}"#
     );
 
     // What cannot be migrated is an error, and no map comes out of it.
     let garbage = state_of(&[(whole::STATE_KEY.to_vec(), vec![2, 0xff, 0xff, 0xff, 0xff])].into());
-    assert!(p.migrate(Scope::new("g", &garbage), 2).unwrap().value.is_err());
+    assert!(
+        p.migrate(Scope::new("g", &garbage), 2)
+            .unwrap()
+            .value
+            .is_err()
+    );
     let err = p
         .migrate(Scope::new("future", &migrated.map), 4)
         .unwrap()
@@ -575,7 +592,9 @@ fn oversized_output_is_refused() {
     let rt = runtime();
     let p = rt.load(fixtures::HOSTILE).unwrap();
     match hostile_call(&p, "huge") {
-        Err(RuntimeError::StateLimit { realm_type, error, .. }) => {
+        Err(RuntimeError::StateLimit {
+            realm_type, error, ..
+        }) => {
             assert_eq!(realm_type, "hostile");
             assert_eq!(
                 error,
@@ -636,7 +655,10 @@ fn garbage_entries_are_caught_by_the_reader() {
     for (i, t) in [open("a"), deposit("a", 5)].iter().enumerate() {
         entry::apply::<Ledger>(&mut native, &tx(i as u64 + 1, t).as_event_ref()).unwrap();
     }
-    let corrupt: Entries = native.iter().map(|(k, _)| (k.to_vec(), vec![0xff])).collect();
+    let corrupt: Entries = native
+        .iter()
+        .map(|(k, _)| (k.to_vec(), vec![0xff]))
+        .collect();
     let corrupt = state_of(&corrupt);
     match ledger
         .apply(Scope::new("c", &corrupt), &tx(3, &deposit("a", 1)))
@@ -652,7 +674,12 @@ fn garbage_entries_are_caught_by_the_reader() {
             .unwrap()
             .is_err()
     );
-    assert!(ledger.query(Scope::new("c", &corrupt), "").unwrap().is_err());
+    assert!(
+        ledger
+            .query(Scope::new("c", &corrupt), "")
+            .unwrap()
+            .is_err()
+    );
     let mut enc = BatchEncoder::new();
     let e = tx(3, &deposit("a", 1));
     enc.push(&e.as_event_ref());
@@ -821,7 +848,11 @@ fn compiled_components_are_cached_on_disk() {
     // The component loaded from the cache works.
     let w = applied(p.apply(
         Scope::new("c", &init_map(&p, "c")),
-        &event(1, "add", encode_payload(&realmhost_plugin_counter::Op::Add(3))),
+        &event(
+            1,
+            "add",
+            encode_payload(&realmhost_plugin_counter::Op::Add(3)),
+        ),
     ));
     let s = entry::whole_state::<realmhost_plugin_counter::Counter>(&memory_of(&w.map)).unwrap();
     assert_eq!(s.value, 3);
@@ -1044,8 +1075,14 @@ fn expect_limit(
             assert!(e.is_plugin_fault());
             assert_eq!(e.realm(), Some(realm));
             let msg = e.to_string();
-            assert!(msg.contains(realm) && msg.contains(&limit.to_string()), "{msg}");
-            let RuntimeError::StateLimit { realm_type, error, .. } = e else {
+            assert!(
+                msg.contains(realm) && msg.contains(&limit.to_string()),
+                "{msg}"
+            );
+            let RuntimeError::StateLimit {
+                realm_type, error, ..
+            } = e
+            else {
                 unreachable!()
             };
             assert_eq!(realm_type, "hostile");
@@ -1079,8 +1116,20 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
     // (limits, offending event, limit, actual, max). The base realm holds
     // `n` plus 300 grown keys: 301 entries, 9 + 300 × 22 = 6609 bytes.
     let cases = [
-        (roomy.clone(), event(2, "huge-key", vec![]), StateLimit::KeyBytes, 1 << 20, 64),
-        (roomy.clone(), event(2, "huge", vec![]), StateLimit::ValueBytes, 8 << 20, 4096),
+        (
+            roomy.clone(),
+            event(2, "huge-key", vec![]),
+            StateLimit::KeyBytes,
+            1 << 20,
+            64,
+        ),
+        (
+            roomy.clone(),
+            event(2, "huge", vec![]),
+            StateLimit::ValueBytes,
+            8 << 20,
+            4096,
+        ),
         (
             StateLimits {
                 max_entries: 500,
@@ -1101,7 +1150,13 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
             6609 + 155 * 22,
             10_000,
         ),
-        (roomy.clone(), event(2, "many", b"1001".to_vec()), StateLimit::OpsPerCall, 1001, 1000),
+        (
+            roomy.clone(),
+            event(2, "many", b"1001".to_vec()),
+            StateLimit::OpsPerCall,
+            1001,
+            1000,
+        ),
     ];
     for (limits, bad, limit, actual, max) in cases {
         let realm = format!("limited-{limit}");
@@ -1124,10 +1179,7 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         let r = p.apply_batch(Scope::new(&realm, &base), &enc.finish(), 2);
         match limit {
             // A batch of two gets twice the operations.
-            StateLimit::OpsPerCall => assert!(matches!(
-                r.unwrap().value,
-                BatchOutcome::Applied(_)
-            )),
+            StateLimit::OpsPerCall => assert!(matches!(r.unwrap().value, BatchOutcome::Applied(_))),
             // One `ok` (a key and 8 bytes more when `n` exists: no new entry).
             _ => expect_limit(r, &realm, limit.clone(), actual, max),
         }
@@ -1139,7 +1191,9 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
             "301"
         );
         assert_eq!(
-            p.query(Scope::new(&realm, &base), "count").unwrap().unwrap(),
+            p.query(Scope::new(&realm, &base), "count")
+                .unwrap()
+                .unwrap(),
             "301"
         );
         let next = applied(p.apply(Scope::new(&realm, &base), &event(4, "ok", vec![])));
@@ -1160,7 +1214,11 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         enc.finish()
     };
     match p
-        .apply_batch(Scope::new(realm, &base), &batch(&[grow(1, 1000), grow(2, 1000)]), 2)
+        .apply_batch(
+            Scope::new(realm, &base),
+            &batch(&[grow(1, 1000), grow(2, 1000)]),
+            2,
+        )
         .unwrap()
         .value
     {
@@ -1168,7 +1226,11 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
         other => panic!("{other:?}"),
     }
     expect_limit(
-        p.apply_batch(Scope::new(realm, &base), &batch(&[grow(1, 1001), grow(2, 1000)]), 2),
+        p.apply_batch(
+            Scope::new(realm, &base),
+            &batch(&[grow(1, 1001), grow(2, 1000)]),
+            2,
+        ),
         realm,
         StateLimit::OpsPerCall,
         2001,
@@ -1193,7 +1255,9 @@ fn queries_are_read_only_and_encode_event_has_no_realm() {
     assert_eq!(base.get(b"query"), None);
     assert_eq!(base.len(), 1);
     assert_eq!(
-        p.query(Scope::new("reader", &base), "len").unwrap().unwrap(),
+        p.query(Scope::new("reader", &base), "len")
+            .unwrap()
+            .unwrap(),
         "1"
     );
 
@@ -1328,9 +1392,12 @@ fn ledger_with_100k_accounts_pages_through_the_sandbox() {
     assert_eq!(w.changes.len(), 3);
     let map = w.map;
     assert_eq!(
-        p.query(Scope::new(realm, &map), &format!(r#"{{"balance":"{}"}}"#, name(N - 1)))
-            .unwrap()
-            .unwrap(),
+        p.query(
+            Scope::new(realm, &map),
+            &format!(r#"{{"balance":"{}"}}"#, name(N - 1))
+        )
+        .unwrap()
+        .unwrap(),
         format!(r#"{{"balance":{}}}"#, N + 1)
     );
 
@@ -1577,7 +1644,8 @@ impl<'a> Sim<'a> {
         self.op()?;
         let old = self.current(k).map(Vec::len);
         let entries = self.entries + u64::from(old.is_none());
-        let bytes = self.bytes - old.map_or(0, |o| (k.len() + o) as u64) + (k.len() + v.len()) as u64;
+        let bytes =
+            self.bytes - old.map_or(0, |o| (k.len() + o) as u64) + (k.len() + v.len()) as u64;
         if entries > self.limits.max_entries {
             return Err((StateLimit::Entries, entries, self.limits.max_entries));
         }
@@ -1711,7 +1779,8 @@ fn expected(step: &Step, model: &Entries, limits: &StateLimits, seq: u64) -> Exp
 }
 
 fn hostile_strategy() -> impl Strategy<Value = Hostile> {
-    let seq = 1u64..=3;
+    // Few distinct seqs: grown keys are often overwritten, not only added.
+    let seq = 1u64..=6;
     prop_oneof![
         6 => Just(Hostile::Ok),
         1 => Just(Hostile::Garbage),
@@ -1732,14 +1801,16 @@ fn batch_item_strategy() -> impl Strategy<Value = Hostile> {
     prop_oneof![
         4 => Just(Hostile::Ok),
         1 => Just(Hostile::Garbage),
-        3 => (1u64..=3, 0u32..800).prop_map(|(seq, n)| Hostile::Grow { seq, n }),
+        3 => (1u64..=6, 0u32..800).prop_map(|(seq, n)| Hostile::Grow { seq, n }),
         1 => Just(Hostile::Reject),
         1 => Just(Hostile::Panic),
     ]
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
-    let member = (0u8..3, 0u8..4).prop_map(|(i, op)| {
+    // Two names each, so that leaves and unbans often find what a join or
+    // a ban wrote.
+    let member = (0u8..2, 0u8..4).prop_map(|(i, op)| {
         Step::Member(match op {
             0 => Member::Join(i),
             1 => Member::Leave(i),
@@ -1750,48 +1821,69 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
         12 => hostile_strategy().prop_map(Step::Hostile),
         3 => proptest::collection::vec(batch_item_strategy(), 1..4).prop_map(Step::Batch),
-        4 => member,
+        6 => member,
         1 => Just(Step::Read),
         1 => Just(Step::QueryWrite),
     ]
 }
 
-/// Limits of the property test: with `entries_first`, the entry count binds
-/// before the byte total (every grown entry is 22 bytes); otherwise the
-/// byte total binds first. Both leave room for the 10 001 operations of the
-/// write-then-fail kinds.
-fn prop_limits(entries_first: bool) -> StateLimits {
-    StateLimits {
-        max_key_bytes: 256,
-        max_value_bytes: 64 << 10,
-        max_entries: if entries_first { 16_000 } else { 1_000_000 },
-        max_total_bytes: if entries_first { 64 << 20 } else { 330_000 },
-        max_ops_per_call: 12_000,
-    }
+/// Which limits a property-test case runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropLimits {
+    /// Room for the 10 001 writes of the write-then-reject/panic kinds, so
+    /// they are rejected or panic (unless the realm already holds many
+    /// entries).
+    Roomy,
+    /// The entry count binds first (every grown entry is 22 bytes).
+    Entries,
+    /// The byte total binds first (at ~5 400 grown entries).
+    Bytes,
 }
 
-/// (hostile, membership) under each of the two sets of limits, loaded once.
-fn prop_plugins(entries_first: bool) -> &'static (Plugin, Plugin) {
-    static PLUGINS: OnceLock<[(Plugin, Plugin); 2]> = OnceLock::new();
-    let all = PLUGINS.get_or_init(|| {
-        let cache = tempfile::tempdir().unwrap();
-        let load = |entries_first| {
-            let rt = PluginRuntime::new(RuntimeConfig {
-                max_memory_bytes: 64 << 20,
-                max_output_bytes: 1 << 20,
-                cache_dir: Some(cache.path().to_owned()),
-                state_limits: prop_limits(entries_first),
-                ..RuntimeConfig::default()
-            })
-            .unwrap();
-            (
-                rt.load(fixtures::HOSTILE).unwrap(),
-                rt.load(MEMBERSHIP).unwrap(),
-            )
+impl PropLimits {
+    const ALL: [Self; 3] = [Self::Roomy, Self::Entries, Self::Bytes];
+
+    fn limits(self) -> StateLimits {
+        let (max_entries, max_total_bytes) = match self {
+            Self::Roomy => (14_000, 64 << 20),
+            Self::Entries => (6_000, 64 << 20),
+            Self::Bytes => (1_000_000, 120_000),
         };
-        [load(true), load(false)]
-    });
-    &all[usize::from(!entries_first)]
+        StateLimits {
+            max_key_bytes: 256,
+            max_value_bytes: 64 << 10,
+            max_entries,
+            max_total_bytes,
+            // Room for 10 001 writes in one call; `many` with more hits it.
+            max_ops_per_call: 12_000,
+        }
+    }
+
+    /// (hostile, membership) under these limits, loaded once per process.
+    fn plugins(self) -> &'static (Plugin, Plugin) {
+        static PLUGINS: OnceLock<Vec<(Plugin, Plugin)>> = OnceLock::new();
+        let all = PLUGINS.get_or_init(|| {
+            let cache = tempfile::tempdir().unwrap();
+            PropLimits::ALL
+                .iter()
+                .map(|l| {
+                    let rt = PluginRuntime::new(RuntimeConfig {
+                        max_memory_bytes: 64 << 20,
+                        max_output_bytes: 1 << 20,
+                        cache_dir: Some(cache.path().to_owned()),
+                        state_limits: l.limits(),
+                        ..RuntimeConfig::default()
+                    })
+                    .unwrap();
+                    (
+                        rt.load(fixtures::HOSTILE).unwrap(),
+                        rt.load(MEMBERSHIP).unwrap(),
+                    )
+                })
+                .collect()
+        });
+        &all[self as usize]
+    }
 }
 
 const PROP_REALM: &str = "prop-realm";
@@ -1810,14 +1902,13 @@ fn run_step(
     seq: u64,
     map: &StateMap,
     model: &mut Entries,
-    entries_first: bool,
+    limits: PropLimits,
 ) -> Result<Option<StateMap>, TestCaseError> {
-    let (hostile, membership) = prop_plugins(entries_first);
-    let limits = prop_limits(entries_first);
+    let (hostile, membership) = limits.plugins();
+    let limits = limits.limits();
     let scope = Scope::new(PROP_REALM, map);
-    let got: Result<Expected, RuntimeError>;
     let mut written = None;
-    match step {
+    let got: Result<Expected, RuntimeError> = match step {
         Step::Read => {
             let n = model
                 .get(&b"n"[..])
@@ -1825,7 +1916,12 @@ fn run_step(
                 .map_or(0, u64::from_le_bytes);
             let len = model.len().to_string();
             for (q, want) in [("len", &len), ("count", &len), ("", &n.to_string())] {
-                prop_assert_eq!(&hostile.query(scope, q).unwrap().unwrap(), want, "query {:?}", q);
+                prop_assert_eq!(
+                    &hostile.query(scope, q).unwrap().unwrap(),
+                    want,
+                    "query {:?}",
+                    q
+                );
             }
             return Ok(None);
         }
@@ -1839,24 +1935,26 @@ fn run_step(
             }
             return Ok(None);
         }
-        Step::Hostile(h) => {
-            got = hostile.apply(scope, &h.event(seq)).map(|m| match m.value {
-                ApplyOutcome::Applied(w) => {
-                    let c = changes_of(&w);
-                    written = Some(w.map);
-                    Expected::Applied(c, true)
-                }
-                ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
-                ApplyOutcome::Invalid(_) => Expected::Invalid,
-            });
-        }
+        Step::Hostile(h) => hostile.apply(scope, &h.event(seq)).map(|m| match m.value {
+            ApplyOutcome::Applied(w) => {
+                let c = changes_of(&w);
+                written = Some(w.map);
+                Expected::Applied(c, true)
+            }
+            ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
+            ApplyOutcome::Invalid(_) => Expected::Invalid,
+        }),
         Step::Batch(hs) => {
             let mut enc = BatchEncoder::new();
-            let events: Vec<_> = hs.iter().enumerate().map(|(i, h)| h.event(seq + i as u64)).collect();
+            let events: Vec<_> = hs
+                .iter()
+                .enumerate()
+                .map(|(i, h)| h.event(seq + i as u64))
+                .collect();
             for e in &events {
                 enc.push(&e.as_event_ref());
             }
-            got = hostile
+            hostile
                 .apply_batch(scope, &enc.finish(), hs.len() as u32)
                 .map(|m| match m.value {
                     BatchOutcome::Applied(w) => {
@@ -1871,10 +1969,11 @@ fn run_step(
                             EventFailure::Invalid(_) => None,
                         },
                     ),
-                });
+                })
         }
-        Step::Member(m) => {
-            got = membership.apply(scope, &m.event(seq)).map(|m| match m.value {
+        Step::Member(m) => membership
+            .apply(scope, &m.event(seq))
+            .map(|m| match m.value {
                 ApplyOutcome::Applied(w) => {
                     let c = changes_of(&w);
                     written = Some(w.map);
@@ -1882,9 +1981,8 @@ fn run_step(
                 }
                 ApplyOutcome::Rejected(r) => Expected::Rejected(r.code),
                 ApplyOutcome::Invalid(_) => Expected::Invalid,
-            });
-        }
-    }
+            }),
+    };
     let want = expected(step, model, &limits, seq);
     let got = match got {
         Ok(g) => g,
@@ -1951,16 +2049,16 @@ proptest! {
     /// later calls.
     #[test]
     fn keyed_state_matches_a_btreemap_model(
-        entries_first in any::<bool>(),
+        limits in proptest::sample::select(PropLimits::ALL.to_vec()),
         steps in proptest::collection::vec(step_strategy(), 1..24),
     ) {
-        let (hostile, _) = prop_plugins(entries_first);
+        let (hostile, _) = limits.plugins();
         let mut map = init_map(hostile, PROP_REALM);
         let mut model: Entries = entries(&map);
         prop_assert_eq!(model.len(), 1);
         for (i, step) in steps.iter().enumerate() {
             let seq = 100 + 10 * i as u64;
-            if let Some(next) = run_step(step, seq, &map, &mut model, entries_first)? {
+            if let Some(next) = run_step(step, seq, &map, &mut model, limits)? {
                 map = next;
             } else {
                 // A failed call or a query: the committed map is what it was
@@ -1973,7 +2071,6 @@ proptest! {
             }
         }
         // Nothing of the failed calls shows in a final full read.
-        run_step(&Step::Read, 0, &map, &mut model, entries_first)?;
+        run_step(&Step::Read, 0, &map, &mut model, limits)?;
     }
 }
-
