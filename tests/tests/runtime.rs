@@ -1009,7 +1009,6 @@ fn quarantine_needs_faults_across_many_realms() {
 /// happen with a realm in scope and must count for that realm like any other
 /// fault, so that they quarantine a version when they span many realms.
 #[test]
-#[ignore = "host bug: Plugin::check_failure_len (apply/apply_batch) and check_err_len (init/migrate) record OutputTooLarge faults with no realm, so such faults in many realms count as one realm and never quarantine (host/src/runtime/plugin.rs)"]
 fn oversized_apply_errors_are_attributed_to_their_realm() {
     let rt = PluginRuntime::new(RuntimeConfig {
         quarantine_faults: 3,

@@ -265,7 +265,7 @@ impl Plugin {
         let m = self.call(Some((scope, access)), self.config.fuel_per_call, |b, s| {
             b.call_init(s, realm)
         })?;
-        self.check_err_len(&m.value.0)?;
+        self.check_err_len(realm, &m.value.0)?;
         Ok(Metered {
             value: m.value.0.map(|()| m.value.1.finish_written()),
             fuel: m.fuel,
@@ -310,7 +310,7 @@ impl Plugin {
             Ok(()) => ApplyOutcome::Applied(state.finish_written()),
             Err(e) => {
                 let e = from_wit(e);
-                self.check_failure_len(&e)?;
+                self.check_failure_len(scope.realm, &e)?;
                 match e {
                     EventFailure::Rejected(r) => ApplyOutcome::Rejected(r),
                     EventFailure::Invalid(m) => ApplyOutcome::Invalid(m),
@@ -348,7 +348,7 @@ impl Plugin {
             Ok(()) => BatchOutcome::Applied(state.finish_written()),
             Err(e) if e.index < count.max(1) => {
                 let error = from_wit(e.error);
-                self.check_failure_len(&error)?;
+                self.check_failure_len(scope.realm, &error)?;
                 BatchOutcome::Failed {
                     index: e.index,
                     error,
@@ -435,7 +435,7 @@ impl Plugin {
         let m = self.call(Some((scope, access)), fuel, |b, s| {
             b.call_migrate(s, from_state_version)
         })?;
-        self.check_err_len(&m.value.0)?;
+        self.check_err_len(scope.realm, &m.value.0)?;
         Ok(Metered {
             value: m.value.0.map(|()| m.value.1.finish_written()),
             fuel: m.fuel,
@@ -490,19 +490,19 @@ impl Plugin {
         Ok(())
     }
 
-    fn check_err_len(&self, r: &Result<(), String>) -> Result<(), RuntimeError> {
+    fn check_err_len(&self, realm: &str, r: &Result<(), String>) -> Result<(), RuntimeError> {
         match r {
-            Err(e) => self.check_len(None, e.len()),
+            Err(e) => self.check_len(Some(realm), e.len()),
             Ok(()) => Ok(()),
         }
     }
 
-    fn check_failure_len(&self, e: &EventFailure) -> Result<(), RuntimeError> {
+    fn check_failure_len(&self, realm: &str, e: &EventFailure) -> Result<(), RuntimeError> {
         let n = match e {
             EventFailure::Rejected(r) => r.code.len() + r.message.len(),
             EventFailure::Invalid(m) => m.len(),
         };
-        self.check_len(None, n)
+        self.check_len(Some(realm), n)
     }
 
     fn malformed(&self, realm: Option<&str>, reason: String) -> RuntimeError {
