@@ -650,17 +650,32 @@ fn run_applies(
 }
 
 /// (ii) Durable appends through the node, [`WRITERS`] writers on one realm,
-/// until `count` events are acknowledged: (seconds, ack latencies in ms,
-/// snapshots written).
+/// until `count` events are acknowledged, while one bystander appends to a
+/// small counter realm of its own: (seconds, the writers' ack latencies in
+/// ms, the bystander's ack latencies in ms, snapshots written).
 async fn node_appends(
     node: &Arc<Node>,
     n: u64,
     id: &RealmId,
     count: u64,
     seed: u64,
-) -> (f64, Vec<f64>, u64) {
+) -> (f64, Vec<f64>, Vec<f64>, u64) {
     let issued = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let snaps = node.stats().snapshots;
+    let bystander = {
+        let (node, stop) = (node.clone(), stop.clone());
+        tokio::spawn(async move {
+            let realm = RealmId::new("bystander").unwrap();
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                node.append(counter_event(&realm, 0)).await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            lat
+        })
+    };
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -685,11 +700,10 @@ async fn node_appends(
     for t in tasks {
         lat.extend(t.await.unwrap());
     }
-    (
-        t.elapsed().as_secs_f64(),
-        lat,
-        node.stats().snapshots - snaps,
-    )
+    let took = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let by = bystander.await.unwrap();
+    (took, lat, by, node.stats().snapshots - snaps)
 }
 
 /// A batch of `count` deposits touching `count - 2` distinct accounts (plus
@@ -849,8 +863,10 @@ async fn keyed_cold_load(node: &Arc<Node>, id: &RealmId, n: u64) {
     let entries = load.snapshot.as_ref().map_or(0, |s| s.entries.len());
     let tail = load.tail.len();
     drop(load);
+    let plugin = node.plugins().get("ledger").unwrap();
     let (mut bare, mut cold, mut warm, mut r_raw, mut r_load) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut build, mut replay) = (vec![], vec![]);
     node.store().remove(id.as_str());
     node.get(id).await.unwrap();
     for round in 0..ROUNDS {
@@ -871,6 +887,17 @@ async fn keyed_cold_load(node: &Arc<Node>, id: &RealmId, n: u64) {
         let t = Instant::now();
         std::hint::black_box(node.get(id).await.unwrap());
         let w = t.elapsed().as_secs_f64() * 1e3;
+        // The load's two steps after the read, alone: the snapshot's entries
+        // to a map (as `from_snapshot` does it), the tail replayed on it.
+        let load = storage.load_realm(id).await.unwrap().unwrap();
+        let entries = load.snapshot.as_ref().unwrap().entries.clone();
+        let t = Instant::now();
+        let map = StateMap::from_sorted(entries).unwrap();
+        build.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let r = plugin.replay(id.as_str(), map, &load.tail, 1000).unwrap();
+        replay.push(t.elapsed().as_secs_f64() * 1e3);
+        drop((r, load));
         bare.push(b);
         cold.push(c);
         warm.push(w);
@@ -886,6 +913,11 @@ async fn keyed_cold_load(node: &Arc<Node>, id: &RealmId, n: u64) {
         median(&mut bare),
         median(&mut cold),
         median(&mut warm)
+    );
+    println!(
+        "  of the load: StateMap::from_sorted over the snapshot's entries {:>6.2} ms, replay of the tail {:>5.2} ms",
+        median(&mut build),
+        median(&mut replay)
     );
     println!(
         "  load / bare read: {} (Node::get as is), {} (minus the cached get: the load alone)",
@@ -949,10 +981,11 @@ async fn keyed_state() {
     }
     // Three snapshot intervals per window: every window holds 3 snapshots.
     let per_round = 3 * SNAPSHOT_EVERY;
-    let rounds = 5;
+    let rounds = 9;
     let k = live.len();
     let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut lats: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut by_lats: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut snaps = vec![0; k];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); k];
     let probe_dir = tempfile::tempdir_in(dir.path()).unwrap();
@@ -962,11 +995,12 @@ async fn keyed_state() {
         for j in 0..k {
             let i = (j + round) % k;
             let (n, id) = &live[i];
-            let (s, lat, sn) =
+            let (s, lat, by, sn) =
                 node_appends(&node, *n, id, per_round, round as u64 * 10 + i as u64).await;
             cost[i] = s * 1e6 / per_round as f64;
             per_event[i].push(cost[i]);
             lats[i].extend(lat);
+            by_lats[i].extend(by);
             snaps[i] += sn;
         }
         for i in 0..k {
@@ -976,15 +1010,17 @@ async fn keyed_state() {
     let fsync2 = fdatasync_rate(probe_dir.path(), Duration::from_secs(1));
     println!(
         "durable appends through the node to one realm, {WRITERS} writers, snapshot every {SNAPSHOT_EVERY} events \
-         (deltas), {rounds} rounds × {per_round} events per realm, sizes interleaved \
-         (bare fdatasync {fsync1:.0}/s before, {fsync2:.0}/s after):"
+         (deltas), {rounds} rounds × {per_round} events per realm, sizes interleaved; one bystander \
+         appends to a counter realm meanwhile (bare fdatasync {fsync1:.0}/s before, {fsync2:.0}/s after):"
     );
     for i in 0..k {
         let l = &mut lats[i];
         l.sort_by(f64::total_cmp);
+        let b = &mut by_lats[i];
+        b.sort_by(f64::total_cmp);
         println!(
             "  {:>9} accounts: {:>7.0} µs/append ({:>5.0} appends/s)  ack p50 {:>6.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  \
-             {} snapshots;  vs 100 accounts {}",
+             {} snapshots;  vs 100 accounts {};  bystander ack p50 {:.2} ms p99 {:.2} ms max {:.1} ms",
             live[i].0,
             median(&mut per_event[i]),
             1e6 / median(&mut per_event[i]),
@@ -992,7 +1028,10 @@ async fn keyed_state() {
             pct(l, 0.99),
             pct(l, 1.0),
             snaps[i],
-            spread(&mut ratios[i])
+            spread(&mut ratios[i]),
+            pct(b, 0.5),
+            pct(b, 0.99),
+            pct(b, 1.0),
         );
     }
     println!();
@@ -1034,12 +1073,59 @@ fn hex_hash(map: &StateMap) -> String {
         .collect()
 }
 
+/// `REALMHOST_NODE_BENCH_PROFILE=apply|load`: one case in a loop for
+/// `REALMHOST_BENCH_SECS`, for `perf record` (see `docs/BENCHMARKS.md`).
+/// `apply`: `Plugin::apply` on a realm of `REALMHOST_NODE_BENCH_MAX_ACCOUNTS`
+/// accounts; `load`: cold loads of that realm (snapshot + 100-event tail)
+/// through the node.
+async fn profile(case: &str, d: Duration) {
+    let n = *keyed_sizes().last().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    cfg.snapshot_every = u64::MAX;
+    let node = Node::open(cfg).await.unwrap();
+    let storage = node.storage().clone();
+    let plugin = node.plugins().get("ledger").unwrap();
+    let id = realm_of_size(n);
+    let (mut map, mut seq) = seed_ledger(&storage, &plugin, &id, n).await;
+    let mut rng = SmallRng::seed_from_u64(3);
+    let t = Instant::now();
+    let mut count = 0u64;
+    match case {
+        "apply" => {
+            while t.elapsed() < d {
+                run_applies(&plugin, &mut rng, n, &id, &mut map, &mut seq, 1000);
+                count += 1000;
+            }
+        }
+        _ => {
+            advance(&storage, &plugin, &id, &mut map, &mut seq, &mut rng, n).await;
+            while t.elapsed() < d {
+                node.store().remove(id.as_str());
+                let _ = std::hint::black_box(node.query(&id, "\"total\"").await.unwrap());
+                count += 1;
+            }
+        }
+    }
+    println!(
+        "profile {case}, {n} accounts: {count} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    drop((storage, plugin));
+    node.shutdown().await.unwrap();
+}
+
 fn main() {
     let d = secs();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(case) = std::env::var("REALMHOST_NODE_BENCH_PROFILE") {
+        rt.block_on(profile(&case, d));
+        return;
+    }
     if section("appends") {
         println!();
         appends_section(&rt, d);
