@@ -98,7 +98,7 @@ impl Node {
     /// Rebuild a realm from its full log with the active plugin and compare
     /// it with the live state by hash.
     pub async fn verify(&self, id: &RealmId) -> Result<VerifyReport, NodeError> {
-        let (_, live) = self.get(id).await?;
+        let live = self.state(id).await?;
         let plugin = self.registry.get(live.realm_type())?;
         let t = Instant::now();
         let events = self.storage.events_since(id, 0).await?;

@@ -433,19 +433,26 @@ impl Node {
         }
     }
 
-    /// A realm's state as of its last acknowledged event.
+    /// A realm's state as of its last acknowledged event, with its view
+    /// (which hashes every entry: O(realm)).
     pub async fn get(&self, id: &RealmId) -> Result<(RealmView, Arc<RealmState>), NodeError> {
+        let s = self.state(id).await?;
+        Ok((self.view(id, &s), s))
+    }
+
+    /// A realm's state as of its last acknowledged event, built by the active
+    /// plugin version. Unlike [`Node::get`] it does no work proportional to
+    /// the realm's size when the realm is in memory.
+    pub async fn state(&self, id: &RealmId) -> Result<Arc<RealmState>, NodeError> {
         self.check_parked(id)?;
         let s = self.current(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
-        let s = if s.plugin_version() != plugin.version() {
-            let _guard = self.lock_for(id.as_str()).lock().await;
-            let s = self.current(id).await?;
-            self.ensure_version(id, s, &plugin).await?
-        } else {
-            s
-        };
-        Ok((self.view(id, &s), s))
+        if s.plugin_version() == plugin.version() {
+            return Ok(s);
+        }
+        let _guard = self.lock_for(id.as_str()).lock().await;
+        let s = self.current(id).await?;
+        self.ensure_version(id, s, &plugin).await
     }
 
     fn view(&self, id: &RealmId, s: &RealmState) -> RealmView {
@@ -471,7 +478,7 @@ impl Node {
                 self.config.limits.max_query_bytes
             )));
         }
-        let (_, s) = self.get(id).await?;
+        let s = self.state(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
         plugin
             .query(Scope::new(id.as_str(), s.map()), request)
