@@ -1073,11 +1073,12 @@ fn hex_hash(map: &StateMap) -> String {
         .collect()
 }
 
-/// `REALMHOST_NODE_BENCH_PROFILE=apply|load`: one case in a loop for
+/// `REALMHOST_NODE_BENCH_PROFILE=apply|load|replay`: one case in a loop for
 /// `REALMHOST_BENCH_SECS`, for `perf record` (see `docs/BENCHMARKS.md`).
 /// `apply`: `Plugin::apply` on a realm of `REALMHOST_NODE_BENCH_MAX_ACCOUNTS`
 /// accounts; `load`: cold loads of that realm (snapshot + 100-event tail)
-/// through the node.
+/// through the node; `replay`: the `cold` section's 10 000-event replay in
+/// the sandbox.
 async fn profile(case: &str, d: Duration) {
     let n = *keyed_sizes().last().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1093,6 +1094,45 @@ async fn profile(case: &str, d: Duration) {
     let t = Instant::now();
     let mut count = 0u64;
     match case {
+        "replay" => {
+            // The replay case of the `cold` section: 10 000 ledger events on
+            // two accounts, from `init`, 1000 per `apply-batch`.
+            let mut events = vec![
+                ledger_record(
+                    1,
+                    &Tx::Open {
+                        account: "a".into(),
+                    },
+                ),
+                ledger_record(
+                    2,
+                    &Tx::Open {
+                        account: "b".into(),
+                    },
+                ),
+            ];
+            for i in 0..9_998u64 {
+                let tx = if i % 2 == 0 {
+                    Tx::Deposit {
+                        account: "a".into(),
+                        amount: 5,
+                    }
+                } else {
+                    Tx::Transfer {
+                        from: "a".into(),
+                        to: "b".into(),
+                        amount: 2,
+                    }
+                };
+                events.push(ledger_record(i + 3, &tx));
+            }
+            while t.elapsed() < d {
+                let init = plugin.init("big-realm").unwrap().value.unwrap().map;
+                let r = plugin.replay("big-realm", init, &events, 1000).unwrap();
+                std::hint::black_box(r.value.unwrap());
+                count += events.len() as u64;
+            }
+        }
         "apply" => {
             while t.elapsed() < d {
                 run_applies(&plugin, &mut rng, n, &id, &mut map, &mut seq, 1000);

@@ -629,6 +629,12 @@ fn summary_keyed_memory() {
                 d[0] - d[3],
                 (s[0] - s[3]) / (d[0] - d[3])
             );
+            println!(
+                "  (size_of: RealmState {} B, StateMap {} B; each realm's state is one Arc<RealmState> allocation \
+                 plus one packed buffer)",
+                std::mem::size_of::<RealmState>(),
+                std::mem::size_of::<StateMap>()
+            );
         }
         _ => println!("  measurement failed"),
     }
