@@ -3,7 +3,6 @@
 //! Human-readable tables by default; `--json` prints the node's JSON answer
 //! unchanged for scripts.
 
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -71,49 +70,6 @@ pub enum ShardCmd {
     },
 }
 
-/// `realmhost plugin …`
-#[derive(Debug, Subcommand)]
-pub enum PluginCmd {
-    /// Loaded versions per realm type.
-    List,
-    /// Upload a component; with --activate it serves new calls at once.
-    Load {
-        /// `.wasm` component.
-        path: PathBuf,
-        /// Make it the active version of its realm type.
-        #[arg(long)]
-        activate: bool,
-    },
-    /// Replay realms through a loaded candidate version and report failures (read-only).
-    Shadow {
-        /// Realm type.
-        realm_type: String,
-        /// Candidate version (64 hex characters, see `plugin list --json`).
-        version: String,
-        /// Realms to check (default: all).
-        #[arg(long)]
-        sample: Option<usize>,
-    },
-    /// Make a loaded version active, after a passing shadow replay.
-    Swap {
-        /// Realm type.
-        realm_type: String,
-        /// Version (64 hex characters, see `plugin list --json`).
-        version: String,
-        /// Realms to shadow-replay first (default: all).
-        #[arg(long)]
-        sample: Option<usize>,
-        /// Promote without shadow replay.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Return to the previous version.
-    Rollback {
-        /// Realm type.
-        realm_type: String,
-    },
-}
-
 /// `realmhost realm …`
 #[derive(Debug, Subcommand)]
 pub enum RealmCmd {
@@ -157,6 +113,10 @@ pub enum RealmCmd {
     /// Realms parked after repeated faults (their events keep trapping,
     /// running out of fuel or exceeding a state limit).
     Parked,
+    /// Realms the active plugin version of their type cannot rebuild (it
+    /// refuses one of their stored events); a swap or rollback to a version
+    /// that can read them serves them again.
+    Unservable,
     /// Release a parked realm so its events run again.
     Release {
         /// Realm id.
@@ -176,13 +136,20 @@ pub enum RealmCmd {
     },
 }
 
-struct Client<'a> {
+impl Conn {
+    /// True when the node's JSON answer is to be printed as is.
+    pub(super) fn json(&self) -> bool {
+        self.json
+    }
+}
+
+pub(super) struct Client<'a> {
     conn: &'a Conn,
     agent: ureq::Agent,
 }
 
 impl<'a> Client<'a> {
-    fn new(conn: &'a Conn) -> Self {
+    pub(super) fn new(conn: &'a Conn) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -207,11 +174,11 @@ impl<'a> Client<'a> {
         Ok(body)
     }
 
-    fn get(&self, path: &str) -> Result<Value> {
+    pub(super) fn get(&self, path: &str) -> Result<Value> {
         self.finish(self.agent.get(&self.url(path)).call())
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    pub(super) fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let mut req = self.agent.post(&self.url(path));
         if let Some(t) = &self.conn.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
@@ -219,7 +186,15 @@ impl<'a> Client<'a> {
         self.finish(req.send_json(body))
     }
 
-    fn post_bytes(&self, path: &str, body: &[u8]) -> Result<Value> {
+    pub(super) fn delete(&self, path: &str) -> Result<Value> {
+        let mut req = self.agent.delete(&self.url(path));
+        if let Some(t) = &self.conn.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        self.finish(req.call())
+    }
+
+    pub(super) fn post_bytes(&self, path: &str, body: &[u8]) -> Result<Value> {
         let mut req = self
             .agent
             .post(&self.url(path))
@@ -231,7 +206,7 @@ impl<'a> Client<'a> {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -242,7 +217,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub(super) fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -401,126 +376,6 @@ pub fn shard(conn: &Conn, cmd: ShardCmd) -> Result<()> {
     Ok(())
 }
 
-/// Run a `plugin` command.
-pub fn plugin(conn: &Conn, cmd: PluginCmd) -> Result<()> {
-    let c = Client::new(conn);
-    let v = match cmd {
-        PluginCmd::List => c.get("/v1/plugins")?,
-        PluginCmd::Load { path, activate } => {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            c.post_bytes(&format!("/v1/admin/plugins?activate={activate}"), &bytes)?
-        }
-        PluginCmd::Shadow {
-            realm_type,
-            version,
-            sample,
-        } => {
-            let v = c.post(
-                &format!("/v1/plugins/{}/shadow", enc(&realm_type)),
-                &json!({ "version": version, "sample": sample }),
-            )?;
-            if !conn.json {
-                print_shadow(&v);
-                if !v["failures"].as_array().is_none_or(Vec::is_empty) {
-                    bail!("the candidate failed shadow replay");
-                }
-                return Ok(());
-            }
-            v
-        }
-        PluginCmd::Swap {
-            realm_type,
-            version,
-            sample,
-            force,
-        } => c.post(
-            &format!("/v1/admin/plugins/{}/swap", enc(&realm_type)),
-            &json!({ "version": version, "sample": sample, "force": force }),
-        )?,
-        PluginCmd::Rollback { realm_type } => c.post(
-            &format!("/v1/admin/plugins/{}/rollback", enc(&realm_type)),
-            &json!({}),
-        )?,
-    };
-    if conn.json {
-        return print_json(&v);
-    }
-    if let Some(list) = v["plugins"].as_array() {
-        println!(
-            "{:<12} {:<8} {:<14} {:>9} {:>7}  STATE",
-            "REALM TYPE", "SEMVER", "VERSION", "CALLS", "FAULTS"
-        );
-        for p in list {
-            let state = match (p["active"].as_bool(), p["previous"].as_bool()) {
-                (Some(true), _) => "active",
-                (_, Some(true)) => "previous",
-                _ => "loaded",
-            };
-            let version = p["info"]["version"].as_str().unwrap_or("");
-            println!(
-                "{:<12} {:<8} {:<14} {:>9} {:>7}  {}",
-                p["info"]["realm_type"].as_str().unwrap_or(""),
-                p["info"]["semver"].as_str().unwrap_or(""),
-                &version[..version.len().min(12)],
-                p["calls"],
-                p["faults"],
-                state
-            );
-        }
-    } else {
-        if v["shadow"].is_object() {
-            print_shadow(&v["shadow"]);
-        }
-        let info = if v["info"].is_object() {
-            &v["info"]
-        } else {
-            &v
-        };
-        println!(
-            "{} {} version {}{}",
-            info["realm_type"].as_str().unwrap_or("?"),
-            info["semver"].as_str().unwrap_or("?"),
-            info["version"].as_str().unwrap_or("?"),
-            if v["activated"].as_bool() == Some(true) {
-                " (active)"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(())
-}
-
-fn print_shadow(v: &Value) {
-    println!(
-        "shadow replay of {} candidate {}: {} of {} realms checked, {} events, {} ms",
-        v["realm_type"].as_str().unwrap_or("?"),
-        v["candidate"]
-            .as_str()
-            .map_or("?", |s| &s[..s.len().min(12)]),
-        v["realms_checked"],
-        v["realms_total"],
-        v["events_replayed"],
-        v["millis"]
-    );
-    let failures = v["failures"].as_array().cloned().unwrap_or_default();
-    if failures.is_empty() {
-        println!("passed: every checked realm rebuilt cleanly");
-    }
-    for f in failures.iter().take(20) {
-        println!(
-            "  FAIL {} at seq {}: {}",
-            f["realm_id"].as_str().unwrap_or(""),
-            f["seq"],
-            f["reason"].as_str().unwrap_or("")
-        );
-    }
-    if failures.len() > 20 {
-        println!("  … and {} more", failures.len() - 20);
-    }
-}
-
 /// Run a `realm` command.
 pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
     let c = Client::new(conn);
@@ -609,6 +464,24 @@ pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
                     r["realm_type"].as_str().unwrap_or(""),
                     r["faults"],
                     r["last_fault"].as_str().unwrap_or("")
+                );
+            }
+        }
+        RealmCmd::Unservable => {
+            let v = c.get("/v1/admin/realms/unservable")?;
+            if conn.json {
+                return print_json(&v);
+            }
+            let list = v["unservable"].as_array().cloned().unwrap_or_default();
+            println!("Unservable realms: {}", list.len());
+            for r in &list {
+                println!(
+                    "  {:<40} {:<12} {} refuses seq {}: {}",
+                    r["realm_id"].as_str().unwrap_or(""),
+                    r["realm_type"].as_str().unwrap_or(""),
+                    r["semver"].as_str().unwrap_or(""),
+                    r["seq"],
+                    r["reason"].as_str().unwrap_or("")
                 );
             }
         }

@@ -9,6 +9,7 @@
 
 mod client;
 mod demo;
+mod plugin;
 mod serve;
 
 pub use client::{analysis_text, list_text, status_text, thousands};
@@ -38,7 +39,7 @@ enum Command {
     Shard(client::ShardCmd),
     /// Plugin operations on a running node.
     #[command(subcommand)]
-    Plugin(client::PluginCmd),
+    Plugin(plugin::PluginCmd),
     /// Realm operations on a running node.
     #[command(subcommand)]
     Realm(client::RealmCmd),
@@ -57,7 +58,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Shard(cmd) => client::shard(&cli.conn, cmd),
-        Command::Plugin(cmd) => client::plugin(&cli.conn, cmd),
+        Command::Plugin(cmd) => plugin::plugin(&cli.conn, cmd),
         Command::Realm(cmd) => client::realm(&cli.conn, cmd),
         Command::Inspect { path } => inspect(&path),
     };

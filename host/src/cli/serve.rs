@@ -79,6 +79,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         metrics::install();
         let node = Node::open(cfg.clone()).await?;
+        let startup = node.plugin_startup();
+        for t in &startup.unserved_types {
+            eprintln!(
+                "warning: stored realms of type {t:?} have no plugin; they answer unknown_realm_type until one is loaded (realmhost plugin load)"
+            );
+        }
+        for s in &startup.skipped {
+            eprintln!("warning: plugin not loaded: {s}");
+        }
+        for p in &startup.problems {
+            eprintln!("error: stored plugin not restored: {p}");
+        }
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;

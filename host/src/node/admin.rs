@@ -1,5 +1,6 @@
-//! Operator actions on realms and plugin versions: verify, shadow replay,
-//! promote, rollback, plugin upload, and parked realms.
+//! Operator actions on realms and plugin versions: verify, shadow replay and
+//! parked realms. Loading, swapping, rolling back and unloading plugin
+//! versions are in `plugins` (they are stored).
 
 use std::time::Instant;
 
@@ -78,21 +79,6 @@ impl Node {
             tracing::info!(realm = %id, "parked realm released by an operator");
         }
         released
-    }
-
-    /// Load a plugin component (and make it the active version of its realm
-    /// type when `activate`). A newly active version releases the realms of
-    /// its type that were parked.
-    pub fn load_plugin(
-        &self,
-        bytes: &[u8],
-        activate: bool,
-    ) -> Result<crate::runtime::LoadReport, NodeError> {
-        let report = self.registry.load(bytes, activate)?;
-        if report.activated {
-            self.parking.release_type(&report.info.realm_type);
-        }
-        Ok(report)
     }
 
     /// Rebuild a realm from its full log with the active plugin and compare
@@ -227,35 +213,5 @@ impl Node {
             "shadow replay done"
         );
         Ok(report)
-    }
-
-    /// Make `version` the active version of its realm type. Unless `force`
-    /// is set, a shadow replay over `sample` realms must pass first; on
-    /// failure nothing changes and the report explains why.
-    pub async fn promote(
-        &self,
-        realm_type: &str,
-        version: PluginVersion,
-        sample: Option<usize>,
-        force: bool,
-    ) -> Result<(crate::runtime::PluginInfo, Option<ShadowReport>), NodeError> {
-        let report = if force {
-            None
-        } else {
-            Some(self.shadow(realm_type, version, sample).await?)
-        };
-        if let Some(r) = report.as_ref().filter(|r| !r.passed()) {
-            return Err(NodeError::ShadowFailed(Box::new(r.clone())));
-        }
-        let info = self.registry.swap(realm_type, version)?;
-        self.parking.release_type(realm_type);
-        Ok((info, report))
-    }
-
-    /// Roll the realm type back to its previous version.
-    pub fn rollback(&self, realm_type: &str) -> Result<crate::runtime::PluginInfo, NodeError> {
-        let info = self.registry.rollback(realm_type)?;
-        self.parking.release_type(realm_type);
-        Ok(info)
     }
 }

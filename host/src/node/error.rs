@@ -6,7 +6,8 @@ use crate::runtime::{RegistryError, Rejection, RuntimeError};
 use crate::storage::StorageError;
 use crate::store::{LoadError, StoreError};
 
-use super::ShadowReport;
+use super::{SeedConflict, ShadowReport};
+use crate::runtime::PluginVersion;
 
 /// Errors of the node's operations.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,33 @@ pub enum NodeError {
         /// The fault that parked it (or the latest one).
         last_fault: String,
     },
+    /// The active plugin version of the realm's type cannot rebuild the
+    /// realm: it refuses one of the realm's stored events (or `init`). The
+    /// realm's data is intact; activating a version that can read it (a swap
+    /// or a rollback) serves it again.
+    #[error(
+        "realm {realm} cannot be served by {realm_type} {semver} ({version}): {}: {reason}; activate a version that can read it (plugin swap or rollback)",
+        refused_at(.seq)
+    )]
+    RealmUnservable {
+        /// The realm.
+        realm: RealmId,
+        /// Its realm type.
+        realm_type: String,
+        /// Semantic version of the active version.
+        semver: String,
+        /// Hash of the active version.
+        version: PluginVersion,
+        /// The refused event (0: `init`).
+        seq: u64,
+        /// The plugin's reason.
+        reason: String,
+    },
+    /// Two different builds among the plugins the node starts with (built-in
+    /// and plugins directory) carry the same realm type and semantic version;
+    /// the node does not guess which one is meant.
+    #[error("plugin conflict: {}; remove one build or give it its own version", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    PluginConflict(Vec<SeedConflict>),
     /// The plugin rejected the event (a domain "no"); nothing was stored.
     #[error("rejected by {realm_type}: {rejection}")]
     Rejected {
@@ -99,6 +127,14 @@ pub enum NodeError {
     /// Setting up the node failed.
     #[error("node set-up: {0}")]
     Setup(String),
+}
+
+fn refused_at(seq: &u64) -> String {
+    if *seq == 0 {
+        "its init failed".to_owned()
+    } else {
+        format!("it refuses stored event {seq}")
+    }
 }
 
 impl From<RegistryError> for NodeError {

@@ -57,6 +57,8 @@ pub fn render(node: &Node) -> Option<String> {
     metrics::gauge!("realmhost_snapshots_written").set(stats.snapshots as f64);
     metrics::gauge!("realmhost_realm_loads").set(stats.loads as f64);
     metrics::gauge!("realmhost_parked_realms").set(stats.parked_realms as f64);
+    metrics::gauge!("realmhost_unservable_realms").set(stats.unservable_realms as f64);
+    metrics::gauge!("realmhost_unserved_realm_types").set(stats.unserved_realm_types.len() as f64);
     for p in node.plugins().list() {
         let labels = [
             ("realm_type", p.info.realm_type.clone()),

@@ -44,8 +44,10 @@ mod config;
 mod error;
 pub mod metrics;
 mod parking;
+mod plugins;
 mod preload;
 mod state;
+mod unservable;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +61,10 @@ pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
 pub use error::NodeError;
 pub use parking::{ParkedRealm, ParkingConfig};
+pub use plugins::{
+    Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
+};
+pub use unservable::UnservableRealm;
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 
@@ -139,6 +145,12 @@ pub struct NodeStats {
     /// Realms parked after repeated faults.
     #[serde(default)]
     pub parked_realms: u64,
+    /// Realms the active plugin version of their type cannot rebuild.
+    #[serde(default)]
+    pub unservable_realms: u64,
+    /// Realm types with stored realms and no plugin (found at start).
+    #[serde(default)]
+    pub unserved_realm_types: Vec<String>,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -161,6 +173,12 @@ pub struct Node {
     parking: parking::Parking,
     /// Set at start when lazy loading is off.
     preloaded: std::sync::OnceLock<preload::Preloaded>,
+    /// The stored plugin registry; its lock serializes plugin changes.
+    lifecycle: tokio::sync::Mutex<plugins::Manifest>,
+    /// What the node found about its plugins at start.
+    plugin_startup: PluginStartup,
+    /// Realms the active version of their type cannot rebuild.
+    unservable: unservable::Unservable,
 }
 
 impl std::fmt::Debug for Node {
@@ -215,21 +233,8 @@ impl Node {
         };
         let runtime = Arc::new(PluginRuntime::new(runtime_cfg)?);
         let registry = PluginRegistry::new(runtime);
-        if config.builtin_plugins {
-            for (_, bytes) in realmhost_plugin_artifacts::EXAMPLES {
-                registry.load(bytes, true)?;
-            }
-        }
-        if let Some(dir) = config.plugins_dir.as_deref().filter(|d| d.is_dir()) {
-            for (file, result) in registry.load_dir(dir)? {
-                match result {
-                    Ok(r) => {
-                        tracing::info!(file, realm_type = %r.info.realm_type, version = %r.info.version, "plugin loaded")
-                    }
-                    Err(e) => tracing::error!(file, error = %e, "plugin refused"),
-                }
-            }
-        }
+        let (manifest, plugin_startup) =
+            plugins::open_registry(&config, &*storage, &registry).await?;
 
         let monitor = Arc::new(
             ShardMonitor::new(config.sharding.num_shards, config.monitor.clone())
@@ -285,6 +290,9 @@ impl Node {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             parking: parking::Parking::new(config_parking),
             preloaded: std::sync::OnceLock::new(),
+            lifecycle: tokio::sync::Mutex::new(manifest),
+            plugin_startup,
+            unservable: unservable::Unservable::default(),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
@@ -304,9 +312,11 @@ impl Node {
         &self.config
     }
 
-    /// The plugin registry (load, swap, rollback, list).
-    pub fn plugins(&self) -> &PluginRegistry {
-        &self.registry
+    /// The loaded plugins, read-only. Change them through the node
+    /// ([`Node::load_plugin`], [`Node::promote`], [`Node::rollback`],
+    /// [`Node::unload_plugin`]), which stores every change.
+    pub fn plugins(&self) -> Plugins<'_> {
+        Plugins::new(&self.registry)
     }
 
     /// The shard monitor.
@@ -368,8 +378,18 @@ impl Node {
         {
             self.note_fault(id, t, e);
         }
+        if let Err(LoadError::Loader { source, .. }) = &r
+            && let Some(f) = source.downcast_ref::<state::LoadFailure>()
+            && let Some(e) = f.unservable(id)
+        {
+            self.note_unservable(&e);
+            return Err(e);
+        }
         match r {
-            Ok(s) => Ok(s),
+            Ok(s) => {
+                self.unservable.clear(id.as_str());
+                Ok(s)
+            }
             Err(LoadError::NotFound(_)) => Err(NodeError::RealmNotFound(id.clone())),
             // Without lazy loading a miss cannot be filled from storage; a
             // realm storage has never seen is simply new. One that failed to
@@ -406,7 +426,9 @@ impl Node {
             s.seq(),
             self.config.replay_batch,
         )
-        .await?;
+        .await
+        .inspect_err(|e| self.note_unservable(e))?;
+        self.unservable.clear(id.as_str());
         self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         let rebuilt = Arc::new(rebuilt);
         self.store.upsert_arc(id.as_str(), rebuilt.clone());
@@ -431,6 +453,34 @@ impl Node {
             self.parking
                 .record_fault(id.as_str(), realm_type, e.to_string(), now_ms());
         }
+    }
+
+    /// Record a realm the active version cannot rebuild.
+    fn note_unservable(&self, e: &NodeError) {
+        if let NodeError::RealmUnservable {
+            realm,
+            realm_type,
+            semver,
+            version,
+            seq,
+            reason,
+        } = e
+        {
+            self.unservable.record(UnservableRealm {
+                realm_id: realm.to_string(),
+                realm_type: realm_type.clone(),
+                semver: semver.clone(),
+                version: version.to_hex(),
+                seq: *seq,
+                reason: reason.clone(),
+                since_ms: now_ms(),
+            });
+        }
+    }
+
+    /// Realms the active version of their type cannot rebuild.
+    pub fn unservable_realms(&self) -> Vec<UnservableRealm> {
+        self.unservable.list()
     }
 
     /// A realm's state as of its last acknowledged event, with its view
@@ -507,6 +557,8 @@ impl Node {
         let c = &self.counters;
         NodeStats {
             parked_realms: self.parking.count() as u64,
+            unservable_realms: self.unservable.count() as u64,
+            unserved_realm_types: self.plugin_startup.unserved_types.clone(),
             appends: c.appends.load(Ordering::Relaxed),
             rejections: c.rejections.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),

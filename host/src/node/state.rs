@@ -209,14 +209,53 @@ pub(crate) enum LoadFailure {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Node(#[from] NodeError),
-    #[error("replay of {realm} failed at seq {seq}: {reason}")]
+    #[error("replay of {realm} with {realm_type} {semver} failed at seq {seq}: {reason}")]
     Replay {
         realm: String,
+        realm_type: String,
+        semver: String,
+        version: crate::runtime::PluginVersion,
         seq: u64,
         reason: String,
     },
     #[error("realm {0} is not in memory and event replay on load is disabled")]
     ReplayDisabled(String),
+}
+
+impl LoadFailure {
+    fn replay(plugin: &Plugin, id: &RealmId, seq: u64, reason: String) -> Self {
+        Self::Replay {
+            realm: id.to_string(),
+            realm_type: plugin.realm_type().to_owned(),
+            semver: plugin.info().semver.clone(),
+            version: plugin.version(),
+            seq,
+            reason,
+        }
+    }
+
+    /// The node error for a realm the plugin cannot rebuild, if that is
+    /// what this failure is.
+    pub(crate) fn unservable(&self, id: &RealmId) -> Option<NodeError> {
+        match self {
+            Self::Replay {
+                realm_type,
+                semver,
+                version,
+                seq,
+                reason,
+                ..
+            } => Some(NodeError::RealmUnservable {
+                realm: id.clone(),
+                realm_type: realm_type.clone(),
+                semver: semver.clone(),
+                version: *version,
+                seq: *seq,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Replay `tail` onto `map`; returns the final map and the keys changed.
@@ -233,11 +272,7 @@ fn replay_tail(
         .value
     {
         Ok(r) => Ok((r.map, r.changes)),
-        Err((seq, e)) => Err(LoadFailure::Replay {
-            realm: id.to_string(),
-            seq,
-            reason: e.to_string(),
-        }),
+        Err((seq, e)) => Err(LoadFailure::replay(plugin, id, seq, e.to_string())),
     }
 }
 
@@ -251,11 +286,12 @@ pub(crate) fn replay_from_init(
     let init = match plugin.init(id.as_str()).map_err(NodeError::from)?.value {
         Ok(w) => w.map,
         Err(reason) => {
-            return Err(LoadFailure::Replay {
-                realm: id.to_string(),
-                seq: 0,
-                reason: format!("init failed: {reason}"),
-            });
+            return Err(LoadFailure::replay(
+                plugin,
+                id,
+                0,
+                format!("init failed: {reason}"),
+            ));
         }
     };
     Ok(replay_tail(plugin, id, init, events, batch)?.0)
@@ -410,6 +446,9 @@ pub(crate) async fn rebuild(
 }
 
 pub(crate) fn load_failure_to_node(e: LoadFailure, plugin: &Plugin, id: &RealmId) -> NodeError {
+    if let Some(u) = e.unservable(id) {
+        return u;
+    }
     match e {
         LoadFailure::Node(e) => e,
         LoadFailure::Storage(e) => e.into(),

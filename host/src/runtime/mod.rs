@@ -58,7 +58,11 @@ pub use plugin::{
     ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, ReplayResult, Replayed,
     Scope,
 };
-pub use registry::{LoadReport, PluginListing, PluginRegistry, RegistryError};
+pub use registry::{
+    InvalidSelector, LoadOptions, LoadReport, MIN_HASH_PREFIX, PluginListing, PluginRegistry,
+    RegistryError,
+    TypeState, VersionSelector, read_wasm_dir,
+};
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};
 
 use bindings::RealmLogicPre;

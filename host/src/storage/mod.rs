@@ -201,6 +201,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> BoxFuture<'_, Result<RealmPage, StorageError>>;
 
+    /// Every realm type with at least one stored realm, in order. Reads the
+    /// inventory, never the log.
+    fn realm_types(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+
     /// Durably store (`Some`) or delete (`None`) a record of another module
     /// (e.g. the shard monitor's reputations) under `key`.
     fn put_meta(

@@ -125,6 +125,27 @@ impl RedbStorage {
         Ok(out)
     }
 
+    /// Every realm type with at least one stored realm, in order: one seek
+    /// per type in the inventory, not a scan of it.
+    pub fn realm_types(&self) -> Result<Vec<String>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_TYPE)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            // Realm types never contain NUL, so `type + "\0"` sorts after
+            // every key of `type` and before the next type.
+            let next = out.last().map(|t| format!("{t}\0"));
+            let mut range = table.range((next.as_deref().unwrap_or(""), "")..)?;
+            match range.next() {
+                Some(item) => {
+                    let (key, _) = item?;
+                    out.push(key.value().0.to_owned());
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// A record stored with [`Self::put_meta`].
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let txn = self.db.begin_read()?;

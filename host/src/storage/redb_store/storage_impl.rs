@@ -65,6 +65,10 @@ impl Storage for RedbStorage {
         )))
     }
 
+    fn realm_types(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::realm_types(self)))
+    }
+
     fn put_meta(
         &self,
         key: &str,

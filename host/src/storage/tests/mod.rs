@@ -279,6 +279,23 @@ fn inventory_is_paginated_by_type() {
 }
 
 #[test]
+fn realm_types_are_listed_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStorage::open(dir.path()).unwrap();
+    assert!(s.realm_types().unwrap().is_empty());
+    for (i, t) in ["ledger", "counter", "led", "ledger", "zeta", "counter"]
+        .iter()
+        .enumerate()
+    {
+        s.append_blocking(req(&format!("r{i}"), t, 1..=1)).unwrap();
+    }
+    assert_eq!(
+        s.realm_types().unwrap(),
+        vec!["counter", "led", "ledger", "zeta"]
+    );
+}
+
+#[test]
 fn meta_records() {
     let dir = tempfile::tempdir().unwrap();
     {

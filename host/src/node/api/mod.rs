@@ -17,9 +17,15 @@
 //! | GET | `/v1/plugins` | loaded plugin versions |
 //! | POST | `/v1/admin/shards/{n}/quarantine` · `/release` | shard admin (token) |
 //! | POST | `/v1/admin/evict` | evict (`{"all":true}` for everything) (token); 409 `eviction_disabled` with lazy loading off |
-//! | POST | `/v1/admin/plugins?activate=` | upload a component (token) |
+//! | GET | `/v1/plugins/history` | loads, activations, swaps, rollbacks, unloads |
+//! | POST | `/v1/admin/plugins?activate=&force=` | upload a component; stored, so it survives restarts (token) |
 //! | POST | `/v1/plugins/{type}/shadow` | shadow-replay a candidate version (read-only) |
-//! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | promote (after shadow replay unless `force`) / roll back (token) |
+//! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | promote / roll back, each after a shadow replay unless `force` (token) |
+//! | DELETE | `/v1/admin/plugins/{type}/{version}?force=` | unload a version that serves nothing (token) |
+//! | GET | `/v1/admin/realms/parked` · `/unservable` | realms parked after faults / that the active version cannot rebuild |
+//!
+//! Versions are named by semantic version (when one build carries it), full
+//! hash, or an unambiguous hash prefix (at least 4 hex characters).
 //! | GET | `/metrics` | Prometheus metrics |
 
 use std::sync::Arc;
@@ -35,124 +41,21 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod error;
+mod plugins;
+
+pub use error::ApiError;
+
 use super::{Node, NodeError};
-use crate::monitor::MonitorError;
 use crate::realm::{NewEvent, RealmId};
-use crate::runtime::{PluginVersion, RegistryError, RuntimeError};
-use crate::store::{LoadError, StoreError};
 
-/// An API error: status, stable code, message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    detail: Option<serde_json::Value>,
-}
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            detail: None,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut err = json!({ "code": self.code, "message": self.message });
-        if let Some(d) = self.detail {
-            err["detail"] = d;
-        }
-        (self.status, Json(json!({ "error": err }))).into_response()
-    }
-}
-
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        use StatusCode as S;
-        let msg = e.to_string();
-        match e {
-            NodeError::InvalidRealmId(_) => Self::new(S::BAD_REQUEST, "invalid_realm_id", msg),
-            NodeError::InvalidInput(_) => Self::new(S::BAD_REQUEST, "invalid_input", msg),
-            NodeError::UnknownRealmType(_) => Self::new(S::BAD_REQUEST, "unknown_realm_type", msg),
-            NodeError::RealmTypeMismatch { .. } => {
-                Self::new(S::CONFLICT, "realm_type_mismatch", msg)
-            }
-            NodeError::RealmNotFound(_) => Self::new(S::NOT_FOUND, "realm_not_found", msg),
-            NodeError::RealmParked { .. } => Self::new(S::LOCKED, "realm_parked", msg),
-            NodeError::Rejected { rejection, .. } => Self {
-                detail: Some(json!({ "rejection": rejection.code })),
-                ..Self::new(S::UNPROCESSABLE_ENTITY, "rejected", msg)
-            },
-            NodeError::PluginInvalid { .. } => {
-                Self::new(S::UNPROCESSABLE_ENTITY, "invalid_event", msg)
-            }
-            NodeError::Quarantined(_) => Self::new(S::FORBIDDEN, "quarantined", msg),
-            NodeError::Monitor(MonitorError::UnknownShard { .. }) => {
-                Self::new(S::NOT_FOUND, "unknown_shard", msg)
-            }
-            NodeError::Monitor(_) => Self::new(S::BAD_REQUEST, "monitor", msg),
-            NodeError::Plugin(RuntimeError::StateLimit { .. }) => {
-                Self::new(S::UNPROCESSABLE_ENTITY, "state_limit", msg)
-            }
-            NodeError::Plugin(
-                RuntimeError::Trap { .. }
-                | RuntimeError::OutputTooLarge { .. }
-                | RuntimeError::MalformedOutput { .. },
-            ) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_fault", msg),
-            NodeError::Plugin(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
-            NodeError::Registry(
-                RegistryError::UnknownVersion { .. } | RegistryError::NothingToRollBack(_),
-            ) => Self::new(S::NOT_FOUND, "plugin_version", msg),
-            NodeError::Registry(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
-            NodeError::Load(LoadError::Timeout { .. }) | NodeError::ShuttingDown => {
-                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
-            }
-            NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
-            NodeError::Store(StoreError::ShardFull { .. } | StoreError::MemoryFull { .. }) => {
-                Self::new(S::INSUFFICIENT_STORAGE, "store_full", msg)
-            }
-            NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
-            NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
-            NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
-            NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
-            NodeError::ShadowFailed(report) => Self {
-                detail: serde_json::to_value(&*report).ok(),
-                ..Self::new(S::CONFLICT, "shadow_failed", msg)
-            },
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "invalid_json"
-        };
-        Self::new(status, code, r.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
-    }
-}
-
-type ApiResult<T> = Result<Json<T>, ApiError>;
-
-fn realm_id(s: &str) -> Result<RealmId, ApiError> {
+pub(super) fn realm_id(s: &str) -> Result<RealmId, ApiError> {
     RealmId::new(s).map_err(|e| ApiError::from(NodeError::from(e)))
 }
 
-fn check_token(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_token(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = node.config().http.admin_token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -398,98 +301,6 @@ async fn evict(
     Ok(Json(json!({ "evicted": evicted })))
 }
 
-async fn plugins(State(node): State<Arc<Node>>) -> ApiResult<serde_json::Value> {
-    Ok(Json(json!({ "plugins": node.plugins().list() })))
-}
-
-#[derive(Debug, Deserialize)]
-struct UploadQuery {
-    #[serde(default)]
-    activate: bool,
-}
-
-async fn upload_plugin(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    q: Result<Query<UploadQuery>, QueryRejection>,
-    body: Bytes,
-) -> ApiResult<crate::runtime::LoadReport> {
-    check_token(&node, &headers)?;
-    let Query(q) = q?;
-    let n = node.clone();
-    let report = tokio::task::spawn_blocking(move || n.load_plugin(&body, q.activate))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    Ok(Json(report))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SwapBody {
-    version: String,
-    /// Skip the shadow replay.
-    #[serde(default)]
-    force: bool,
-    /// Realms to shadow-replay (default: all).
-    #[serde(default)]
-    sample: Option<usize>,
-}
-
-fn parse_version(v: &str) -> Result<PluginVersion, ApiError> {
-    PluginVersion::from_hex(v).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            "version must be 64 hex characters",
-        )
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShadowBody {
-    version: String,
-    #[serde(default)]
-    sample: Option<usize>,
-}
-
-async fn shadow(
-    State(node): State<Arc<Node>>,
-    Path(realm_type): Path<String>,
-    body: Result<Json<ShadowBody>, JsonRejection>,
-) -> ApiResult<super::ShadowReport> {
-    let Json(b) = body?;
-    Ok(Json(
-        node.shadow(&realm_type, parse_version(&b.version)?, b.sample)
-            .await?,
-    ))
-}
-
-async fn swap(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(realm_type): Path<String>,
-    body: Result<Json<SwapBody>, JsonRejection>,
-) -> ApiResult<serde_json::Value> {
-    check_token(&node, &headers)?;
-    let Json(b) = body?;
-    let (info, report) = node
-        .promote(&realm_type, parse_version(&b.version)?, b.sample, b.force)
-        .await?;
-    Ok(Json(json!({ "info": info, "shadow": report })))
-}
-
-async fn rollback(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(realm_type): Path<String>,
-) -> ApiResult<crate::runtime::PluginInfo> {
-    check_token(&node, &headers)?;
-    Ok(Json(node.rollback(&realm_type)?))
-}
-
 async fn parked_realms(State(node): State<Arc<Node>>) -> ApiResult<serde_json::Value> {
     Ok(Json(json!({ "parked": node.parked_realms() })))
 }
@@ -535,7 +346,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config().http.max_body_bytes;
     let plugin_limit = node.config().http.max_plugin_bytes;
     let admin_plugins = Router::new()
-        .route("/v1/admin/plugins", post(upload_plugin))
+        .route("/v1/admin/plugins", post(plugins::upload))
         .layer(DefaultBodyLimit::max(plugin_limit));
     Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -546,15 +357,21 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/realms", get(list_realms))
         .route("/v1/stats", get(stats))
         .route("/v1/shards/{n}", get(shard))
-        .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins", get(plugins::plugins))
+        .route("/v1/plugins/history", get(plugins::history))
         .route("/v1/admin/shards/{n}/quarantine", post(quarantine))
         .route("/v1/admin/shards/{n}/release", post(release))
         .route("/v1/admin/evict", post(evict))
         .route("/v1/admin/realms/parked", get(parked_realms))
         .route("/v1/admin/realms/release", post(release_realm))
-        .route("/v1/plugins/{realm_type}/shadow", post(shadow))
-        .route("/v1/admin/plugins/{realm_type}/swap", post(swap))
-        .route("/v1/admin/plugins/{realm_type}/rollback", post(rollback))
+        .route("/v1/admin/realms/unservable", get(plugins::unservable))
+        .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
+        .route("/v1/admin/plugins/{realm_type}/swap", post(plugins::swap))
+        .route("/v1/admin/plugins/{realm_type}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/admin/plugins/{realm_type}/{version}",
+            axum::routing::delete(plugins::unload),
+        )
         .route("/metrics", get(metrics_route))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(admin_plugins)

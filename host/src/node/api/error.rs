@@ -1,0 +1,139 @@
+//! API errors: every failure is `{"error": {"code", "message", "detail"?}}`
+//! with a fitting status and a stable code.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::monitor::MonitorError;
+use crate::node::NodeError;
+use crate::runtime::{RegistryError, RuntimeError};
+use crate::store::{LoadError, StoreError};
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.detail {
+            err["detail"] = d;
+        }
+        (self.status, Json(json!({ "error": err }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            NodeError::InvalidRealmId(_) => Self::new(S::BAD_REQUEST, "invalid_realm_id", msg),
+            NodeError::InvalidInput(_) => Self::new(S::BAD_REQUEST, "invalid_input", msg),
+            NodeError::UnknownRealmType(_) => Self::new(S::BAD_REQUEST, "unknown_realm_type", msg),
+            NodeError::RealmTypeMismatch { .. } => {
+                Self::new(S::CONFLICT, "realm_type_mismatch", msg)
+            }
+            NodeError::RealmNotFound(_) => Self::new(S::NOT_FOUND, "realm_not_found", msg),
+            NodeError::RealmParked { .. } => Self::new(S::LOCKED, "realm_parked", msg),
+            NodeError::RealmUnservable { seq, .. } => Self {
+                detail: Some(json!({ "seq": seq })),
+                ..Self::new(S::SERVICE_UNAVAILABLE, "realm_unservable", msg)
+            },
+            NodeError::PluginConflict(_) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_conflict", msg),
+            NodeError::Rejected { rejection, .. } => Self {
+                detail: Some(json!({ "rejection": rejection.code })),
+                ..Self::new(S::UNPROCESSABLE_ENTITY, "rejected", msg)
+            },
+            NodeError::PluginInvalid { .. } => {
+                Self::new(S::UNPROCESSABLE_ENTITY, "invalid_event", msg)
+            }
+            NodeError::Quarantined(_) => Self::new(S::FORBIDDEN, "quarantined", msg),
+            NodeError::Monitor(MonitorError::UnknownShard { .. }) => {
+                Self::new(S::NOT_FOUND, "unknown_shard", msg)
+            }
+            NodeError::Monitor(_) => Self::new(S::BAD_REQUEST, "monitor", msg),
+            NodeError::Plugin(RuntimeError::StateLimit { .. }) => {
+                Self::new(S::UNPROCESSABLE_ENTITY, "state_limit", msg)
+            }
+            NodeError::Plugin(
+                RuntimeError::Trap { .. }
+                | RuntimeError::OutputTooLarge { .. }
+                | RuntimeError::MalformedOutput { .. },
+            ) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_fault", msg),
+            NodeError::Plugin(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
+            NodeError::Registry(
+                RegistryError::UnknownVersion { .. }
+                | RegistryError::NoSuchVersion { .. }
+                | RegistryError::NothingToRollBack(_),
+            ) => Self::new(S::NOT_FOUND, "plugin_version", msg),
+            NodeError::Registry(RegistryError::AmbiguousVersion { candidates, .. }) => Self {
+                detail: Some(json!({ "candidates": candidates })),
+                ..Self::new(S::CONFLICT, "ambiguous_version", msg)
+            },
+            NodeError::Registry(RegistryError::InvalidSelector(_)) => {
+                Self::new(S::BAD_REQUEST, "invalid_input", msg)
+            }
+            NodeError::Registry(RegistryError::DuplicateSemver { .. }) => {
+                Self::new(S::CONFLICT, "duplicate_version", msg)
+            }
+            NodeError::Registry(RegistryError::VersionInUse { .. }) => {
+                Self::new(S::CONFLICT, "version_in_use", msg)
+            }
+            NodeError::Registry(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
+            NodeError::Load(LoadError::Timeout { .. }) | NodeError::ShuttingDown => {
+                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+            NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
+            NodeError::Store(StoreError::ShardFull { .. } | StoreError::MemoryFull { .. }) => {
+                Self::new(S::INSUFFICIENT_STORAGE, "store_full", msg)
+            }
+            NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
+            NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
+            NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
+            NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
+            NodeError::ShadowFailed(report) => Self {
+                detail: serde_json::to_value(&*report).ok(),
+                ..Self::new(S::CONFLICT, "shadow_failed", msg)
+            },
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_json"
+        };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
