@@ -369,11 +369,14 @@ async fn swap_under_load(d: Duration) {
     cfg.plugins_dir = None;
     let node = Node::open(cfg).await.unwrap();
     let v2 = node
-        .plugins()
-        .load(
-            &realmhost_plugin_artifacts::fixtures::ledger_next_version(),
-            false,
+        .load_plugin(
+            realmhost_plugin_artifacts::fixtures::ledger_next_version(),
+            realmhost::runtime::LoadOptions {
+                activate: false,
+                force: true,
+            },
         )
+        .await
         .unwrap()
         .info
         .version;
@@ -415,10 +418,10 @@ async fn swap_under_load(d: Duration) {
     while t0.elapsed() < d {
         if swapped.is_none() && t0.elapsed() >= swap_at {
             let t = Instant::now();
-            let (_, report) = node.promote("ledger", v2, None, false).await.unwrap();
+            let swapped_to = node.promote("ledger", v2, None, false).await.unwrap();
             swapped = Some((
                 t.elapsed(),
-                report.map(|r| (r.realms_checked, r.millis)),
+                swapped_to.shadow.map(|r| (r.realms_checked, r.millis)),
                 samples.len(),
             ));
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use realmhost::node::{Node, NodeConfig, NodeError};
 use realmhost::realm::RealmId;
-use realmhost::runtime::RuntimeError;
+use realmhost::runtime::{LoadOptions, RuntimeError};
 use realmhost::state::StateLimit;
 use realmhost_plugin_artifacts::fixtures;
 
@@ -23,7 +23,9 @@ fn config(dir: &std::path::Path) -> NodeConfig {
 
 async fn hostile_node(c: NodeConfig) -> std::sync::Arc<Node> {
     let node = Node::open(c).await.unwrap();
-    node.load_plugin(fixtures::HOSTILE, true).unwrap();
+    node.load_plugin(fixtures::HOSTILE.to_vec(), LoadOptions::activate())
+        .await
+        .unwrap();
     node
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig, NodeError, RealmView};
 use realmhost::realm::{NewEvent, RealmId};
+use realmhost::runtime::LoadOptions;
 use realmhost::state::Bytes;
 use realmhost::storage::{AppendRequest, SnapshotBody, SnapshotWrite};
 use realmhost::store::{LoadError, ShardingConfig, StoreError};
@@ -16,6 +17,12 @@ use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::fixtures;
 use realmhost_plugin_counter::Op;
 use realmhost_plugin_ledger::Tx;
+
+/// Load a second build of a semantic version that is already loaded.
+const FORCE: LoadOptions = LoadOptions {
+    activate: false,
+    force: true,
+};
 
 fn config(dir: &std::path::Path) -> NodeConfig {
     let mut c = NodeConfig::with_data_dir(dir);
@@ -156,8 +163,8 @@ async fn hot_swap_and_rollback_under_load() {
     let node = Node::open(config(dir.path())).await.unwrap();
     // Version 2: the same logic, different bytes.
     let v2 = node
-        .plugins()
-        .load(&fixtures::ledger_next_version(), false)
+        .load_plugin(fixtures::ledger_next_version(), FORCE)
+        .await
         .unwrap()
         .info
         .version;
@@ -203,8 +210,9 @@ async fn hot_swap_and_rollback_under_load() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, report) = node.promote("ledger", v2, None, false).await.unwrap();
-    assert!(report.unwrap().passed());
+    let swapped = node.promote("ledger", v2, None, false).await.unwrap();
+    assert!(swapped.shadow.unwrap().passed());
+    assert_eq!(swapped.from, v1);
     assert_eq!(node.plugins().get("ledger").unwrap().version(), v2);
     // The next access rebuilds a state made by v1 with v2.
     let (view, _) = node.get(&RealmId::new("swap-0-0").unwrap()).await.unwrap();
@@ -213,7 +221,7 @@ async fn hot_swap_and_rollback_under_load() {
         "state not rebuilt with the new version"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    node.rollback("ledger").unwrap();
+    node.rollback("ledger", None, false).await.unwrap();
     assert_eq!(node.plugins().get("ledger").unwrap().version(), v1);
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
@@ -273,7 +281,10 @@ async fn shadow_replay_refuses_a_broken_candidate() {
             .await
             .unwrap();
     }
-    let strict = node.plugins().load(fixtures::LEDGER_STRICT, false).unwrap();
+    let strict = node
+        .load_plugin(fixtures::LEDGER_STRICT.to_vec(), LoadOptions::default())
+        .await
+        .unwrap();
     assert!(!strict.activated);
     let report = node
         .shadow("ledger", strict.info.version, None)
@@ -314,7 +325,7 @@ async fn shadow_replay_refuses_a_broken_candidate() {
         node.plugins().get("ledger").unwrap().version(),
         strict.info.version
     );
-    node.rollback("ledger").unwrap();
+    node.rollback("ledger", None, false).await.unwrap();
     assert_ne!(
         node.plugins().get("ledger").unwrap().version(),
         strict.info.version

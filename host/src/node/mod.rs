@@ -380,10 +380,15 @@ impl Node {
         }
         if let Err(LoadError::Loader { source, .. }) = &r
             && let Some(f) = source.downcast_ref::<state::LoadFailure>()
-            && let Some(e) = f.unservable(id)
         {
-            self.note_unservable(&e);
-            return Err(e);
+            if let Some(e) = f.unservable(id) {
+                self.note_unservable(&e);
+                return Err(e);
+            }
+            // A stored realm whose type has no plugin (reported at start).
+            if let state::LoadFailure::Node(NodeError::UnknownRealmType(t)) = f {
+                return Err(NodeError::UnknownRealmType(t.clone()));
+            }
         }
         match r {
             Ok(s) => {

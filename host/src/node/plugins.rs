@@ -20,10 +20,10 @@
 //! 2. The **seeds** — the built-in examples (`builtin_plugins`) and every
 //!    `*.wasm` of `plugins_dir` — are added by this rule, never by file
 //!    order:
-//!    - two different builds among the seeds with the same realm type and
-//!      semantic version are a conflict: the node refuses to start
-//!      ([`super::NodeError::PluginConflict`]) and names them;
 //!    - a seed already stored (same hash) changes nothing;
+//!    - two different builds among the other seeds with the same realm type
+//!      and semantic version are a conflict: the node refuses to start
+//!      ([`super::NodeError::PluginConflict`]) and names them;
 //!    - a seed whose realm type and semantic version are stored under another
 //!      hash is skipped with a warning: the stored build keeps its name
 //!      (reported in [`PluginStartup::skipped`]);
@@ -402,9 +402,13 @@ async fn seed(
             plugin,
         });
     }
-    // Conflicts among the seeds refuse the start.
+    // Conflicts among the new seeds refuse the start (a build already stored
+    // is the registry's, so it is no candidate).
     let mut names: BTreeMap<(String, String), Vec<&Seed>> = BTreeMap::new();
-    for s in &seeds {
+    for s in seeds
+        .iter()
+        .filter(|s| registry.get_loaded(s.plugin.version()).is_none())
+    {
         let i = s.plugin.info();
         names
             .entry((i.realm_type.clone(), i.semver.clone()))

@@ -384,7 +384,7 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
         .unwrap(),
     );
     let reg = PluginRegistry::new(rt);
-    let first = reg.load(LEDGER, false).unwrap();
+    let first = reg.load(LEDGER, LoadOptions::default()).unwrap();
     assert!(
         first.activated,
         "the first version of a type becomes active"
@@ -398,12 +398,12 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
         Err(RegistryError::NothingToRollBack(_))
     ));
     // Loading the same bytes again is recognized.
-    assert!(reg.load(LEDGER, true).unwrap().already_loaded);
+    assert!(reg.load(LEDGER, LoadOptions::activate()).unwrap().already_loaded);
 
     // A faulty version: hostile panics on every call. Faults in one realm
     // (however many) leave it in service; faults across
     // `quarantine_realms` distinct realms take it out.
-    let hostile = reg.load(fixtures::HOSTILE, true).unwrap();
+    let hostile = reg.load(fixtures::HOSTILE, LoadOptions::activate()).unwrap();
     assert_eq!(hostile.info.realm_type, "hostile");
     let p = reg.get("hostile").unwrap();
     for _ in 0..10 {
@@ -433,7 +433,24 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
 
     // Swap and roll back between two versions of one realm type (the ledger
     // under two content hashes; the second has an extra custom section).
-    let v2 = reg.load(&fixtures::ledger_next_version(), false).unwrap();
+    // The same semantic version under another hash is refused unless forced:
+    // a version name must mean one build.
+    match reg.load(&fixtures::ledger_next_version(), LoadOptions::default()) {
+        Err(RegistryError::DuplicateSemver { semver, existing, .. }) => {
+            assert_eq!(semver, first.info.semver);
+            assert_eq!(existing, first.info.version);
+        }
+        other => panic!("expected a duplicate-version refusal, got {other:?}"),
+    }
+    let v2 = reg
+        .load(
+            &fixtures::ledger_next_version(),
+            LoadOptions {
+                activate: false,
+                force: true,
+            },
+        )
+        .unwrap();
     assert!(!v2.activated);
     assert_eq!(reg.get("ledger").unwrap().version(), first.info.version);
     // A map built by the first version is read by the second.
@@ -477,7 +494,7 @@ fn quarantine_needs_faults_across_many_realms() {
     };
     let rt = Arc::new(PluginRuntime::new(cfg).unwrap());
     let reg = PluginRegistry::new(rt);
-    reg.load(fixtures::HOSTILE, true).unwrap();
+    reg.load(fixtures::HOSTILE, LoadOptions::activate()).unwrap();
     let p = reg.get("hostile").unwrap();
     for i in 0..120 {
         let kind = ["panic", "huge-key", "stack"][i % 3];

@@ -21,7 +21,8 @@ use std::time::Instant;
 use proptest::prelude::*;
 use realmhost::EventRecord;
 use realmhost::runtime::{
-    ApplyOutcome, BatchOutcome, EventFailure, Plugin, PluginRegistry, PluginRuntime, RegistryError,
+    ApplyOutcome, BatchOutcome, EventFailure, LoadOptions, Plugin, PluginRegistry, PluginRuntime,
+    RegistryError,
     RuntimeConfig, RuntimeError, Scope, TrapCause,
 };
 use realmhost::state::{Bytes, StateLimit, StateLimitError, StateLimits, StateMap, Written};
