@@ -14,7 +14,7 @@ use crate::state::{CallState, StateLimit};
 /// Longest log line a plugin may write; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
 /// Log lines a plugin may write per call; the rest are dropped.
-const MAX_LOG_LINES_PER_CALL: u32 = 64;
+pub(crate) const MAX_LOG_LINES_PER_CALL: u32 = 64;
 
 /// Per-store host state: what the host functions see.
 pub(crate) struct HostCtx {
@@ -28,6 +28,8 @@ pub(crate) struct HostCtx {
     pub(crate) call: Option<CallState>,
     /// Set when a state operation was attempted with no realm in scope.
     pub(crate) no_realm: bool,
+    /// What the guest wrote to stdout and stderr during this call.
+    pub(crate) output: super::stdio::GuestOutput,
 }
 
 impl HostCtx {
@@ -40,6 +42,7 @@ impl HostCtx {
             log_lines: 0,
             call: None,
             no_realm: false,
+            output: super::stdio::GuestOutput::default(),
         }
     }
 

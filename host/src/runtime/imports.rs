@@ -3,8 +3,9 @@
 //! Rust's std links a few WASI interfaces into every `wasm32-wasip2`
 //! component (streams, stdio, environment, exit) even when the plugin never
 //! uses them, so they must be satisfiable. They are served with **no
-//! capabilities**: the environment and argument lists are empty, and every
-//! stream or stdio call traps. Anything else — clocks, randomness, files,
+//! capabilities**: the environment and argument lists are empty, stdout and
+//! stderr go to the host's log (see `stdio`), and every other stream call
+//! traps. Anything else — clocks, randomness, files,
 //! sockets, HTTP — is refused when the component is loaded, naming the
 //! import, because a plugin that can observe the world cannot be replayed.
 

@@ -45,6 +45,7 @@ mod host_ctx;
 mod imports;
 mod plugin;
 mod registry;
+mod stdio;
 mod version;
 
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub use registry::{
     RegistryError,
     TypeState, VersionSelector, read_wasm_dir,
 };
+pub use stdio::MAX_OUTPUT_BYTES_PER_CALL;
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};
 
 use bindings::RealmLogicPre;
@@ -112,6 +114,7 @@ impl PluginRuntime {
         host_ctx::add_host_imports(&mut linker)
             .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
         imports::add_wasi_stubs(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+        stdio::add_to_linker(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {
             Some(dir) => {

@@ -605,6 +605,7 @@ impl Plugin {
             .set_fuel(fuel)
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let result = f(&inst.bindings, &mut inst.store);
+        inst.store.data_mut().flush_output();
         let wasm_fuel = fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
         let call = inst.store.data_mut().call.take();
         let (state_fuel, ops) = call.as_ref().map_or((0, 0), |c| (c.gas(), c.ops()));

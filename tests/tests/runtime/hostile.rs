@@ -86,6 +86,23 @@ fn panic_is_reported_with_its_message() {
     still_counts(&p);
 }
 
+/// stdout and stderr are served (routed to the host log, rate-limited), so a
+/// plugin that prints keeps working; its writes are kept.
+#[test]
+fn printing_plugins_work() {
+    let rt = runtime();
+    let p = rt.load(fixtures::HOSTILE).unwrap();
+    for _ in 0..3 {
+        match hostile_call(&p, "print") {
+            Ok(ApplyOutcome::Applied(w)) => {
+                assert_eq!(w.map.get(b"printed"), Some(&1u64.to_le_bytes()[..]));
+            }
+            other => panic!("a printing plugin must not trap, got {other:?}"),
+        }
+    }
+    still_counts(&p);
+}
+
 #[test]
 fn stack_overflow_is_a_trap() {
     let rt = runtime();
