@@ -87,17 +87,36 @@ pub(crate) fn check_imports(engine: &Engine, component: &Component) -> Result<()
     }
 }
 
-/// Define the capability-free WASI functions that have an obvious empty
-/// answer. The rest of the allowed interfaces are stubbed per component with
-/// traps (see `Linker::define_unknown_imports_as_traps`).
-pub(crate) fn add_wasi_stubs(linker: &mut Linker<HostCtx>) -> wasmtime::Result<()> {
-    let mut env = linker.instance("wasi:cli/environment@0.2.0")?;
+/// Every WASI version the component imports (`0.2.6`, …).
+///
+/// The WASI functions are defined per component under exactly these
+/// versions: `Linker::define_unknown_imports_as_traps` creates an entry under
+/// the imported name, which would shadow a definition made under another
+/// (semver-compatible) version.
+pub(crate) fn wasi_versions(engine: &Engine, component: &Component) -> Vec<String> {
+    let mut out: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| name.strip_prefix("wasi:")?.split_once('@').map(|(_, v)| v.to_owned()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Define, under WASI `version`, the capability-free WASI functions that have
+/// an obvious empty answer, and stdout/stderr (see `stdio`). The rest of the
+/// allowed interfaces are stubbed per component with traps (see
+/// `Linker::define_unknown_imports_as_traps`).
+pub(crate) fn add_wasi(linker: &mut Linker<HostCtx>, version: &str) -> wasmtime::Result<()> {
+    super::stdio::add_to_linker(linker, version)?;
+    let mut env = linker.instance(&format!("wasi:cli/environment@{version}"))?;
     env.func_wrap("get-environment", |_, (): ()| {
         Ok((Vec::<(String, String)>::new(),))
     })?;
     env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
-    let mut exit = linker.instance("wasi:cli/exit@0.2.0")?;
+    let mut exit = linker.instance(&format!("wasi:cli/exit@{version}"))?;
     exit.func_wrap(
         "exit",
         |mut store, (_status,): (Result<(), ()>,)| -> wasmtime::Result<()> {

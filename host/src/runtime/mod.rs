@@ -113,8 +113,6 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         host_ctx::add_host_imports(&mut linker)
             .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
-        imports::add_wasi_stubs(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
-        stdio::add_to_linker(&mut linker).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {
             Some(dir) => {
@@ -151,6 +149,11 @@ impl PluginRuntime {
         imports::check_imports(&self.engine, &component)?;
 
         let mut linker = self.linker.clone();
+        for v in imports::wasi_versions(&self.engine, &component) {
+            imports::add_wasi(&mut linker, &v).map_err(|e| RuntimeError::Incompatible {
+                reason: format!("{e:#}"),
+            })?;
+        }
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| RuntimeError::Incompatible {

@@ -12,10 +12,11 @@
 //! counted in one closing line. The streams never block and never fail, so
 //! output cannot change what a call computes: replay stays deterministic.
 //!
-//! Served: `get-stdout`, `get-stderr`, and the `output-stream` methods
-//! `check-write`, `write`, `flush`, `blocking-flush` and
-//! `blocking-write-and-flush` (what wasi-libc and Rust's std use). The other
-//! stream functions (`subscribe`, splicing, input) trap as before.
+//! Served: `get-stdout`, `get-stderr`, the `output-stream` methods
+//! `check-write`, `write`, `flush`, `blocking-flush`,
+//! `blocking-write-and-flush` and `subscribe`, and `wasi:io/poll` (every
+//! pollable is ready) — what wasi-libc and Rust's std use. The other stream
+//! functions (splicing, input) trap as before.
 
 use wasmtime::component::{ComponentType, Lift, Linker, Lower, Resource, ResourceType};
 
@@ -32,6 +33,10 @@ const STDERR: u32 = 2;
 
 /// The host side of the `output-stream` resource (its rep says which one).
 pub(crate) struct OutputStream;
+
+/// The host side of `wasi:io/poll`'s `pollable` (always ready: the streams
+/// never block).
+pub(crate) struct Pollable;
 
 /// The host side of `wasi:io/error`'s `error` resource (never created: the
 /// streams do not fail).
@@ -117,14 +122,33 @@ impl HostCtx {
 
 type Write = Result<(), StreamError>;
 
-/// Serve stdout and stderr (see the module docs).
-pub(crate) fn add_to_linker(linker: &mut Linker<HostCtx>) -> wasmtime::Result<()> {
-    linker.instance("wasi:io/error@0.2.0")?.resource(
+/// Serve stdout and stderr (see the module docs) under WASI `version`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostCtx>, version: &str) -> wasmtime::Result<()> {
+    let mut poll = linker.instance(&format!("wasi:io/poll@{version}"))?;
+    poll.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+    poll.func_wrap("[method]pollable.ready", |_, (_p,): (Resource<Pollable>,)| {
+        Ok((true,))
+    })?;
+    poll.func_wrap("[method]pollable.block", |_, (_p,): (Resource<Pollable>,)| {
+        Ok(())
+    })?;
+    poll.func_wrap("poll", |_, (ps,): (Vec<Resource<Pollable>>,)| {
+        Ok(((0..ps.len() as u32).collect::<Vec<u32>>(),))
+    })?;
+    linker.instance(&format!("wasi:io/error@{version}"))?.resource(
         "error",
         ResourceType::host::<IoError>(),
         |_, _| Ok(()),
     )?;
-    let mut streams = linker.instance("wasi:io/streams@0.2.0")?;
+    // Instances that re-export a resource type must name the same host type
+    // as the instance that defines it.
+    let mut streams = linker.instance(&format!("wasi:io/streams@{version}"))?;
+    streams.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+    streams.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+    streams.func_wrap(
+        "[method]output-stream.subscribe",
+        |_, (_s,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(0),)),
+    )?;
     streams.resource(
         "output-stream",
         ResourceType::host::<OutputStream>(),
@@ -156,22 +180,22 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostCtx>) -> wasmtime::Result<()
             Ok((Write::Ok(()),))
         })?;
     }
-    linker
-        .instance("wasi:cli/stdout@0.2.0")?
-        .func_wrap("get-stdout", |_, (): ()| {
-            Ok((Resource::<OutputStream>::new_own(STDOUT),))
+    for (name, func, rep) in [("stdout", "get-stdout", STDOUT), ("stderr", "get-stderr", STDERR)] {
+        let mut cli = linker.instance(&format!("wasi:cli/{name}@{version}"))?;
+        cli.resource(
+            "output-stream",
+            ResourceType::host::<OutputStream>(),
+            |_, _| Ok(()),
+        )?;
+        cli.func_wrap(func, move |_, (): ()| {
+            Ok((Resource::<OutputStream>::new_own(rep),))
         })?;
-    linker
-        .instance("wasi:cli/stderr@0.2.0")?
-        .func_wrap("get-stderr", |_, (): ()| {
-            Ok((Resource::<OutputStream>::new_own(STDERR),))
-        })?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
     use std::sync::{Arc, Mutex};
 
     use super::*;
