@@ -79,6 +79,11 @@ mod wasm {
             run::encode_event::<P>(&kind, &json)
         }
 
+        fn decode_event(kind: String, payload: Vec<u8>) -> Result<String, String> {
+            install_panic_hook();
+            run::event_json::<P>(&kind, &payload)
+        }
+
         fn query(request: String) -> Result<String, String> {
             install_panic_hook();
             run::query::<P>(&request)

@@ -72,6 +72,13 @@ pub fn encode_event<P: Realm>(kind: &str, json: &str) -> Result<Vec<u8>, String>
     run::encode_event::<P>(kind, json)
 }
 
+/// `decode-event`: a stored payload as JSON, for operators (no realm in
+/// scope).
+pub fn event_json<P: Realm>(kind: &str, payload: &[u8]) -> Result<String, String> {
+    let _closed = FrameGuard::install(Frame::Closed);
+    run::event_json::<P>(kind, payload)
+}
+
 /// The state of a whole-state plugin ([`crate::RealmLogic`]), decoded from
 /// `state`: what its tests inspect.
 pub fn whole_state<P: crate::RealmLogic>(state: &MemoryState) -> Result<P::State, String> {
@@ -82,7 +89,7 @@ pub fn whole_state<P: crate::RealmLogic>(state: &MemoryState) -> Result<P::State
 pub fn decode_event<'a, P: Realm + ?Sized>(
     ev: &EventRef<'a>,
 ) -> Result<Event<'a, P::Event>, ApplyError> {
-    let payload = postcard::from_bytes::<P::Event>(ev.payload).map_err(|e| {
+    let payload = crate::event::decode::<P>(ev.payload).map_err(|e| {
         ApplyError::Invalid(format!("undecodable payload of event {}: {e}", ev.seq))
     })?;
     Ok(Event {
@@ -158,6 +165,11 @@ pub(crate) mod run {
 
     pub(crate) fn encode_event<P: Realm>(kind: &str, json: &str) -> Result<Vec<u8>, String> {
         let ev = P::event_from_json(kind, json)?;
-        Ok(crate::encode_payload(&ev))
+        Ok(crate::event::encode::<P>(&ev))
+    }
+
+    pub(crate) fn event_json<P: Realm>(kind: &str, payload: &[u8]) -> Result<String, String> {
+        let ev = crate::event::decode::<P>(payload)?;
+        P::event_to_json(kind, &ev)
     }
 }

@@ -208,6 +208,7 @@
 
 pub mod batch;
 pub mod entry;
+pub mod event;
 pub mod state;
 pub mod storage;
 pub mod whole;
@@ -311,8 +312,34 @@ pub trait Realm: 'static {
     /// versions in [`Realm::migrate`].
     const STATE_VERSION: u32 = 1;
 
-    /// The event payload (postcard-encoded on the wire).
+    /// Version of the event payload format. 0 (the default): plain postcard.
+    /// Raise it when an event type changes shape, and decode the older
+    /// payloads in [`Realm::upgrade_event`]; see [`event`] for the rule.
+    const EVENT_VERSION: u32 = 0;
+
+    /// The event payload (postcard-encoded on the wire; see [`event`]).
     type Event: Serialize + DeserializeOwned;
+
+    /// Decode a stored payload written with the older event version
+    /// `from_version` (untagged payloads are version 0). The default knows no
+    /// older versions.
+    fn upgrade_event(from_version: u32, payload: &[u8]) -> Result<Self::Event, String> {
+        let _ = payload;
+        Err(format!(
+            "{} {} cannot read events of event version {from_version} (its event version is {})",
+            Self::REALM_TYPE,
+            Self::VERSION,
+            Self::EVENT_VERSION
+        ))
+    }
+
+    /// The JSON form of a stored event, for operators (`realmhost realm
+    /// events`). The default is the serde JSON form of `Event`, the same form
+    /// [`Realm::event_from_json`] reads.
+    fn event_to_json(kind: &str, event: &Self::Event) -> Result<String, String> {
+        let _ = kind;
+        serde_json::to_string(event).map_err(|e| format!("cannot show the event as JSON: {e}"))
+    }
 
     /// Write the initial entries of a new realm (the realm is empty). The
     /// default writes nothing.
@@ -364,7 +391,9 @@ pub trait Realm: 'static {
     fn query(request: &str) -> Result<String, String>;
 }
 
-/// Encode an event payload the way the SDK decodes it (postcard).
+/// Encode an event payload as plain postcard: what the SDK decodes for a
+/// realm type whose [`Realm::EVENT_VERSION`] is 0. For versioned event types
+/// use [`event::encode`].
 pub fn encode_payload<E: Serialize>(event: &E) -> Vec<u8> {
     // Serializing plain serde data into a Vec cannot fail.
     postcard::to_allocvec(event).unwrap_or_default()

@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig, NodeError, PluginAction};
 use realmhost::realm::{NewEvent, RealmId};
 use realmhost::runtime::{LoadOptions, PluginVersion, RegistryError, VersionSelector};
 use realmhost::storage::{AppendRequest, RedbStorage};
-use realmhost::EventRecord;
 use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::{LEDGER, fixtures};
 use realmhost_plugin_ledger::Tx;
@@ -111,11 +111,7 @@ async fn uploads_activations_and_history_survive_restarts() {
         .filter(|l| l.info.realm_type == "ledger")
         .collect();
     assert_eq!(listed.len(), 3, "uploads were not kept: {listed:?}");
-    assert!(
-        listed
-            .iter()
-            .any(|l| l.info.version == v1 && l.previous)
-    );
+    assert!(listed.iter().any(|l| l.info.version == v1 && l.previous));
     assert!(listed.iter().any(|l| l.info.version == strict && !l.active));
     assert_eq!(balance(&node, "bank").await.unwrap(), 7);
     let history = node.plugin_history().await;
@@ -137,7 +133,12 @@ async fn uploads_activations_and_history_survive_restarts() {
     assert!(history.iter().all(|h| h.at_ms > 0));
     // A restart with the same seeds changes nothing.
     assert!(node.plugin_startup().seeded.is_empty());
-    assert_eq!(node.plugin_startup().restored, 5, "{:?}", node.plugin_startup());
+    assert_eq!(
+        node.plugin_startup().restored,
+        5,
+        "{:?}",
+        node.plugin_startup()
+    );
 
     // A rollback is kept too.
     let back = node.rollback("ledger", None, false).await.unwrap();
@@ -217,14 +218,21 @@ async fn the_plugins_directory_seeds_by_rule_and_refuses_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     write(&plugins, "a-ledger.wasm", LEDGER);
-    write(&plugins, "b-ledger-next.wasm", &fixtures::ledger_next_version());
+    write(
+        &plugins,
+        "b-ledger-next.wasm",
+        &fixtures::ledger_next_version(),
+    );
     let mut cfg = config(&dir.path().join("data"));
     cfg.builtin_plugins = false;
     cfg.plugins_dir = Some(plugins.clone());
     match Node::open(cfg.clone()).await {
         Err(NodeError::PluginConflict(c)) => {
             assert_eq!(c.len(), 1, "{c:?}");
-            assert_eq!((c[0].realm_type.as_str(), c[0].semver.as_str()), ("ledger", "3.0.0"));
+            assert_eq!(
+                (c[0].realm_type.as_str(), c[0].semver.as_str()),
+                ("ledger", "3.0.0")
+            );
             assert!(c[0].builds.iter().any(|b| b.contains("a-ledger.wasm")));
             assert!(c[0].builds.iter().any(|b| b.contains("b-ledger-next.wasm")));
         }
@@ -240,15 +248,24 @@ async fn the_plugins_directory_seeds_by_rule_and_refuses_conflicts() {
     assert_eq!(active(&node, "ledger"), strict, "3.1.0-strict > 3.0.0");
     assert_eq!(node.plugin_startup().seeded.len(), 2);
     // Make 3.0.0 active; a restart with the same directory keeps that choice.
-    node.promote("ledger", "3.0.0".parse::<VersionSelector>().unwrap(), None, false)
-        .await
-        .unwrap();
+    node.promote(
+        "ledger",
+        "3.0.0".parse::<VersionSelector>().unwrap(),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     let node = restart(node, cfg.clone()).await;
     assert_eq!(active(&node, "ledger"), PluginVersion::of(LEDGER));
 
     // A new file never replaces the active version; a build that reuses a
     // stored semantic version is skipped with a warning, not loaded.
-    write(&plugins, "c-ledger-next.wasm", &fixtures::ledger_next_version());
+    write(
+        &plugins,
+        "c-ledger-next.wasm",
+        &fixtures::ledger_next_version(),
+    );
     let node = restart(node, cfg.clone()).await;
     assert_eq!(active(&node, "ledger"), PluginVersion::of(LEDGER));
     let skipped = &node.plugin_startup().skipped;
@@ -256,7 +273,10 @@ async fn the_plugins_directory_seeds_by_rule_and_refuses_conflicts() {
     assert!(skipped[0].contains("c-ledger-next.wasm") && skipped[0].contains("3.0.0"));
     assert!(
         node.plugins()
-            .get_version("ledger", PluginVersion::of(&fixtures::ledger_next_version()))
+            .get_version(
+                "ledger",
+                PluginVersion::of(&fixtures::ledger_next_version())
+            )
             .is_err()
     );
     node.shutdown().await.unwrap();
@@ -289,7 +309,10 @@ async fn rollback_is_shadow_checked_and_unservable_realms_are_reported() {
         Err(NodeError::ShadowFailed(r)) => {
             assert_eq!(r.candidate, strict);
             assert_eq!(r.failures.len(), 1, "{r:?}");
-            assert_eq!((r.failures[0].realm_id.as_str(), r.failures[0].seq), ("big", 2));
+            assert_eq!(
+                (r.failures[0].realm_id.as_str(), r.failures[0].seq),
+                ("big", 2)
+            );
         }
         other => panic!("expected a shadow failure, got {other:?}"),
     }
@@ -323,8 +346,14 @@ async fn rollback_is_shadow_checked_and_unservable_realms_are_reported() {
     assert_eq!(node.stats().unservable_realms, 1);
     // Appends to it are refused with the same code, nothing stored.
     assert!(matches!(
-        node.append(ledger_event("big", &Tx::Deposit { account: "a".into(), amount: 1 }))
-            .await,
+        node.append(ledger_event(
+            "big",
+            &Tx::Deposit {
+                account: "a".into(),
+                amount: 1
+            }
+        ))
+        .await,
         Err(NodeError::RealmUnservable { .. })
     ));
     let history = node.plugin_history().await;
@@ -378,10 +407,16 @@ async fn versions_are_named_by_semver_hash_or_prefix_and_unloaded_when_unused() 
         other => panic!("expected ambiguity, got {other:?}"),
     }
     // A unique semantic version and a hash prefix both work.
-    let a = node.promote("ledger", sel("3.1.0-strict"), None, false).await.unwrap();
+    let a = node
+        .promote("ledger", sel("3.1.0-strict"), None, false)
+        .await
+        .unwrap();
     assert_eq!(a.info.version, strict);
     let prefix = &v2.to_hex()[..10];
-    let b = node.promote("ledger", sel(prefix), None, false).await.unwrap();
+    let b = node
+        .promote("ledger", sel(prefix), None, false)
+        .await
+        .unwrap();
     assert_eq!(b.info.version, v2);
     assert!(matches!(
         node.promote("ledger", sel("9.9.9"), None, false).await,
@@ -417,5 +452,86 @@ async fn versions_are_named_by_semver_hash_or_prefix_and_unloaded_when_unused() 
         .map(|l| l.info.version)
         .collect();
     assert_eq!(versions, vec![v2]);
+    node.shutdown().await.unwrap();
+}
+
+/// `Node::events` pages through a realm's log with each payload decoded by
+/// the plugin; what cannot be decoded is shown raw, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_listed_with_decoded_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(dir.path())).await.unwrap();
+    open_with_deposit(&node, "bank", 9).await;
+    let id = RealmId::new("bank").unwrap();
+    let first = node.events(&id, 0, 1).await.unwrap();
+    assert_eq!((first.realm_type.as_str(), first.last_seq), ("ledger", 2));
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.next_after, Some(1));
+    let e = &first.events[0];
+    assert_eq!(
+        (e.seq, e.kind.as_str(), e.source.as_str()),
+        (1, "tx", "tester")
+    );
+    assert!(e.timestamp_ms > 0);
+    assert_eq!(
+        e.payload,
+        Some(serde_json::json!({ "open": { "account": "a" } }))
+    );
+    let rest = node.events(&id, 1, 100).await.unwrap();
+    assert_eq!(rest.next_after, None);
+    assert_eq!(
+        rest.events[0].payload,
+        Some(serde_json::json!({ "deposit": { "account": "a", "amount": 9 } }))
+    );
+    assert!(node.events(&id, 2, 100).await.unwrap().events.is_empty());
+    assert!(matches!(
+        node.events(&RealmId::new("nope").unwrap(), 0, 10).await,
+        Err(NodeError::RealmNotFound(_))
+    ));
+    // A payload the plugin cannot decode is shown raw, with the reason: a
+    // ledger event whose bytes no ledger version wrote, and an event of a
+    // realm type without a plugin.
+    let raw = |realm: &str, realm_type: &str, payload: Vec<u8>| AppendRequest {
+        realm_id: RealmId::new(realm).unwrap(),
+        realm_type: realm_type.into(),
+        plugin_version: PluginVersion([1; 32]),
+        events: vec![EventRecord {
+            seq: 1,
+            kind: "tx".into(),
+            payload,
+            source: "s".into(),
+            source_realm: Some("elsewhere".into()),
+            timestamp_ms: 5,
+            source_reputation: 0.5,
+        }],
+    };
+    node.storage()
+        .append(raw("junk", "ledger", vec![0xff; 6]))
+        .await
+        .unwrap();
+    node.storage()
+        .append(raw("ghostly", "ghost", b"boo".to_vec()))
+        .await
+        .unwrap();
+    let junk = node
+        .events(&RealmId::new("junk").unwrap(), 0, 10)
+        .await
+        .unwrap();
+    let e = &junk.events[0];
+    assert_eq!(e.payload, None);
+    assert_eq!(e.payload_hex.as_deref(), Some("ffffffffffff"));
+    assert!(e.decode_error.is_some());
+    assert_eq!(e.source_realm.as_deref(), Some("elsewhere"));
+    let ghost = node
+        .events(&RealmId::new("ghostly").unwrap(), 0, 10)
+        .await
+        .unwrap();
+    assert!(
+        ghost.events[0]
+            .decode_error
+            .as_deref()
+            .is_some_and(|e| e.contains("ghost")),
+        "{ghost:?}"
+    );
     node.shutdown().await.unwrap();
 }

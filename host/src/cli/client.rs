@@ -3,7 +3,6 @@
 //! Human-readable tables by default; `--json` prints the node's JSON answer
 //! unchanged for scripts.
 
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -104,6 +103,21 @@ pub enum RealmCmd {
         id: String,
         /// Request JSON (default: the plugin's summary).
         request: Option<String>,
+    },
+    /// A realm's events: seq, kind, source, origin, time and the payload as
+    /// its plugin decodes it.
+    Events {
+        /// Realm id.
+        id: String,
+        /// Start after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Events per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Follow the pages to the last event.
+        #[arg(long)]
+        all: bool,
     },
     /// Rebuild from the full log and compare with the live state.
     Verify {
@@ -467,6 +481,55 @@ pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
                 );
             }
         }
+        RealmCmd::Events {
+            id,
+            mut after,
+            limit,
+            all,
+        } => loop {
+            let v = c.get(&format!(
+                "/v1/realm/events?id={}&after={after}&limit={limit}",
+                enc(&id)
+            ))?;
+            if conn.json {
+                print_json(&v)?;
+            } else {
+                for e in v["events"].as_array().into_iter().flatten() {
+                    let payload = match (&e["payload"], e["decode_error"].as_str()) {
+                        (p, None) if !p.is_null() => p.to_string(),
+                        (_, err) => format!(
+                            "<{} bytes: {}> ({})",
+                            e["payload_hex"].as_str().map_or(0, |h| h.len() / 2),
+                            e["payload_hex"].as_str().unwrap_or(""),
+                            err.unwrap_or("undecodable")
+                        ),
+                    };
+                    let origin = e["source_realm"]
+                        .as_str()
+                        .map(|r| format!(" from {r}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{:>8}  {:>13}  {:<10} {}{}  {}",
+                        e["seq"],
+                        e["timestamp_ms"],
+                        e["kind"].as_str().unwrap_or(""),
+                        e["source"].as_str().unwrap_or(""),
+                        origin,
+                        payload
+                    );
+                }
+            }
+            match v["next_after"].as_u64() {
+                Some(n) if all => after = n,
+                Some(n) => {
+                    if !conn.json {
+                        println!("… more: --after {n} (or --all)");
+                    }
+                    break;
+                }
+                None => break,
+            }
+        },
         RealmCmd::Unservable => {
             let v = c.get("/v1/admin/realms/unservable")?;
             if conn.json {

@@ -42,6 +42,7 @@ pub mod api;
 mod append;
 mod config;
 mod error;
+mod events;
 pub mod metrics;
 mod parking;
 mod plugins;
@@ -60,13 +61,14 @@ pub use admin::{ShadowFailure, ShadowReport, VerifyReport};
 pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
 pub use error::NodeError;
+pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
 };
-pub use unservable::UnservableRealm;
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
+pub use unservable::UnservableRealm;
 
 use crate::monitor::{ShardAnalysis, ShardMonitor, ShardMonitorSnapshot};
 use crate::realm::{RealmId, shard_of};

@@ -143,7 +143,8 @@ impl Manifest {
     fn sync_type(&mut self, registry: &PluginRegistry, realm_type: &str) {
         match registry.type_state(realm_type) {
             Some(s) => {
-                self.active.insert(realm_type.to_owned(), s.active.version());
+                self.active
+                    .insert(realm_type.to_owned(), s.active.version());
                 match &s.previous {
                     Some(p) => self.previous.insert(realm_type.to_owned(), p.version()),
                     None => self.previous.remove(realm_type),
@@ -252,7 +253,15 @@ pub(crate) async fn open_registry(
     };
     let mut changed = false;
     restore(storage, registry, &mut manifest, &mut report, &mut changed).await?;
-    seed(config, storage, registry, &mut manifest, &mut report, &mut changed).await?;
+    seed(
+        config,
+        storage,
+        registry,
+        &mut manifest,
+        &mut report,
+        &mut changed,
+    )
+    .await?;
     if changed {
         persist_manifest(storage, &manifest).await?;
     }
@@ -443,9 +452,11 @@ async fn seed(
         if registry.get_loaded(info.version).is_some() {
             continue;
         }
-        let twin = registry
-            .type_state(&info.realm_type)
-            .and_then(|t| t.versions.into_iter().find(|p| p.info().semver == info.semver));
+        let twin = registry.type_state(&info.realm_type).and_then(|t| {
+            t.versions
+                .into_iter()
+                .find(|p| p.info().semver == info.semver)
+        });
         if let Some(twin) = twin {
             let why = format!(
                 "{}: {} {} is already stored as {} and this build is {}; the stored build stays (give the new build its own version)",
@@ -507,7 +518,13 @@ impl Node {
 
     /// The registry's history, oldest first.
     pub async fn plugin_history(&self) -> Vec<HistoryEntry> {
-        self.lifecycle.lock().await.history.iter().cloned().collect()
+        self.lifecycle
+            .lock()
+            .await
+            .history
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Run `change` on one realm type of the registry, persist the result,

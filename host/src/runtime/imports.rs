@@ -97,7 +97,11 @@ pub(crate) fn wasi_versions(engine: &Engine, component: &Component) -> Vec<Strin
     let mut out: Vec<String> = component
         .component_type()
         .imports(engine)
-        .filter_map(|(name, _)| name.strip_prefix("wasi:")?.split_once('@').map(|(_, v)| v.to_owned()))
+        .filter_map(|(name, _)| {
+            name.strip_prefix("wasi:")?
+                .split_once('@')
+                .map(|(_, v)| v.to_owned())
+        })
         .collect();
     out.sort();
     out.dedup();

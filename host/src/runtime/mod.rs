@@ -61,8 +61,7 @@ pub use plugin::{
 };
 pub use registry::{
     InvalidSelector, LoadOptions, LoadReport, MIN_HASH_PREFIX, PluginListing, PluginRegistry,
-    RegistryError,
-    TypeState, VersionSelector, read_wasm_dir,
+    RegistryError, TypeState, VersionSelector, read_wasm_dir,
 };
 pub use stdio::MAX_OUTPUT_BYTES_PER_CALL;
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};

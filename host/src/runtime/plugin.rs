@@ -458,6 +458,21 @@ impl Plugin {
         Ok(m.value.0)
     }
 
+    /// `decode-event`: a stored payload as JSON (no realm in scope).
+    pub fn decode_event(
+        &self,
+        kind: &str,
+        payload: &[u8],
+    ) -> Result<Result<String, String>, RuntimeError> {
+        let m = self.call(None, self.config.fuel_per_call, |b, s| {
+            b.call_decode_event(s, kind, payload)
+        })?;
+        match &m.value.0 {
+            Ok(s) | Err(s) => self.check_len(None, s.len())?,
+        }
+        Ok(m.value.0)
+    }
+
     /// `query`: a read-only JSON view of the realm in `scope`.
     pub fn query(
         &self,

@@ -126,20 +126,20 @@ type Write = Result<(), StreamError>;
 pub(crate) fn add_to_linker(linker: &mut Linker<HostCtx>, version: &str) -> wasmtime::Result<()> {
     let mut poll = linker.instance(&format!("wasi:io/poll@{version}"))?;
     poll.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
-    poll.func_wrap("[method]pollable.ready", |_, (_p,): (Resource<Pollable>,)| {
-        Ok((true,))
-    })?;
-    poll.func_wrap("[method]pollable.block", |_, (_p,): (Resource<Pollable>,)| {
-        Ok(())
-    })?;
+    poll.func_wrap(
+        "[method]pollable.ready",
+        |_, (_p,): (Resource<Pollable>,)| Ok((true,)),
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_, (_p,): (Resource<Pollable>,)| Ok(()),
+    )?;
     poll.func_wrap("poll", |_, (ps,): (Vec<Resource<Pollable>>,)| {
         Ok(((0..ps.len() as u32).collect::<Vec<u32>>(),))
     })?;
-    linker.instance(&format!("wasi:io/error@{version}"))?.resource(
-        "error",
-        ResourceType::host::<IoError>(),
-        |_, _| Ok(()),
-    )?;
+    linker
+        .instance(&format!("wasi:io/error@{version}"))?
+        .resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
     // Instances that re-export a resource type must name the same host type
     // as the instance that defines it.
     let mut streams = linker.instance(&format!("wasi:io/streams@{version}"))?;
@@ -180,7 +180,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostCtx>, version: &str) -> wasm
             Ok((Write::Ok(()),))
         })?;
     }
-    for (name, func, rep) in [("stdout", "get-stdout", STDOUT), ("stderr", "get-stderr", STDERR)] {
+    for (name, func, rep) in [
+        ("stdout", "get-stdout", STDOUT),
+        ("stderr", "get-stderr", STDERR),
+    ] {
         let mut cli = linker.instance(&format!("wasi:cli/{name}@{version}"))?;
         cli.resource(
             "output-stream",

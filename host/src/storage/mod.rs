@@ -184,6 +184,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<EventRecord>, StorageError>>;
 
+    /// At most `limit` events with seq greater than `after_seq`, in seq order
+    /// (empty for an unknown realm or past the end).
+    fn events_page(
+        &self,
+        realm: &RealmId,
+        after_seq: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StorageError>>;
+
     /// The realm's metadata, `None` if it has never been appended to.
     fn realm_meta(&self, realm: &RealmId)
     -> BoxFuture<'_, Result<Option<RealmMeta>, StorageError>>;

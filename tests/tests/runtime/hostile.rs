@@ -415,12 +415,18 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
         Err(RegistryError::NothingToRollBack(_))
     ));
     // Loading the same bytes again is recognized.
-    assert!(reg.load(LEDGER, LoadOptions::activate()).unwrap().already_loaded);
+    assert!(
+        reg.load(LEDGER, LoadOptions::activate())
+            .unwrap()
+            .already_loaded
+    );
 
     // A faulty version: hostile panics on every call. Faults in one realm
     // (however many) leave it in service; faults across
     // `quarantine_realms` distinct realms take it out.
-    let hostile = reg.load(fixtures::HOSTILE, LoadOptions::activate()).unwrap();
+    let hostile = reg
+        .load(fixtures::HOSTILE, LoadOptions::activate())
+        .unwrap();
     assert_eq!(hostile.info.realm_type, "hostile");
     let p = reg.get("hostile").unwrap();
     for _ in 0..10 {
@@ -453,7 +459,9 @@ fn registry_swaps_rolls_back_and_quarantines_faulty_versions() {
     // The same semantic version under another hash is refused unless forced:
     // a version name must mean one build.
     match reg.load(&fixtures::ledger_next_version(), LoadOptions::default()) {
-        Err(RegistryError::DuplicateSemver { semver, existing, .. }) => {
+        Err(RegistryError::DuplicateSemver {
+            semver, existing, ..
+        }) => {
             assert_eq!(semver, first.info.semver);
             assert_eq!(existing, first.info.version);
         }
@@ -511,7 +519,8 @@ fn quarantine_needs_faults_across_many_realms() {
     };
     let rt = Arc::new(PluginRuntime::new(cfg).unwrap());
     let reg = PluginRegistry::new(rt);
-    reg.load(fixtures::HOSTILE, LoadOptions::activate()).unwrap();
+    reg.load(fixtures::HOSTILE, LoadOptions::activate())
+        .unwrap();
     let p = reg.get("hostile").unwrap();
     for i in 0..120 {
         let kind = ["panic", "huge-key", "stack"][i % 3];

@@ -22,8 +22,7 @@ use proptest::prelude::*;
 use realmhost::EventRecord;
 use realmhost::runtime::{
     ApplyOutcome, BatchOutcome, EventFailure, LoadOptions, Plugin, PluginRegistry, PluginRuntime,
-    RegistryError,
-    RuntimeConfig, RuntimeError, Scope, TrapCause,
+    RegistryError, RuntimeConfig, RuntimeError, Scope, TrapCause,
 };
 use realmhost::state::{Bytes, StateLimit, StateLimitError, StateLimits, StateMap, Written};
 use realmhost_guest::batch::BatchEncoder;

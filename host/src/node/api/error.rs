@@ -59,7 +59,9 @@ impl From<NodeError> for ApiError {
                 detail: Some(json!({ "seq": seq })),
                 ..Self::new(S::SERVICE_UNAVAILABLE, "realm_unservable", msg)
             },
-            NodeError::PluginConflict(_) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_conflict", msg),
+            NodeError::PluginConflict(_) => {
+                Self::new(S::INTERNAL_SERVER_ERROR, "plugin_conflict", msg)
+            }
             NodeError::Rejected { rejection, .. } => Self {
                 detail: Some(json!({ "rejection": rejection.code })),
                 ..Self::new(S::UNPROCESSABLE_ENTITY, "rejected", msg)
@@ -136,4 +138,3 @@ impl From<QueryRejection> for ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
     }
 }
-

@@ -9,6 +9,7 @@
 //! | GET | `/health` | liveness |
 //! | POST | `/v1/events` | append an event (`payload` as JSON, or `payload_hex`) |
 //! | GET | `/v1/realm?id=` | a realm's view (seq, version, state hash) |
+//! | GET | `/v1/realm/events?id=&after=&limit=` | a realm's events, payloads decoded by its plugin, paged (≤ 1000) |
 //! | POST | `/v1/query` | run the realm type's query |
 //! | GET | `/v1/verify?id=` | rebuild from the log and compare by hash |
 //! | GET | `/v1/realms?type=&after=&limit=` | inventory, paginated |
@@ -189,6 +190,29 @@ pub struct QueryBody {
     pub request: Option<serde_json::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    id: String,
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_events_limit")]
+    limit: usize,
+}
+
+fn default_events_limit() -> usize {
+    100
+}
+
+async fn realm_events(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<super::EventsPage> {
+    let Query(q) = q?;
+    let id = realm_id(&q.id)?;
+    Ok(Json(node.events(&id, q.after, q.limit).await?))
+}
+
 async fn query(
     State(node): State<Arc<Node>>,
     body: Result<Json<QueryBody>, JsonRejection>,
@@ -352,6 +376,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/v1/events", post(append))
         .route("/v1/realm", get(get_realm))
+        .route("/v1/realm/events", get(realm_events))
         .route("/v1/query", post(query))
         .route("/v1/verify", get(verify))
         .route("/v1/realms", get(list_realms))
@@ -367,7 +392,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/realms/unservable", get(plugins::unservable))
         .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
         .route("/v1/admin/plugins/{realm_type}/swap", post(plugins::swap))
-        .route("/v1/admin/plugins/{realm_type}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/admin/plugins/{realm_type}/rollback",
+            post(plugins::rollback),
+        )
         .route(
             "/v1/admin/plugins/{realm_type}/{version}",
             axum::routing::delete(plugins::unload),

@@ -48,7 +48,8 @@ pub(super) async fn upload(
 }
 
 fn selector(v: &str) -> Result<VersionSelector, ApiError> {
-    VersionSelector::parse(v).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string()))
+    VersionSelector::parse(v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -137,7 +137,11 @@ impl std::fmt::Debug for TypeState {
             .field("previous", &self.previous.as_ref().map(|p| p.version()))
             .field(
                 "versions",
-                &self.versions.iter().map(|p| p.version()).collect::<Vec<_>>(),
+                &self
+                    .versions
+                    .iter()
+                    .map(|p| p.version())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }

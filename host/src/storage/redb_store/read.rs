@@ -64,6 +64,26 @@ impl RedbStorage {
         }
     }
 
+    /// At most `limit` events after `after_seq`, in seq order.
+    pub fn events_page(
+        &self,
+        realm: &RealmId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StorageError> {
+        match self.view(realm)? {
+            Some(v) => {
+                let (last_seq, _) = v.last()?;
+                let upto = last_seq.min(after_seq.saturating_add(limit as u64));
+                if upto <= after_seq {
+                    return Ok(Vec::new());
+                }
+                v.events(after_seq, upto)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Metadata, snapshot and the events after it, from one read transaction.
     #[tracing::instrument(name = "storage.load", skip_all, fields(realm = %realm, snapshot_seq, tail))]
     pub fn load_realm(&self, realm: &RealmId) -> Result<Option<RealmLoad>, StorageError> {
@@ -235,6 +255,8 @@ impl View {
     /// seq from `after_seq + 1` to `last_seq` (from [`Self::last`]) exactly
     /// once, in order, each entry owned by this realm. Anything else is
     /// reported as corruption.
+    /// Events `after_seq + 1 ..= last_seq`; `last_seq` may be below the
+    /// realm's last seq (a page).
     fn events(&self, after_seq: u64, last_seq: u64) -> Result<Vec<EventRecord>, StorageError> {
         let no = self.row.no;
         let index = self.txn.open_table(INDEX)?;
@@ -258,7 +280,7 @@ impl View {
             let (_, positions) = codec::decode_run(v.value())?;
             for (i, pos) in positions.into_iter().enumerate() {
                 let seq = first_seq + i as u64;
-                if seq >= next_seq {
+                if seq >= next_seq && seq <= last_seq {
                     wanted.push((seq, pos));
                     next_seq = seq + 1;
                 }
@@ -267,7 +289,7 @@ impl View {
         if let Some(t) = &self.tail {
             for (i, &pos) in t.positions.iter().enumerate() {
                 let seq = t.first_seq + i as u64;
-                if seq >= next_seq {
+                if seq >= next_seq && seq <= last_seq {
                     wanted.push((seq, pos));
                     next_seq = seq + 1;
                 }

@@ -40,6 +40,17 @@ impl Storage for RedbStorage {
         )))
     }
 
+    fn events_page(
+        &self,
+        realm: &RealmId,
+        after_seq: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::events_page(
+            self, realm, after_seq, limit,
+        )))
+    }
+
     fn realm_meta(
         &self,
         realm: &RealmId,

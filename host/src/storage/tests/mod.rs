@@ -279,6 +279,25 @@ fn inventory_is_paginated_by_type() {
 }
 
 #[test]
+fn events_are_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStorage::open(dir.path()).unwrap();
+    s.append_blocking(req("a", "counter", 1..=10)).unwrap();
+    let seqs = |after, limit| -> Vec<u64> {
+        s.events_page(&rid("a"), after, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(0, 3), vec![1, 2, 3]);
+    assert_eq!(seqs(8, 5), vec![9, 10]);
+    assert!(seqs(10, 5).is_empty());
+    assert!(seqs(3, 0).is_empty());
+    assert!(s.events_page(&rid("none"), 0, 5).unwrap().is_empty());
+}
+
+#[test]
 fn realm_types_are_listed_once_each() {
     let dir = tempfile::tempdir().unwrap();
     let s = RedbStorage::open(dir.path()).unwrap();

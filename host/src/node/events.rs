@@ -1,0 +1,120 @@
+//! A realm's stored events, paged, with each payload decoded to JSON by the
+//! active plugin of its realm type (the `decode-event` export) when it can.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Node, NodeError};
+use crate::realm::RealmId;
+
+/// Most events one page holds.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+
+/// One stored event, as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Position in the realm's log.
+    pub seq: u64,
+    /// Label chosen by the appender.
+    pub kind: String,
+    /// The entity that caused it.
+    pub source: String,
+    /// The realm it crossed over from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_realm: Option<String>,
+    /// Host time at append, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Reputation of the source's shard when it was appended.
+    pub source_reputation: f64,
+    /// The payload as the plugin shows it (JSON; plain text as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// The raw payload, hex, when it could not be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hex: Option<String>,
+    /// Why the payload could not be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_error: Option<String>,
+}
+
+/// A page of [`Node::events`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// The realm.
+    pub realm_id: String,
+    /// Its realm type.
+    pub realm_type: String,
+    /// The realm's last seq.
+    pub last_seq: u64,
+    /// Events after the requested seq, in order.
+    pub events: Vec<EventView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+impl Node {
+    /// At most `limit` (1..=[`MAX_EVENTS_PAGE`]) of a realm's events after
+    /// seq `after`, payloads decoded by the active plugin. An event the
+    /// plugin cannot decode (or a realm type without a plugin) is shown with
+    /// its raw bytes and the reason.
+    pub async fn events(
+        &self,
+        id: &RealmId,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventsPage, NodeError> {
+        let meta = self
+            .storage
+            .realm_meta(id)
+            .await?
+            .ok_or_else(|| NodeError::RealmNotFound(id.clone()))?;
+        let limit = limit.clamp(1, MAX_EVENTS_PAGE);
+        let records = self.storage.events_page(id, after, limit).await?;
+        let plugin = self
+            .registry
+            .get(&meta.realm_type)
+            .map_err(|e| e.to_string());
+        // One sandbox call per event: off the async workers.
+        let events = tokio::task::spawn_blocking(move || {
+            records
+                .into_iter()
+                .map(|r| {
+                    let decoded = match &plugin {
+                        Err(e) => Err(e.clone()),
+                        Ok(p) => match p.decode_event(&r.kind, &r.payload) {
+                            Ok(Ok(text)) => Ok(serde_json::from_str(&text)
+                                .unwrap_or(serde_json::Value::String(text))),
+                            Ok(Err(e)) => Err(e),
+                            Err(e) => Err(e.to_string()),
+                        },
+                    };
+                    let (payload, payload_hex, decode_error) = match decoded {
+                        Ok(v) => (Some(v), None, None),
+                        Err(e) => (None, Some(hex::encode(&r.payload)), Some(e)),
+                    };
+                    EventView {
+                        seq: r.seq,
+                        kind: r.kind,
+                        source: r.source,
+                        source_realm: r.source_realm,
+                        timestamp_ms: r.timestamp_ms,
+                        source_reputation: r.source_reputation,
+                        payload,
+                        payload_hex,
+                        decode_error,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| NodeError::Setup(format!("event decoding panicked: {e}")))?;
+        let next_after = events.last().map(|e| e.seq).filter(|&s| s < meta.last_seq);
+        Ok(EventsPage {
+            realm_id: id.to_string(),
+            realm_type: meta.realm_type,
+            last_seq: meta.last_seq,
+            events,
+            next_after,
+        })
+    }
+}
