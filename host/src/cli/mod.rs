@@ -92,5 +92,7 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
     println!("content:     {}", i.version.to_hex());
     println!("size:        {} bytes", i.size_bytes);
     println!("description: {}", i.description);
+    println!("state:       version {}", i.state_version);
+    println!("imports:     only what the sandbox allows (stdout and stderr go to the host log)");
     Ok(())
 }
