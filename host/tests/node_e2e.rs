@@ -355,3 +355,62 @@ fn faulting_realm_is_parked_and_released_by_an_operator() {
     let (_, stats) = node.get("/v1/stats");
     assert_eq!(stats["parked_realms"], 0);
 }
+
+/// A plugin uploaded with the CLI survives a restart (even a SIGKILL): its
+/// realms keep answering, the history shows the upload, and the events CLI
+/// shows what was stored. A printing plugin works (its output goes to the
+/// log).
+#[test]
+fn uploaded_plugin_survives_restarts_and_events_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    let (ok, out, err) = node.cli(&[
+        "plugin",
+        "load",
+        realmhost_plugin_artifacts::fixtures::HOSTILE_PATH,
+    ]);
+    assert!(ok, "{out}{err}");
+    let hostile = |node: &NodeProc, kind: &str| {
+        node.post(
+            "/v1/events",
+            &json!({"realm_id": "h-1", "realm_type": "hostile", "kind": kind, "payload": "", "source": "t"}),
+            None,
+        )
+    };
+    assert_eq!(hostile(&node, "ok").0, 200);
+    let (s, r) = hostile(&node, "print");
+    assert_eq!((s, r["seq"].as_u64()), (200, Some(2)), "{r}");
+    node.kill9();
+
+    let node = NodeProc::start(dir.path(), &[]);
+    let (s, r) = hostile(&node, "ok");
+    assert_eq!((s, r["seq"].as_u64()), (200, Some(3)), "{r}");
+    let (ok, out, err) = node.cli(&["plugin", "list"]);
+    assert!(ok && out.contains("hostile"), "{out}{err}");
+    let (ok, out, err) = node.cli(&["plugin", "history"]);
+    assert!(
+        ok && out.contains("hostile") && out.contains("activated"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = node.cli(&["realm", "events", "h-1"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("print"), "{out}");
+    let (s, r) = node.get("/v1/realm/events?id=h-1&after=1&limit=1");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["events"][0]["seq"], 2);
+    assert_eq!(r["next_after"], 2);
+    // Unknown versions and bad names are typed errors.
+    let (ok, _, err) = node.cli(&["plugin", "swap", "ledger", "9.9.9"]);
+    assert!(!ok && err.contains("plugin_version"), "{err}");
+    let (ok, _, err) = node.cli(&["plugin", "swap", "ledger", "zz"]);
+    assert!(!ok && err.contains("invalid_input"), "{err}");
+    let (ok, _, err) = node.cli(&["plugin", "rollback", "ledger"]);
+    assert!(!ok && err.contains("plugin_version"), "{err}");
+    let (ok, _, err) = node.cli(&["plugin", "unload", "hostile", "1.0.0"]);
+    assert!(
+        !ok && (err.contains("version_in_use") || err.contains("plugin_version")),
+        "{err}"
+    );
+    node.stop();
+}
