@@ -535,3 +535,58 @@ async fn events_are_listed_with_decoded_payloads() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// Uploading with `activate` in place of an active version is a swap: the
+/// shadow check runs, and a failing candidate stays loaded but inactive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activating_an_upload_is_shadow_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(dir.path())).await.unwrap();
+    let v1 = active(&node, "ledger");
+    open_with_deposit(&node, "big", 60).await;
+    let activate = LoadOptions {
+        activate: true,
+        force: false,
+    };
+    match node
+        .load_plugin(fixtures::LEDGER_STRICT.to_vec(), activate)
+        .await
+    {
+        Err(NodeError::ShadowFailed(r)) => assert_eq!(r.failures.len(), 1),
+        other => panic!("expected a shadow failure, got {other:?}"),
+    }
+    assert_eq!(active(&node, "ledger"), v1);
+    let strict = PluginVersion::of(fixtures::LEDGER_STRICT);
+    assert!(node.plugins().get_version("ledger", strict).is_ok());
+    // A candidate that passes is activated, and the history says how.
+    let r = node
+        .load_plugin(
+            fixtures::ledger_next_version(),
+            LoadOptions {
+                activate: true,
+                force: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.activated);
+    assert_eq!(r.replaced, Some(v1));
+    assert_eq!(active(&node, "ledger"), r.info.version);
+    let actions: Vec<_> = node
+        .plugin_history()
+        .await
+        .iter()
+        .filter(|h| h.realm_type == "ledger")
+        .map(|h| h.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            PluginAction::Activated,
+            PluginAction::Loaded,
+            PluginAction::Loaded,
+            PluginAction::Swapped
+        ]
+    );
+    node.shutdown().await.unwrap();
+}

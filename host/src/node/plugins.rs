@@ -551,8 +551,10 @@ impl Node {
     /// Load a plugin component (`activate`: make it the active version of
     /// its realm type; `force`: accept a second build of a semantic version
     /// that is already loaded). The component is stored, so it survives a
-    /// restart. A newly active version releases the realms of its type that
-    /// were parked or unservable.
+    /// restart. Activating a version in place of another is a swap: it runs
+    /// the shadow check first, and if that fails the version stays loaded
+    /// but inactive and the error carries the report. A newly active version
+    /// releases the realms of its type that were parked or unservable.
     pub async fn load_plugin(
         &self,
         bytes: Vec<u8>,
@@ -566,35 +568,70 @@ impl Node {
         };
         let info = plugin.info().clone();
         let mut manifest = self.lifecycle.lock().await;
-        let stored = manifest.versions.contains_key(&version);
-        if !stored {
-            self.storage
+        let before = self.registry.type_state(&info.realm_type);
+        // Replacing an active version is a swap: load it inactive, then
+        // activate it through the shadow check below.
+        let swap = opts.activate
+            && before
+                .as_ref()
+                .is_some_and(|t| t.active.version() != version);
+        let insert_opts = LoadOptions {
+            activate: opts.activate && !swap,
+            ..opts
+        };
+        // In memory first: a refused load (a duplicate semantic version)
+        // stores nothing.
+        let mut report = self.registry.insert(plugin.clone(), insert_opts)?;
+        if !manifest.versions.contains_key(&version)
+            && let Err(e) = self
+                .storage
                 .put_meta(&component_key(&version), Some(bytes.to_vec()))
-                .await?;
+                .await
+        {
+            self.registry.restore_type(&info.realm_type, before);
+            return Err(e.into());
         }
-        let report = self
-            .persisted(&mut manifest, &info.realm_type, |registry, m| {
-                let r = registry.insert(plugin, opts).map_err(NodeError::from)?;
-                m.record(&info, "upload");
-                if !r.already_loaded || r.replaced.is_some() {
-                    m.push(HistoryEntry {
-                        at_ms: now_ms(),
-                        realm_type: info.realm_type.clone(),
-                        action: if r.activated {
-                            PluginAction::Activated
-                        } else {
-                            PluginAction::Loaded
-                        },
-                        version,
-                        semver: info.semver.clone(),
-                        from: r.replaced,
-                        forced: opts.force,
-                        origin: "upload".to_owned(),
-                    });
-                }
-                Ok(r)
-            })
-            .await?;
+        let r = report.clone();
+        self.persisted(&mut manifest, &info.realm_type, |_, m| {
+            m.record(&info, "upload");
+            if !r.already_loaded || r.replaced.is_some() {
+                m.push(HistoryEntry {
+                    at_ms: now_ms(),
+                    realm_type: info.realm_type.clone(),
+                    action: if r.activated {
+                        PluginAction::Activated
+                    } else {
+                        PluginAction::Loaded
+                    },
+                    version,
+                    semver: info.semver.clone(),
+                    from: r.replaced,
+                    forced: opts.force,
+                    origin: "upload".to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+        .inspect_err(|_| self.registry.restore_type(&info.realm_type, before.clone()))?;
+        if swap && let Some(from) = before.map(|t| t.active.version()) {
+            // Stored and loaded either way; active only if the shadow check
+            // passes (the error then carries its report).
+            let a = self
+                .activate(
+                    &mut manifest,
+                    &info.realm_type,
+                    plugin,
+                    from,
+                    None,
+                    false,
+                    PluginAction::Swapped,
+                )
+                .await?;
+            report.activated = true;
+            report.replaced = Some(a.from);
+            return Ok(report);
+        }
         if report.activated {
             self.activated(&info.realm_type);
         }
