@@ -3,6 +3,7 @@
 //! Human-readable tables by default; `--json` prints the node's JSON answer
 //! unchanged for scripts.
 
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
