@@ -9,6 +9,7 @@
 
 mod client;
 mod demo;
+pub mod new;
 mod plugin;
 mod serve;
 
@@ -48,6 +49,9 @@ enum Command {
         /// Path of a `.wasm` component.
         path: std::path::PathBuf,
     },
+    /// Write a new plugin crate.
+    #[command(subcommand)]
+    New(new::NewCmd),
 }
 
 /// Parse the command line and run it.
@@ -61,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin::plugin(&cli.conn, cmd),
         Command::Realm(cmd) => client::realm(&cli.conn, cmd),
         Command::Inspect { path } => inspect(&path),
+        Command::New(cmd) => new::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,11 @@
 //! grow (accounts, members, ...) keep one entry per item instead; see the
 //! `ledger` plugin.
 //!
-//! To start a new plugin: copy this crate, rename it in `Cargo.toml`, change
-//! `REALM_TYPE`, the state and the events, and add the crate to the list in
+//! To start a new plugin of your own, outside this repository, run
+//! `realmhost new plugin NAME`: it writes a standalone crate (see
+//! `docs/plugin-authors.md`). To add an example to this workspace instead:
+//! copy this crate, rename it in `Cargo.toml`, change `REALM_TYPE`, the state
+//! and the events, and add the crate to the list in
 //! `plugins/artifacts/build.rs` so the workspace builds its component.
 
 use realmhost_guest::{Event, RealmLogic, Rejection, export_realm};
