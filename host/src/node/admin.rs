@@ -166,8 +166,8 @@ impl Node {
             report.events_replayed += events.len() as u64;
             match state::replay_from_init(&candidate, &id, &events, self.config.replay_batch) {
                 Ok(_) => {}
-                Err(state::LoadFailure::Replay { seq, reason, .. }) => {
-                    report.failures.push(fail(seq, reason));
+                Err(state::LoadFailure::Replay(f)) => {
+                    report.failures.push(fail(f.seq, f.reason));
                     continue;
                 }
                 Err(e) => {

@@ -50,24 +50,8 @@ pub enum NodeError {
     /// realm: it refuses one of the realm's stored events (or `init`). The
     /// realm's data is intact; activating a version that can read it (a swap
     /// or a rollback) serves it again.
-    #[error(
-        "realm {realm} cannot be served by {realm_type} {semver} ({version}): {}: {reason}; activate a version that can read it (plugin swap or rollback)",
-        refused_at(.seq)
-    )]
-    RealmUnservable {
-        /// The realm.
-        realm: RealmId,
-        /// Its realm type.
-        realm_type: String,
-        /// Semantic version of the active version.
-        semver: String,
-        /// Hash of the active version.
-        version: PluginVersion,
-        /// The refused event (0: `init`).
-        seq: u64,
-        /// The plugin's reason.
-        reason: String,
-    },
+    #[error(transparent)]
+    RealmUnservable(Box<Unservable>),
     /// Two different builds among the plugins the node starts with (built-in
     /// and plugins directory) carry the same realm type and semantic version;
     /// the node does not guess which one is meant.
@@ -127,6 +111,27 @@ pub enum NodeError {
     /// Setting up the node failed.
     #[error("node set-up: {0}")]
     Setup(String),
+}
+
+/// The details of [`NodeError::RealmUnservable`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "realm {realm} cannot be served by {realm_type} {semver} ({version}): {}: {reason}; activate a version that can read it (plugin swap or rollback)",
+    refused_at(.seq)
+)]
+pub struct Unservable {
+    /// The realm.
+    pub realm: RealmId,
+    /// Its realm type.
+    pub realm_type: String,
+    /// Semantic version of the active version.
+    pub semver: String,
+    /// Hash of the active version.
+    pub version: PluginVersion,
+    /// The refused event (0: `init`).
+    pub seq: u64,
+    /// The plugin's reason.
+    pub reason: String,
 }
 
 fn refused_at(seq: &u64) -> String {

@@ -60,7 +60,7 @@ use tokio::sync::Mutex as AsyncMutex;
 pub use admin::{ShadowFailure, ShadowReport, VerifyReport};
 pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
-pub use error::NodeError;
+pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
@@ -464,22 +464,14 @@ impl Node {
 
     /// Record a realm the active version cannot rebuild.
     fn note_unservable(&self, e: &NodeError) {
-        if let NodeError::RealmUnservable {
-            realm,
-            realm_type,
-            semver,
-            version,
-            seq,
-            reason,
-        } = e
-        {
+        if let NodeError::RealmUnservable(u) = e {
             self.unservable.record(UnservableRealm {
-                realm_id: realm.to_string(),
-                realm_type: realm_type.clone(),
-                semver: semver.clone(),
-                version: version.to_hex(),
-                seq: *seq,
-                reason: reason.clone(),
+                realm_id: u.realm.to_string(),
+                realm_type: u.realm_type.clone(),
+                semver: u.semver.clone(),
+                version: u.version.to_hex(),
+                seq: u.seq,
+                reason: u.reason.clone(),
                 since_ms: now_ms(),
             });
         }

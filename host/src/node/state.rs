@@ -209,50 +209,50 @@ pub(crate) enum LoadFailure {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Node(#[from] NodeError),
-    #[error("replay of {realm} with {realm_type} {semver} failed at seq {seq}: {reason}")]
-    Replay {
-        realm: String,
-        realm_type: String,
-        semver: String,
-        version: crate::runtime::PluginVersion,
-        seq: u64,
-        reason: String,
-    },
+    #[error(transparent)]
+    Replay(Box<ReplayFailure>),
     #[error("realm {0} is not in memory and event replay on load is disabled")]
     ReplayDisabled(String),
 }
 
+/// A plugin refused one of a realm's stored events (seq 0: its `init`).
+#[derive(Debug, thiserror::Error)]
+#[error("replay of {realm} with {realm_type} {semver} failed at seq {seq}: {reason}")]
+pub(crate) struct ReplayFailure {
+    pub(crate) realm: String,
+    pub(crate) realm_type: String,
+    pub(crate) semver: String,
+    pub(crate) version: crate::runtime::PluginVersion,
+    pub(crate) seq: u64,
+    pub(crate) reason: String,
+}
+
 impl LoadFailure {
     fn replay(plugin: &Plugin, id: &RealmId, seq: u64, reason: String) -> Self {
-        Self::Replay {
+        Self::Replay(Box::new(ReplayFailure {
             realm: id.to_string(),
             realm_type: plugin.realm_type().to_owned(),
             semver: plugin.info().semver.clone(),
             version: plugin.version(),
             seq,
             reason,
-        }
+        }))
     }
 
     /// The node error for a realm the plugin cannot rebuild, if that is
     /// what this failure is.
     pub(crate) fn unservable(&self, id: &RealmId) -> Option<NodeError> {
         match self {
-            Self::Replay {
-                realm_type,
-                semver,
-                version,
-                seq,
-                reason,
-                ..
-            } => Some(NodeError::RealmUnservable {
-                realm: id.clone(),
-                realm_type: realm_type.clone(),
-                semver: semver.clone(),
-                version: *version,
-                seq: *seq,
-                reason: reason.clone(),
-            }),
+            Self::Replay(f) => Some(NodeError::RealmUnservable(Box::new(
+                super::error::Unservable {
+                    realm: id.clone(),
+                    realm_type: f.realm_type.clone(),
+                    semver: f.semver.clone(),
+                    version: f.version,
+                    seq: f.seq,
+                    reason: f.reason.clone(),
+                },
+            ))),
             _ => None,
         }
     }

@@ -60,8 +60,8 @@ pub use plugin::{
     Scope,
 };
 pub use registry::{
-    InvalidSelector, LoadOptions, LoadReport, MIN_HASH_PREFIX, PluginListing, PluginRegistry,
-    RegistryError, TypeState, VersionSelector, read_wasm_dir,
+    InvalidSelector, LoadOptions, LoadReport, MIN_HASH_PREFIX, PerFile, PluginListing,
+    PluginRegistry, RegistryError, TypeState, VersionSelector, read_wasm_dir,
 };
 pub use stdio::MAX_OUTPUT_BYTES_PER_CALL;
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};

@@ -55,8 +55,8 @@ impl From<NodeError> for ApiError {
             }
             NodeError::RealmNotFound(_) => Self::new(S::NOT_FOUND, "realm_not_found", msg),
             NodeError::RealmParked { .. } => Self::new(S::LOCKED, "realm_parked", msg),
-            NodeError::RealmUnservable { seq, .. } => Self {
-                detail: Some(json!({ "seq": seq })),
+            NodeError::RealmUnservable(u) => Self {
+                detail: Some(json!({ "seq": u.seq, "version": u.version })),
                 ..Self::new(S::SERVICE_UNAVAILABLE, "realm_unservable", msg)
             },
             NodeError::PluginConflict(_) => {

@@ -230,6 +230,9 @@ impl LoadOptions {
     }
 }
 
+/// Per file of a directory: its name and what became of it.
+pub type PerFile<T> = Vec<(String, Result<T, RegistryError>)>;
+
 /// One row of [`PluginRegistry::list`].
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginListing {
@@ -376,10 +379,7 @@ impl PluginRegistry {
     /// each in turn. Returns one result per file, so one bad file does not
     /// hide the others. The node seeds its durable registry differently (by
     /// semantic version, never by file name); this is for tools and tests.
-    pub fn load_dir(
-        &self,
-        dir: &Path,
-    ) -> Result<Vec<(String, Result<LoadReport, RegistryError>)>, RegistryError> {
+    pub fn load_dir(&self, dir: &Path) -> Result<PerFile<LoadReport>, RegistryError> {
         Ok(read_wasm_dir(dir)?
             .into_iter()
             .map(|(name, bytes)| {
@@ -635,9 +635,7 @@ impl PluginRegistry {
 
 /// Every `*.wasm` file of `dir`, sorted by file name, with its bytes (or why
 /// they could not be read).
-pub fn read_wasm_dir(
-    dir: &Path,
-) -> Result<Vec<(String, Result<Vec<u8>, RegistryError>)>, RegistryError> {
+pub fn read_wasm_dir(dir: &Path) -> Result<PerFile<Vec<u8>>, RegistryError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| RegistryError::Io {
             path: dir.display().to_string(),
