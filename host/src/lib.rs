@@ -16,10 +16,12 @@
 //! - [`monitor`]: the shard monitor (entropy, reputation, quarantine, gas).
 //! - [`node`]: the host that ties them together, its HTTP API and metrics.
 //! - [`cli`]: the `realmhost` command line.
+//! - [`quote`]: bounded quoting of untrusted text in errors.
 
 pub mod cli;
 pub mod monitor;
 pub mod node;
+pub mod quote;
 pub mod realm;
 pub mod runtime;
 pub mod state;

@@ -238,8 +238,28 @@ fn bad_input_gets_typed_errors() {
     // Unknown realm, unknown route, bad query string.
     let (s, r) = node.get("/v1/realm?id=never-seen");
     assert_eq!((s, code(&r)), (404, "realm_not_found".into()), "{r}");
-    let (s, _) = node.get("/v1/nothing-here");
-    assert_eq!(s, 404);
+    let (s, r) = node.get("/v1/nothing-here");
+    assert_eq!((s, code(&r)), (404, "not_found".into()), "{r}");
+    // Every extractor failure is typed JSON too: a bad path number, a wrong
+    // method, a missing content type.
+    let (s, r) = node.get("/v1/shards/abc");
+    assert_eq!((s, code(&r)), (400, "invalid_path".into()), "{r}");
+    let (s, r) = node.get("/v1/events");
+    assert_eq!((s, code(&r)), (405, "method_not_allowed".into()), "{r}");
+    let (s, r) = node.post_raw("/v1/events", b"{}", "text/plain");
+    assert_eq!((s, code(&r)), (415, "unsupported_media_type".into()), "{r}");
+    // Routes that replay logs need a token (read scope), checked before
+    // anything runs.
+    let (s, r) = node.get_as("/v1/verify?id=a", None);
+    assert_eq!((s, code(&r)), (401, "missing_token".into()), "{r}");
+    let (s, r) = node.post(
+        "/v1/plugins/counter/shadow",
+        &json!({"version": "1.0.0"}),
+        None,
+    );
+    assert_eq!((s, code(&r)), (401, "missing_token".into()), "{r}");
+    let (s, r) = node.get_as("/v1/admin/realms/parked", Some("wrong-token"));
+    assert_eq!((s, code(&r)), (401, "bad_token".into()), "{r}");
     let (s, r) = node.get("/v1/realm");
     assert_eq!((s, code(&r)), (400, "invalid_query".into()), "{r}");
     // Admin routes: missing token, wrong token, right token.
@@ -257,7 +277,7 @@ fn bad_input_gets_typed_errors() {
     let mut resp = req.send(&b"\0asm\x0d\0\x01\0garbage"[..]).unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.body_mut().read_json().unwrap();
-    assert_eq!(code(&body), "plugin", "{body}");
+    assert_eq!(code(&body), "invalid_plugin", "{body}");
     // The node is still fine.
     let (s, v) = node.get("/v1/realm?id=a");
     assert_eq!((s, v["seq"].as_u64()), (200, Some(1)), "{v}");

@@ -583,7 +583,7 @@ async fn without_lazy_loading_nothing_is_evicted_and_a_full_shard_refuses_new_re
 async fn without_lazy_loading_admin_evict_is_refused_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = minimal_config(dir.path());
-    cfg.http.admin_token = Some("secret".into());
+    cfg.http.admin_token = Some("secret-token".into());
     let node = Node::open(cfg).await.unwrap();
     open_and_deposit(&node, "kept", 2).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -599,7 +599,7 @@ async fn without_lazy_loading_admin_evict_is_refused_over_http() {
         [false, true].map(|all| {
             let mut resp = agent
                 .post(&url)
-                .header("Authorization", "Bearer secret")
+                .header("Authorization", "Bearer secret-token")
                 .send_json(serde_json::json!({ "all": all }))
                 .unwrap();
             let body: serde_json::Value = resp.body_mut().read_json().unwrap();

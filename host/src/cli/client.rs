@@ -189,7 +189,11 @@ impl<'a> Client<'a> {
     }
 
     pub(super) fn get(&self, path: &str) -> Result<Value> {
-        self.finish(self.agent.get(&self.url(path)).call())
+        let mut req = self.agent.get(&self.url(path));
+        if let Some(t) = &self.conn.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        self.finish(req.call())
     }
 
     pub(super) fn post(&self, path: &str, body: &Value) -> Result<Value> {

@@ -52,6 +52,10 @@ pub fn resolve(args: &ServeArgs) -> Result<NodeConfig> {
     }
     if let Some(p) = &args.profile {
         cfg.sharding = profile(p).with_context(|| format!("unknown profile {p:?}"))?;
+        if p == "minimal" {
+            // One trusted local client: no token buckets.
+            cfg.http.rate_limit.enabled = false;
+        }
     }
     cfg.monitor.expected_shards = cfg.sharding.num_shards;
     cfg.validate()?;
@@ -103,7 +107,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             cfg.sharding.num_shards,
             node.plugins().realm_types().join(", ")
         );
-        axum::serve(listener, api::router(node.clone()))
+        axum::serve(
+            listener,
+            api::router(node.clone())
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         eprintln!("shutting down: finishing appends, writing snapshots…");

@@ -92,13 +92,22 @@ impl Node {
             .into_iter()
             .take_while(|e| e.seq <= live.seq())
             .collect();
-        let replayed = state::replay_from_init(&plugin, id, &events, self.config.replay_batch)
-            .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
+        let n_events = events.len() as u64;
+        let batch = self.config.replay_batch;
+        let (p, rid) = (plugin.clone(), id.clone());
+        // The replay runs in the sandbox for the whole log: off the async
+        // workers.
+        let replayed = tokio::task::spawn_blocking(move || {
+            state::replay_from_init(&p, &rid, &events, batch)
+        })
+        .await
+        .map_err(|e| NodeError::Setup(format!("verify replay panicked: {e}")))?
+        .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
         let live_hash = hex::encode(live.map().content_hash());
         let replay_hash = hex::encode(replayed.content_hash());
         Ok(VerifyReport {
             realm_id: id.to_string(),
-            events: events.len() as u64,
+            events: n_events,
             matches: live_hash == replay_hash,
             live_hash,
             replay_hash,
@@ -164,7 +173,14 @@ impl Node {
                 load.tail
             };
             report.events_replayed += events.len() as u64;
-            match state::replay_from_init(&candidate, &id, &events, self.config.replay_batch) {
+            let batch = self.config.replay_batch;
+            let (c, rid) = (candidate.clone(), id.clone());
+            let replayed = tokio::task::spawn_blocking(move || {
+                state::replay_from_init(&c, &rid, &events, batch)
+            })
+            .await
+            .map_err(|e| NodeError::Setup(format!("shadow replay panicked: {e}")))?;
+            match replayed {
                 Ok(_) => {}
                 Err(state::LoadFailure::Replay(f)) => {
                     report.failures.push(fail(f.seq, f.reason));

@@ -44,24 +44,44 @@ impl Default for InputLimits {
     }
 }
 
-/// The HTTP API.
+/// The HTTP API and what it lets anonymous clients cost.
 ///
 /// | field | default |
 /// |---|---|
 /// | `listen` | `127.0.0.1:7878` |
-/// | `admin_token` | none: mutating admin routes are refused |
-/// | `max_body_bytes` | 256 KiB |
+/// | `admin_token` | none: admin routes are refused |
+/// | `read_token` | none: read-scope routes (verify, shadow, admin lists) need the admin token |
+/// | `max_body_bytes` | 256 KiB per request |
+/// | `max_plugin_bytes` | 32 MiB per upload (admin only, after authentication) |
+/// | `max_concurrent_requests` | 512 in flight; more answer 503 `overloaded` |
+/// | `max_buffered_body_bytes` | 32 MiB of unauthenticated request bodies at once |
+/// | `request_timeout_secs` | 30 s for unauthenticated routes; then 503 `timeout` |
+/// | `rate_limit` | see [`RateLimitConfig`] |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Bearer token required by mutating admin routes.
+    /// Bearer token of the admin scope: every route.
     pub admin_token: Option<String>,
+    /// Bearer token of the read scope: routes that replay logs or list
+    /// operator state without changing anything (verify, shadow, parked and
+    /// unservable realms).
+    pub read_token: Option<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Largest plugin upload (`POST /admin/plugins`).
     pub max_plugin_bytes: usize,
+    /// Requests served at once; the rest are refused at once (503).
+    pub max_concurrent_requests: usize,
+    /// Bytes of unauthenticated request bodies the node buffers at once (each
+    /// request reserves its `Content-Length`, or `max_body_bytes` when it
+    /// has none, before its body is read).
+    pub max_buffered_body_bytes: usize,
+    /// Longest an unauthenticated request may take, in seconds.
+    pub request_timeout_secs: u64,
+    /// Token buckets per client address and per event source.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for HttpConfig {
@@ -69,8 +89,54 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             admin_token: None,
+            read_token: None,
             max_body_bytes: 256 << 10,
             max_plugin_bytes: 32 << 20,
+            max_concurrent_requests: 512,
+            max_buffered_body_bytes: 32 << 20,
+            request_timeout_secs: 30,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Token buckets: a client address (and an event `source`) may make
+/// `per_sec` requests (appends) per second on average and `burst` at once;
+/// past that it gets 429 `rate_limited` with `Retry-After`. Authenticated
+/// requests are not limited.
+///
+/// | field | default |
+/// |---|---|
+/// | `enabled` | true (the `minimal` profile turns it off) |
+/// | `per_client_per_sec` / `per_client_burst` | 2 000 / 4 000 requests |
+/// | `per_source_per_sec` / `per_source_burst` | 1 000 / 2 000 appends |
+/// | `max_tracked` | 100 000 clients or sources remembered; past that, new ones are refused until idle ones are forgotten |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Whether the buckets apply at all.
+    pub enabled: bool,
+    /// Sustained requests per second per client address.
+    pub per_client_per_sec: u32,
+    /// Requests a client address may make at once.
+    pub per_client_burst: u32,
+    /// Sustained appends per second per event source.
+    pub per_source_per_sec: u32,
+    /// Appends a source may make at once.
+    pub per_source_burst: u32,
+    /// Clients (and, separately, sources) remembered at most.
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_client_per_sec: 2_000,
+            per_client_burst: 4_000,
+            per_source_per_sec: 1_000,
+            per_source_burst: 2_000,
+            max_tracked: 100_000,
         }
     }
 }
@@ -193,6 +259,37 @@ impl NodeConfig {
         }
         if self.replay_batch == 0 {
             return bad("replay_batch must be > 0".into());
+        }
+        let h = &self.http;
+        if h.max_concurrent_requests == 0 || h.request_timeout_secs == 0 {
+            return bad(
+                "http.max_concurrent_requests and http.request_timeout_secs must be > 0".into(),
+            );
+        }
+        if h.max_buffered_body_bytes < h.max_body_bytes {
+            return bad("http.max_buffered_body_bytes must be at least http.max_body_bytes".into());
+        }
+        let r = &h.rate_limit;
+        if r.enabled
+            && (r.per_client_per_sec == 0
+                || r.per_client_burst == 0
+                || r.per_source_per_sec == 0
+                || r.per_source_burst == 0
+                || r.max_tracked == 0)
+        {
+            return bad(
+                "http.rate_limit: rates, bursts and max_tracked must be > 0 (or enabled = false)"
+                    .into(),
+            );
+        }
+        if [&h.admin_token, &h.read_token]
+            .into_iter()
+            .flatten()
+            .any(|t| t.len() < 8)
+        {
+            return bad(
+                "http.admin_token and http.read_token must be at least 8 characters".into(),
+            );
         }
         if self.limits.max_payload_bytes == 0
             || self.limits.max_payload_bytes > self.http.max_body_bytes

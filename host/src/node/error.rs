@@ -20,10 +20,10 @@ pub enum NodeError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// No plugin serves this realm type.
-    #[error("unknown realm type {0:?}")]
+    #[error("unknown realm type {}", crate::quote::Quoted(.0))]
     UnknownRealmType(String),
     /// The realm exists with another type.
-    #[error("realm {realm} has type {actual:?}, not {requested:?}")]
+    #[error("realm {realm} has type {actual:?}, not {}", crate::quote::Quoted(.requested))]
     RealmTypeMismatch {
         /// The realm.
         realm: RealmId,

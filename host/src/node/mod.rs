@@ -59,7 +59,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 pub use admin::{ShadowFailure, ShadowReport, VerifyReport};
 pub use append::AppendReceipt;
-pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
+pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig, RateLimitConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
 pub use parking::{ParkedRealm, ParkingConfig};
@@ -181,6 +181,8 @@ pub struct Node {
     plugin_startup: PluginStartup,
     /// Realms the active version of their type cannot rebuild.
     unservable: unservable::Unservable,
+    /// Authentication and client limits of the HTTP API.
+    http_guard: api::guard::Guard,
 }
 
 impl std::fmt::Debug for Node {
@@ -279,6 +281,7 @@ impl Node {
             .map_err(|e| NodeError::Setup(e.to_string()))?;
 
         let config_parking = config.parking.clone();
+        let config_http = config.http.clone();
         let node = Arc::new(Self {
             config,
             registry,
@@ -295,6 +298,7 @@ impl Node {
             lifecycle: tokio::sync::Mutex::new(manifest),
             plugin_startup,
             unservable: unservable::Unservable::default(),
+            http_guard: api::guard::Guard::new(&config_http),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
@@ -307,6 +311,11 @@ impl Node {
     /// loading is on (realms are then loaded on demand).
     pub fn preload_report(&self) -> Option<&PreloadReport> {
         self.preloaded.get().map(|p| &p.report)
+    }
+
+    /// The HTTP API's authentication and client limits.
+    pub fn http_guard(&self) -> &api::guard::Guard {
+        &self.http_guard
     }
 
     /// The configuration.

@@ -49,7 +49,9 @@ pub enum RuntimeError {
     },
     /// The component imports a capability the host refuses to provide.
     #[error(
-        "plugin imports {import}, which realmhost does not provide (plugins may not use clocks, randomness, files or sockets, so that replay is deterministic)"
+        "plugin imports {}, which realmhost does not provide (plugins may not use clocks, randomness, files or sockets, so that replay is deterministic). {} See the README, \"Writing a plugin\".",
+        crate::quote::Quoted(.import),
+        import_hint(.import)
     )]
     ForbiddenImport {
         /// The first forbidden import, e.g. `wasi:clocks/wall-clock@0.2.0`.
@@ -163,6 +165,28 @@ impl RuntimeError {
             Self::Trap { realm, .. } => realm.as_deref(),
             Self::StateLimit { error, .. } => Some(&error.realm),
             _ => None,
+        }
+    }
+}
+
+/// What usually makes a plugin import `import`, and what to use instead.
+pub fn import_hint(import: &str) -> &'static str {
+    let name = import.split_once('@').map_or(import, |(n, _)| n);
+    match name {
+        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
+            "Usually std's HashMap or HashSet with the default hasher (RandomState seeds itself from randomness), or a random-number crate: use BTreeMap/BTreeSet or a hasher with a fixed seed, and derive any randomness from the event (seq, payload)."
+        }
+        "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => {
+            "Usually std::time::SystemTime or Instant (or a crate that reads them, e.g. for logging or timeouts): use event.timestamp_ms, which the host sets when the event is appended."
+        }
+        n if n.starts_with("wasi:filesystem/") => {
+            "Usually std::fs, std::env::current_dir or a crate that reads configuration files: put what you need into the plugin at build time (include_str!/include_bytes!) or into events."
+        }
+        n if n.starts_with("wasi:sockets/") || n.starts_with("wasi:http/") => {
+            "Plugins cannot reach the network: anything from outside must arrive as an event."
+        }
+        _ => {
+            "Remove the dependency that needs it; plugins get only their arguments and their realm's state."
         }
     }
 }

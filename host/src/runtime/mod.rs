@@ -54,7 +54,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use config::RuntimeConfig;
-pub use error::{RuntimeError, TrapCause};
+pub use error::{RuntimeError, TrapCause, import_hint};
 pub use plugin::{
     ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, ReplayResult, Replayed,
     Scope,

@@ -195,15 +195,23 @@ impl Plugin {
         if !valid_realm_type(&described.realm_type) {
             return Err(RuntimeError::Incompatible {
                 reason: format!(
-                    "describe returned an invalid realm type {:?} (1..=64 bytes of [a-z0-9_-])",
-                    described.realm_type
+                    "describe returned an invalid realm type {} (1..=64 bytes of [a-z0-9_-])",
+                    crate::quote::Quoted(&described.realm_type)
+                ),
+            });
+        }
+        if semver::Version::parse(&described.version).is_err() {
+            return Err(RuntimeError::Incompatible {
+                reason: format!(
+                    "describe returned the version {}, which is not a semantic version (like 1.2.0 or 1.2.0-beta.1): operators select versions by it",
+                    crate::quote::Quoted(&described.version)
                 ),
             });
         }
         plugin.label = Arc::from(format!("{}@{}", described.realm_type, version.short()));
         plugin.info.realm_type = described.realm_type;
         plugin.info.semver = described.version;
-        plugin.info.description = described.description;
+        plugin.info.description = bounded_description(described.description);
         plugin.info.state_version = described.state_version;
         plugin.tag = Arc::new(PluginTag {
             realm_type: Arc::from(plugin.info.realm_type.as_str()),
@@ -691,6 +699,17 @@ impl CallOutput {
 
 /// `[a-z0-9_-]`, 1..=64 bytes: a realm type is used in paths, metrics and
 /// URLs, so nothing else is accepted.
+/// Longest description kept (characters); the rest is cut.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+
+fn bounded_description(mut d: String) -> String {
+    if let Some((cut, _)) = d.char_indices().nth(MAX_DESCRIPTION_CHARS) {
+        d.truncate(cut);
+        d.push('…');
+    }
+    d
+}
+
 pub(crate) fn valid_realm_type(t: &str) -> bool {
     (1..=64).contains(&t.len())
         && t.bytes()

@@ -65,11 +65,18 @@ impl NodeProc {
             .into()
     }
 
+    /// GET as an operator (with the admin token, which every scope accepts).
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let mut r = Self::agent()
-            .get(&format!("{}{path}", self.url))
-            .call()
-            .expect("GET");
+        self.get_as(path, Some(TOKEN))
+    }
+
+    /// GET with the given bearer token, or none.
+    pub fn get_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = Self::agent().get(&format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut r = req.call().expect("GET");
         let status = r.status().as_u16();
         (status, r.body_mut().read_json().unwrap_or(Value::Null))
     }

@@ -255,6 +255,9 @@ fn forbidden_import_is_refused_by_name() {
             }
             .to_string();
             assert!(msg.contains(&import));
+            // The error says what usually causes it and where to read more.
+            assert!(msg.contains("event.timestamp_ms"), "{msg}");
+            assert!(msg.contains("README"), "{msg}");
         }
         other => panic!("expected ForbiddenImport, got {other:?}"),
     }

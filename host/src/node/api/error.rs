@@ -2,7 +2,7 @@
 //! with a fitting status and a stable code.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -19,6 +19,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     detail: Option<serde_json::Value>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +29,24 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
+    }
+
+    /// Ask the client to retry after `secs` seconds (`Retry-After`).
+    pub(super) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -38,7 +56,14 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.detail {
             err["detail"] = d;
         }
-        (self.status, Json(json!({ "error": err }))).into_response()
+        let mut resp = (self.status, Json(json!({ "error": err }))).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 
@@ -82,7 +107,17 @@ impl From<NodeError> for ApiError {
                 | RuntimeError::OutputTooLarge { .. }
                 | RuntimeError::MalformedOutput { .. },
             ) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_fault", msg),
-            NodeError::Plugin(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
+            NodeError::Plugin(RuntimeError::Cache(_) | RuntimeError::Config(_)) => {
+                Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+            // What remains is a component refused at load: the uploader's.
+            NodeError::Plugin(_) => Self::new(S::BAD_REQUEST, "invalid_plugin", msg),
+            NodeError::Registry(RegistryError::Quarantined { .. }) => {
+                Self::new(S::SERVICE_UNAVAILABLE, "plugin_quarantined", msg).retry_after(30)
+            }
+            NodeError::Registry(RegistryError::Io { .. }) => {
+                Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
             NodeError::Registry(
                 RegistryError::UnknownVersion { .. }
                 | RegistryError::NoSuchVersion { .. }
@@ -103,7 +138,7 @@ impl From<NodeError> for ApiError {
             }
             NodeError::Registry(_) => Self::new(S::BAD_REQUEST, "plugin", msg),
             NodeError::Load(LoadError::Timeout { .. }) | NodeError::ShuttingDown => {
-                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg)
+                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg).retry_after(1)
             }
             NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
             NodeError::Store(StoreError::ShardFull { .. } | StoreError::MemoryFull { .. }) => {
@@ -124,10 +159,28 @@ impl From<NodeError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "invalid_json",
+        };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
         } else {
-            "invalid_json"
+            "invalid_body"
         };
         Self::new(status, code, r.body_text())
     }

@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 mod error;
+pub mod guard;
 mod plugins;
 
 pub use error::ApiError;
@@ -54,37 +55,6 @@ pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub(super) fn realm_id(s: &str) -> Result<RealmId, ApiError> {
     RealmId::new(s).map_err(|e| ApiError::from(NodeError::from(e)))
-}
-
-pub(super) fn check_token(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = node.config().http.admin_token.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "admin routes are disabled: set http.admin_token in the node config",
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "the admin token is wrong",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "admin routes need `Authorization: Bearer <token>`",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Body of `POST /v1/events`.
@@ -116,6 +86,7 @@ async fn append(
     body: Result<Json<AppendBody>, JsonRejection>,
 ) -> ApiResult<super::AppendReceipt> {
     let Json(b) = body?;
+    node.http_guard().check_source(&b.source)?;
     let t = Instant::now();
     let id = realm_id(&b.realm_id)?;
     let source_realm = b.source_realm.as_deref().map(realm_id).transpose()?;
@@ -270,8 +241,9 @@ async fn stats(State(node): State<Arc<Node>>) -> ApiResult<super::NodeStats> {
 
 async fn shard(
     State(node): State<Arc<Node>>,
-    Path(n): Path<usize>,
+    n: Result<Path<usize>, PathRejection>,
 ) -> ApiResult<serde_json::Value> {
+    let Path(n) = n?;
     let analysis = node.analyze(n)?;
     let stats = node.store().stats();
     let row = stats.shards.get(n).cloned();
@@ -280,10 +252,9 @@ async fn shard(
 
 async fn quarantine(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(n): Path<usize>,
+    n: Result<Path<usize>, PathRejection>,
 ) -> ApiResult<serde_json::Value> {
-    check_token(&node, &headers)?;
+    let Path(n) = n?;
     let changed = node.quarantine(n).await?;
     Ok(Json(
         json!({ "shard": n, "quarantined": true, "changed": changed }),
@@ -292,10 +263,9 @@ async fn quarantine(
 
 async fn release(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(n): Path<usize>,
+    n: Result<Path<usize>, PathRejection>,
 ) -> ApiResult<serde_json::Value> {
-    check_token(&node, &headers)?;
+    let Path(n) = n?;
     let changed = node.release(n).await?;
     Ok(Json(
         json!({ "shard": n, "quarantined": false, "changed": changed }),
@@ -311,10 +281,9 @@ struct EvictBody {
 
 async fn evict(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<serde_json::Value> {
-    check_token(&node, &headers)?;
+    let body = body?;
     let b: EvictBody = if body.is_empty() {
         EvictBody::default()
     } else {
@@ -331,10 +300,8 @@ async fn parked_realms(State(node): State<Arc<Node>>) -> ApiResult<serde_json::V
 
 async fn release_realm(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
     q: Result<Query<IdQuery>, QueryRejection>,
 ) -> ApiResult<serde_json::Value> {
-    check_token(&node, &headers)?;
     let Query(q) = q?;
     let id = realm_id(&q.id)?;
     Ok(Json(
@@ -365,32 +332,47 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// The API router over a node.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The API router over a node. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so the per-client
+/// limits see client addresses (without it, all clients share one bucket).
 pub fn router(node: Arc<Node>) -> Router {
+    use axum::middleware::from_fn_with_state as layer;
     let body_limit = node.config().http.max_body_bytes;
     let plugin_limit = node.config().http.max_plugin_bytes;
-    let admin_plugins = Router::new()
-        .route("/v1/admin/plugins", post(plugins::upload))
-        .layer(DefaultBodyLimit::max(plugin_limit));
-    Router::new()
+    let public = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/v1/events", post(append))
         .route("/v1/realm", get(get_realm))
         .route("/v1/realm/events", get(realm_events))
         .route("/v1/query", post(query))
-        .route("/v1/verify", get(verify))
         .route("/v1/realms", get(list_realms))
         .route("/v1/stats", get(stats))
         .route("/v1/shards/{n}", get(shard))
         .route("/v1/plugins", get(plugins::plugins))
         .route("/v1/plugins/history", get(plugins::history))
+        .route("/metrics", get(metrics_route))
+        .route_layer(layer(node.clone(), guard::public))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let read = Router::new()
+        .route("/v1/verify", get(verify))
+        .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
+        .route("/v1/admin/realms/parked", get(parked_realms))
+        .route("/v1/admin/realms/unservable", get(plugins::unservable))
+        .route_layer(layer(node.clone(), guard::read_scope))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let admin = Router::new()
         .route("/v1/admin/shards/{n}/quarantine", post(quarantine))
         .route("/v1/admin/shards/{n}/release", post(release))
         .route("/v1/admin/evict", post(evict))
-        .route("/v1/admin/realms/parked", get(parked_realms))
         .route("/v1/admin/realms/release", post(release_realm))
-        .route("/v1/admin/realms/unservable", get(plugins::unservable))
-        .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
         .route("/v1/admin/plugins/{realm_type}/swap", post(plugins::swap))
         .route(
             "/v1/admin/plugins/{realm_type}/rollback",
@@ -400,9 +382,19 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/admin/plugins/{realm_type}/{version}",
             axum::routing::delete(plugins::unload),
         )
-        .route("/metrics", get(metrics_route))
         .layer(DefaultBodyLimit::max(body_limit))
-        .merge(admin_plugins)
+        .merge(
+            Router::new()
+                .route("/v1/admin/plugins", post(plugins::upload))
+                .layer(DefaultBodyLimit::max(plugin_limit)),
+        )
+        .route_layer(layer(node.clone(), guard::admin_scope));
+    Router::new()
+        .merge(public)
+        .merge(read)
+        .merge(admin)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(layer(node.clone(), guard::concurrency))
         .with_state(node)
 }

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiResult, check_token};
+use super::{ApiError, ApiResult};
 use crate::node::{Node, NodeError};
 use crate::runtime::{LoadOptions, VersionSelector};
 
@@ -34,11 +34,10 @@ pub(super) struct UploadQuery {
 
 pub(super) async fn upload(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
     q: Result<Query<UploadQuery>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<crate::runtime::LoadReport> {
-    check_token(&node, &headers)?;
+    let body = body?;
     let Query(q) = q?;
     let opts = LoadOptions {
         activate: q.activate,
@@ -63,9 +62,10 @@ pub(super) struct ShadowBody {
 
 pub(super) async fn shadow(
     State(node): State<Arc<Node>>,
-    Path(realm_type): Path<String>,
+    realm_type: Result<Path<String>, PathRejection>,
     body: Result<Json<ShadowBody>, JsonRejection>,
 ) -> ApiResult<crate::node::ShadowReport> {
+    let Path(realm_type) = realm_type?;
     let Json(b) = body?;
     let version = node
         .plugins()
@@ -90,11 +90,10 @@ pub(super) struct SwapBody {
 
 pub(super) async fn swap(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(realm_type): Path<String>,
+    realm_type: Result<Path<String>, PathRejection>,
     body: Result<Json<SwapBody>, JsonRejection>,
 ) -> ApiResult<crate::node::Activation> {
-    check_token(&node, &headers)?;
+    let Path(realm_type) = realm_type?;
     let Json(b) = body?;
     Ok(Json(
         node.promote(&realm_type, selector(&b.version)?, b.sample, b.force)
@@ -115,11 +114,11 @@ pub(super) struct RollbackBody {
 
 pub(super) async fn rollback(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path(realm_type): Path<String>,
-    body: Bytes,
+    realm_type: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<crate::node::Activation> {
-    check_token(&node, &headers)?;
+    let Path(realm_type) = realm_type?;
+    let body = body?;
     // An empty body means the defaults.
     let b: RollbackBody = if body.is_empty() {
         RollbackBody::default()
@@ -140,11 +139,10 @@ pub(super) struct UnloadQuery {
 
 pub(super) async fn unload(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Path((realm_type, version)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<UnloadQuery>, QueryRejection>,
 ) -> ApiResult<crate::runtime::PluginInfo> {
-    check_token(&node, &headers)?;
+    let Path((realm_type, version)) = path?;
     let Query(q) = q?;
     Ok(Json(
         node.unload_plugin(&realm_type, selector(&version)?, q.force)

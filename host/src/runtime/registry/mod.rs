@@ -33,10 +33,10 @@ use super::{Plugin, PluginInfo, PluginRuntime, PluginVersion, RuntimeError};
 #[non_exhaustive]
 pub enum RegistryError {
     /// No plugin is registered for this realm type.
-    #[error("unknown realm type {0:?}")]
+    #[error("unknown realm type {}", crate::quote::Quoted(.0))]
     UnknownRealmType(String),
     /// The realm type has no loaded version with this hash.
-    #[error("realm type {realm_type:?} has no loaded version {version}")]
+    #[error("realm type {} has no loaded version {version}", crate::quote::Quoted(.realm_type))]
     UnknownVersion {
         /// Realm type.
         realm_type: String,
@@ -44,7 +44,7 @@ pub enum RegistryError {
         version: PluginVersion,
     },
     /// No loaded version of the realm type matches the selector.
-    #[error("realm type {realm_type:?} has no loaded version {selector}")]
+    #[error("realm type {} has no loaded version {selector}", crate::quote::Quoted(.realm_type))]
     NoSuchVersion {
         /// Realm type.
         realm_type: String,
@@ -91,7 +91,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// There is no previous version to roll back to.
-    #[error("realm type {0:?} has no previous version to roll back to")]
+    #[error("realm type {} has no previous version to roll back to", crate::quote::Quoted(.0))]
     NothingToRollBack(String),
     /// The active version faulted too often and is out of service.
     #[error(

@@ -25,7 +25,8 @@ pub enum VersionSelector {
 /// A selector that is none of the accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} names no plugin version: give a semantic version (3.0.0), a 64-character hash or at least {MIN_PREFIX} hex characters of one"
+    "{} names no plugin version: give a semantic version (3.0.0), a 64-character hash or at least {MIN_PREFIX} hex characters of one",
+    crate::quote::Quoted(.0)
 )]
 pub struct InvalidSelector(pub String);
 
