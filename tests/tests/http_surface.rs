@@ -217,3 +217,139 @@ proptest! {
         }
     }
 }
+
+async fn node_with(f: impl FnOnce(&mut NodeConfig)) -> (Arc<Node>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::with_data_dir(dir.path());
+    cfg.plugins_dir = None;
+    cfg.http.admin_token = Some(TOKEN.into());
+    f(&mut cfg);
+    (Node::open(cfg).await.unwrap(), dir)
+}
+
+fn append_req(source: &str, n: u64) -> Request<Body> {
+    Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(
+            r#"{{"realm_id":"r-{n}","realm_type":"counter","payload":{{"add":1}},"source":"{source}"}}"#
+        )))
+        .unwrap()
+}
+
+/// Past its burst a client gets 429 with Retry-After; so does an event
+/// source, whatever address it comes from; the admin is never limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_sources_are_rate_limited() {
+    let (node, _dir) = node_with(|c| {
+        c.http.rate_limit.per_client_per_sec = 1;
+        c.http.rate_limit.per_client_burst = 5;
+        c.http.rate_limit.per_source_per_sec = 1;
+        c.http.rate_limit.per_source_burst = 2;
+    })
+    .await;
+    let app = api::router(node.clone());
+    let mut codes = Vec::new();
+    for n in 0..4 {
+        let resp = app.clone().oneshot(append_req("spammer", n)).await.unwrap();
+        codes.push(resp.status().as_u16());
+        if resp.status() == 429 {
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(codes, vec![200, 200, 429, 429], "per source");
+    // The client's own bucket (5) runs out too, on any route.
+    let mut last = 0;
+    for _ in 0..4 {
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/v1/stats").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        last = resp.status().as_u16();
+    }
+    assert_eq!(last, 429, "per client");
+    // Authenticated routes are not limited.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get("/v1/admin/realms/parked")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    node.shutdown().await.unwrap();
+}
+
+/// Bodies being received count against one budget: while one request holds
+/// it, the next one is refused (503 overloaded) before its body is read; an
+/// admin route refuses an anonymous upload without reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_share_one_budget_and_uploads_need_a_token_first() {
+    let (node, _dir) = node_with(|c| {
+        c.http.max_body_bytes = 4096;
+        c.http.max_buffered_body_bytes = 4096;
+        c.limits.max_payload_bytes = 1024;
+    })
+    .await;
+    let app = api::router(node.clone());
+    // A request whose body never finishes holds its reservation.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let (reading_tx, reading) = tokio::sync::oneshot::channel::<()>();
+    let slow = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("content-length", "4000")
+        .body(Body::from_stream(tokio_stream_from(rx, Some(reading_tx))))
+        .unwrap();
+    let held = tokio::spawn(app.clone().oneshot(slow));
+    // Wait until the handler reads the first request's body: it holds its
+    // reservation from then on.
+    reading.await.unwrap();
+    let resp = app.clone().oneshot(append_req("other", 1)).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "a second body was buffered beyond the budget"
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["error"]["code"], "overloaded");
+    drop(tx);
+    let _ = held.await.unwrap();
+    // The budget is free again.
+    let resp = app.clone().oneshot(append_req("other", 2)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // An anonymous upload is refused without its body being read: the body
+    // stream is never polled.
+    let (_keep, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let upload = Request::post("/v1/admin/plugins")
+        .header("content-length", "30000000")
+        .body(Body::from_stream(tokio_stream_from(rx, None)))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), app.oneshot(upload))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    node.shutdown().await.unwrap();
+}
+
+/// A stream over a channel, for bodies that arrive slowly (or never);
+/// `first_poll` is signalled when something first reads it.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+    mut first_poll: Option<tokio::sync::oneshot::Sender<()>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| {
+        if let Some(s) = first_poll.take() {
+            let _ = s.send(());
+        }
+        rx.poll_recv(cx)
+    })
+}

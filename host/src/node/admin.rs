@@ -97,12 +97,11 @@ impl Node {
         let (p, rid) = (plugin.clone(), id.clone());
         // The replay runs in the sandbox for the whole log: off the async
         // workers.
-        let replayed = tokio::task::spawn_blocking(move || {
-            state::replay_from_init(&p, &rid, &events, batch)
-        })
-        .await
-        .map_err(|e| NodeError::Setup(format!("verify replay panicked: {e}")))?
-        .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
+        let replayed =
+            tokio::task::spawn_blocking(move || state::replay_from_init(&p, &rid, &events, batch))
+                .await
+                .map_err(|e| NodeError::Setup(format!("verify replay panicked: {e}")))?
+                .map_err(|e| state::load_failure_to_node(e, &plugin, id))?;
         let live_hash = hex::encode(live.map().content_hash());
         let replay_hash = hex::encode(replayed.content_hash());
         Ok(VerifyReport {
