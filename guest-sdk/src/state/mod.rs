@@ -18,16 +18,19 @@
 //! Most plugins use the typed [`crate::Item`] and [`crate::Map`] instead,
 //! which encode keys and values for you.
 
+mod cache;
 mod memory;
 mod page;
 
 use std::ops::Bound;
 
+pub use cache::WRITE_BATCH_DELETE;
 pub use memory::MemoryState;
 pub(crate) use memory::{Frame, FrameGuard};
 pub use page::{Page, PageBuilder, PageFormatError, PageIter};
 
-use memory::{Backend, with_scope};
+use cache::{Cache, Remote};
+use memory::{Backend, Served, with_scope};
 
 /// Entries fetched per host call by [`range`] unless
 /// [`Range::page_size`] says otherwise.
@@ -41,9 +44,14 @@ fn closed(op: &str) -> ! {
     )
 }
 
+// `$served` runs on whichever frame is installed: the expression is expanded
+// once per frame type, so each arm calls its own type's method directly.
 macro_rules! dispatch {
-    ($op:literal, |$scope:ident| $memory:expr, $host:expr) => {
-        match with_scope(|$scope| $memory) {
+    ($op:literal, |$scope:ident| $served:expr, $host:expr) => {
+        match with_scope(|frame| match frame {
+            Served::Memory($scope) => $served,
+            Served::Cached($scope) => $served,
+        }) {
             Backend::Served(r) => r,
             Backend::Closed => closed($op),
             Backend::Host => host_or_closed!($op, $host),
@@ -91,6 +99,31 @@ mod host {
             Err(e) => panic!("the host returned a malformed scan page: {e}"),
         }
     }
+}
+
+/// Run one export call `f` with a write-back cache over `remote` in scope
+/// (see the `cache` module): its buffered writes reach `remote` only if `f`
+/// returns `Ok`.
+#[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
+pub(crate) fn cached<T, E>(
+    remote: Box<dyn Remote>,
+    read_only: bool,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let guard = FrameGuard::install(Frame::Cached(Cache::new(remote, read_only)));
+    let r = f();
+    if let Some(Frame::Cached(mut cache)) = guard.finish()
+        && r.is_ok()
+    {
+        cache.flush();
+    }
+    r
+}
+
+/// [`cached`] over the host: how a component runs its exports.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn host_call<T, E>(read_only: bool, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    cached(Box::new(cache::HostRemote), read_only, f)
 }
 
 /// The value stored under `key`, if any.
