@@ -24,7 +24,7 @@ mod wasm {
     use crate::entry::run;
     use crate::error::ApplyError;
     use crate::install_panic_hook;
-    use crate::state::host_call;
+    use crate::state::cached_call as host_call;
 
     fn to_wit(e: ApplyError) -> wit::ApplyError {
         match e {

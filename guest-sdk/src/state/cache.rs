@@ -28,8 +28,10 @@
 //! The cache talks to the host through [`Remote`], so its semantics are
 //! tested natively against an in-memory stand-in.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
+use std::rc::Rc;
 
 use super::page::Page;
 
@@ -69,6 +71,8 @@ enum Known {
 
 #[derive(Debug)]
 struct Slot {
+    /// The key again, shared with the map (to queue it for a flush).
+    key: Key,
     known: Known,
     /// Buffered: `known` (`Value` or `Absent`) is not yet at the host.
     dirty: bool,
@@ -112,12 +116,65 @@ fn len32(b: &[u8]) -> u32 {
     }
 }
 
+/// A small, fixed (so deterministic, and free of any import) hash for the
+/// cache's keys, in the manner of FxHash: a word at a time, a rotate, a xor
+/// and a multiply, then a finalizer that spreads every bit. Ordered maps cost more here: in wasm a byte-string
+/// comparison is a byte loop, and a lookup makes several.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl KeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits depending on the low bits of the
+        // input only, and the table picks buckets by the low bits: mix every
+        // bit into every other (murmur3's 64-bit finalizer).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type Key = Rc<[u8]>;
+
 /// The cache of one export call.
 pub(crate) struct Cache {
     remote: Box<dyn Remote>,
-    slots: BTreeMap<Vec<u8>, Slot>,
-    /// Keys with a buffered write, in the order they were first buffered.
-    dirty: Vec<Vec<u8>>,
+    slots: HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>,
+    /// Keys with a buffered write, in the order they were first buffered
+    /// (the order of the next flush).
+    dirty: Vec<Key>,
     dirty_bytes: usize,
     read_only: bool,
 }
@@ -137,7 +194,7 @@ impl Cache {
     pub(crate) fn new(remote: Box<dyn Remote>, read_only: bool) -> Self {
         Self {
             remote,
-            slots: BTreeMap::new(),
+            slots: HashMap::default(),
             dirty: Vec::new(),
             dirty_bytes: 0,
             read_only,
@@ -149,13 +206,13 @@ impl Cache {
             self.flush();
             self.slots.clear();
         }
-        self.slots.insert(
-            key.to_vec(),
-            Slot {
-                known,
-                dirty: false,
-            },
-        );
+        let key: Key = Rc::from(key);
+        let slot = Slot {
+            key: Rc::clone(&key),
+            known,
+            dirty: false,
+        };
+        self.slots.insert(key, slot);
     }
 
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
@@ -191,7 +248,7 @@ impl Cache {
                 slot.known = known;
                 if !slot.dirty {
                     slot.dirty = true;
-                    self.dirty.push(key.to_vec());
+                    self.dirty.push(Rc::clone(&slot.key));
                 }
             }
             None => {
@@ -199,8 +256,14 @@ impl Cache {
                     self.flush();
                     self.slots.clear();
                 }
-                self.slots.insert(key.to_vec(), Slot { known, dirty: true });
-                self.dirty.push(key.to_vec());
+                let key: Key = Rc::from(key);
+                let slot = Slot {
+                    key: Rc::clone(&key),
+                    known,
+                    dirty: true,
+                };
+                self.slots.insert(Rc::clone(&key), slot);
+                self.dirty.push(key);
             }
         }
         self.dirty_bytes += bytes;
@@ -260,7 +323,7 @@ impl Cache {
         }
         let mut batch = WriteBatch(Vec::with_capacity(self.dirty_bytes + 8 * self.dirty.len()));
         for key in self.dirty.drain(..) {
-            let Some(slot) = self.slots.get_mut(&key) else {
+            let Some(slot) = self.slots.get_mut(&*key) else {
                 continue;
             };
             slot.dirty = false;
@@ -315,6 +378,7 @@ impl Remote for HostRemote {
 mod tests {
     use super::*;
     use crate::state::{self as st, PageBuilder, cached};
+    use std::collections::BTreeMap;
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -609,5 +673,22 @@ mod tests {
             ));
         });
         assert_eq!(mem.get(b"k"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn key_hashes_spread_over_the_low_bits() {
+        use std::hash::{BuildHasher, Hash};
+        // Keys that differ only in a few middle bytes, as typed keys do.
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        let mut buckets = std::collections::BTreeSet::new();
+        for i in 0..1024u32 {
+            let mut key = b"x/".to_vec();
+            key.extend_from_slice(&7u64.to_be_bytes());
+            key.extend_from_slice(&i.to_be_bytes());
+            let mut h = build.build_hasher();
+            key[..].hash(&mut h);
+            buckets.insert(h.finish() & 1023);
+        }
+        assert!(buckets.len() > 600, "{} buckets of 1024", buckets.len());
     }
 }
