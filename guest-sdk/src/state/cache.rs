@@ -194,8 +194,8 @@ impl Cache {
     pub(crate) fn new(remote: Box<dyn Remote>, read_only: bool) -> Self {
         Self {
             remote,
-            slots: HashMap::default(),
-            dirty: Vec::new(),
+            slots: HashMap::with_capacity_and_hasher(8, BuildHasherDefault::default()),
+            dirty: Vec::with_capacity(8),
             dirty_bytes: 0,
             read_only,
         }
@@ -278,6 +278,13 @@ impl Cache {
             return self.remote.set(key, value);
         }
         self.buffer(key, Known::Value(value.to_vec()));
+    }
+
+    pub(crate) fn set_owned(&mut self, key: &[u8], value: Vec<u8>) {
+        if self.read_only {
+            return self.remote.set(key, &value);
+        }
+        self.buffer(key, Known::Value(value));
     }
 
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {

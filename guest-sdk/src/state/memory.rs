@@ -232,11 +232,15 @@ impl Scope {
     }
 
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.set_owned(key, value.to_vec());
+    }
+
+    pub(crate) fn set_owned(&mut self, key: &[u8], value: Vec<u8>) {
         self.writable("set");
         if !self.contains(key) {
             self.len += 1;
         }
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        self.writes.insert(key.to_vec(), Some(value));
     }
 
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {

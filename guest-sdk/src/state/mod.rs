@@ -153,6 +153,24 @@ pub fn set(key: &[u8], value: &[u8]) {
     dispatch!("set", |s| s.set(key, value), host::wit::set(key, value))
 }
 
+/// [`set`] with an owned value, which the backends keep without copying it
+/// (the typed helpers encode into a fresh buffer anyway).
+pub(crate) fn set_owned(key: &[u8], value: Vec<u8>) {
+    // The closure runs at most once; when it does not, the value is still here.
+    let mut value = Some(value);
+    match with_scope(|frame| {
+        let value = value.take().unwrap_or_default();
+        match frame {
+            Served::Memory(s) => s.set_owned(key, value),
+            Served::Cached(c) => c.set_owned(key, value),
+        }
+    }) {
+        Backend::Served(r) => r,
+        Backend::Closed => closed("set"),
+        Backend::Host => host_or_closed!("set", host::wit::set(key, &value.unwrap_or_default())),
+    }
+}
+
 /// Remove `key`; returns whether it held a value.
 pub fn delete(key: &[u8]) -> bool {
     dispatch!("delete", |s| s.delete(key), host::wit::delete(key))

@@ -179,7 +179,7 @@ impl<T: Serialize + DeserializeOwned> Item<T> {
 
     /// Store `value`.
     pub fn save(&self, value: &T) -> Result<(), StateError> {
-        state::set(&self.key(), &encode_value(self.namespace, &[], value)?);
+        state::set_owned(&self.key(), encode_value(self.namespace, &[], value)?);
         Ok(())
     }
 
@@ -295,7 +295,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
     pub fn save(&self, key: K, value: &V) -> Result<(), StateError> {
         let raw = self.key(key);
         let bytes = encode_value(self.namespace, self.suffix(&raw), value)?;
-        state::set(&raw, &bytes);
+        state::set_owned(&raw, bytes);
         Ok(())
     }
 
@@ -317,7 +317,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
             .map(|bytes| decode_value(self.namespace, suffix, &bytes))
             .transpose()?;
         let new = f(old)?;
-        state::set(&raw, &encode_value(self.namespace, suffix, &new)?);
+        state::set_owned(&raw, encode_value(self.namespace, suffix, &new)?);
         Ok(new)
     }
 

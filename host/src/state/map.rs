@@ -44,9 +44,9 @@ const REPACK_ENTRIES: usize = PACKED_MAX_ENTRIES / 2;
 const MIN_COMPACT: usize = if cfg!(test) { 8 } else { 4096 };
 
 /// Heap bytes a base entry costs beyond its key and value bytes: the array
-/// slot (two shared-slice handles) and the two shared-slice headers, with
-/// allocator rounding.
-pub const BASE_ENTRY_OVERHEAD: usize = 72;
+/// slot (two shared-slice handles), the two shared-slice headers, with
+/// allocator rounding, and the entry's 8-byte slot in the lookup index.
+pub const BASE_ENTRY_OVERHEAD: usize = 80;
 /// Heap bytes an overlay entry costs beyond its key and value bytes: a
 /// B+tree slot, the shared-slice headers and the nodes' share.
 pub const OVERLAY_ENTRY_OVERHEAD: usize = 120;
@@ -69,10 +69,59 @@ enum Repr {
     Layered(Arc<Layered>),
 }
 
+/// A lookup index over a layered map's base: for every base key, in base
+/// order, the 8 bytes that follow the prefix all base keys share (`lcp`),
+/// big-endian and zero-padded, as a `u64`. A lookup binary-searches this
+/// dense array (8 bytes per key, no pointer to follow) and compares whole
+/// keys only among the few entries with the same 8 bytes, instead of
+/// following a shared-slice pointer to a key at every step of a binary
+/// search over the base: what made lookups grow with the realm's size.
+#[derive(Clone, Default)]
+struct BaseIndex {
+    lcp: usize,
+    words: Arc<[u64]>,
+}
+
+impl BaseIndex {
+    fn new(base: &[(Bytes, Bytes)]) -> Self {
+        let lcp = match (base.first(), base.last()) {
+            // Sorted: the prefix the first and last keys share, all share.
+            (Some((a, _)), Some((b, _))) => a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count(),
+            _ => 0,
+        };
+        let words = base.iter().map(|(k, _)| word(k.get(lcp..).unwrap_or_default())).collect();
+        Self { lcp, words }
+    }
+
+    /// The base position of `key`, if it is there.
+    fn find(&self, base: &[(Bytes, Bytes)], key: &[u8]) -> Option<usize> {
+        let first = &base.first()?.0;
+        if key.len() < self.lcp || key[..self.lcp] != first[..self.lcp] {
+            return None;
+        }
+        let w = word(&key[self.lcp..]);
+        let lo = self.words.partition_point(|&x| x < w);
+        let run = self.words.get(lo..)?.partition_point(|&x| x == w);
+        let found = base.get(lo..lo + run)?.binary_search_by(|(k, _)| (**k).cmp(key));
+        found.ok().map(|i| lo + i)
+    }
+}
+
+/// The first 8 bytes of `b`, big-endian, zero-padded: ordered like `b`
+/// (up to ties among keys equal in those bytes).
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(w)
+}
+
 #[derive(Clone)]
 struct Layered {
     /// Sorted by key, unique.
     base: Arc<[(Bytes, Bytes)]>,
+    /// Lookup index over `base` (rebuilt whenever `base` is).
+    index: BaseIndex,
     /// Changes since `base`: `Some` = the current value, `None` = a base key
     /// deleted. Holds no tombstone for a key the base lacks.
     overlay: Overlay,
@@ -82,9 +131,8 @@ struct Layered {
 
 impl Layered {
     fn base_get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.base
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
+        self.index
+            .find(&self.base, key)
             .and_then(|i| self.base.get(i))
             .map(|(_, v)| v)
     }
@@ -144,6 +192,7 @@ impl Layered {
         }
         out.extend(base.cloned());
         self.base = Arc::from(out);
+        self.index = BaseIndex::new(&self.base);
         self.overlay = Overlay::new();
     }
 }
@@ -217,6 +266,7 @@ impl StateMap {
         Some(Self(Repr::Layered(Arc::new(Layered {
             len: entries.len() as u64,
             data_bytes,
+            index: BaseIndex::new(&entries),
             base: Arc::from(entries),
             overlay: Overlay::new(),
         }))))
@@ -551,6 +601,42 @@ mod tests {
                 Some(v) => m.insert(k.to_vec(), v.to_vec()),
                 None => m.remove(&k[..]),
             };
+        }
+    }
+
+    #[test]
+    fn the_base_index_finds_every_key_and_no_other() {
+        // Shared prefixes, keys equal in the 8 indexed bytes, different
+        // lengths, a key that is a prefix of others.
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for i in 0..300u32 {
+            keys.push(format!("ns/acct-{i:04}").into_bytes());
+            keys.push(format!("ns/acct-{i:04}-and-a-long-tail-{i}").into_bytes());
+            keys.push([b"ns/same8by".as_slice(), &i.to_be_bytes()].concat());
+        }
+        keys.push(b"ns/".to_vec());
+        keys.push(b"ns/same8by".to_vec());
+        keys.push(b"ns/same8by\0".to_vec());
+        keys.sort();
+        keys.dedup();
+        let entries: Vec<(Bytes, Bytes)> = keys.iter().map(|k| (b(k), b(k))).collect();
+        let m = StateMap::from_sorted(entries).unwrap();
+        assert!(!m.is_packed());
+        for k in &keys {
+            assert_eq!(m.get(k), Some(&k[..]), "{}", k.escape_ascii());
+            let mut longer = k.clone();
+            longer.push(0xff);
+            if !keys.contains(&longer) {
+                assert_eq!(m.get(&longer), None);
+            }
+            let mut shorter = k.clone();
+            shorter.pop();
+            if !keys.contains(&shorter) {
+                assert_eq!(m.get(&shorter), None);
+            }
+        }
+        for absent in [&b""[..], b"n", b"ns", b"nt/acct-0001", b"ns/acct-9999", b"ns/same8bz"] {
+            assert_eq!(m.get(absent), None, "{}", absent.escape_ascii());
         }
     }
 
