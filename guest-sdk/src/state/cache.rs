@@ -194,8 +194,9 @@ impl Cache {
     pub(crate) fn new(remote: Box<dyn Remote>, read_only: bool) -> Self {
         Self {
             remote,
-            slots: HashMap::with_capacity_and_hasher(8, BuildHasherDefault::default()),
-            dirty: Vec::with_capacity(8),
+            // Nothing allocated until the first key (a query may read none).
+            slots: HashMap::default(),
+            dirty: Vec::new(),
             dirty_bytes: 0,
             read_only,
         }
@@ -215,6 +216,7 @@ impl Cache {
         self.slots.insert(key, slot);
     }
 
+    #[inline(never)]
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         match self.slots.get(key).map(|s| &s.known) {
             Some(Known::Value(v)) => return Some(v.clone()),
@@ -227,6 +229,7 @@ impl Cache {
         value
     }
 
+    #[inline(never)]
     pub(crate) fn contains(&mut self, key: &[u8]) -> bool {
         match self.slots.get(key).map(|s| &s.known) {
             Some(Known::Absent) => false,
@@ -272,6 +275,7 @@ impl Cache {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
         if self.read_only {
             // The host refuses it and the call traps, as without the cache.
@@ -280,6 +284,7 @@ impl Cache {
         self.buffer(key, Known::Value(value.to_vec()));
     }
 
+    #[inline(never)]
     pub(crate) fn set_owned(&mut self, key: &[u8], value: Vec<u8>) {
         if self.read_only {
             return self.remote.set(key, &value);
@@ -287,6 +292,7 @@ impl Cache {
         self.buffer(key, Known::Value(value));
     }
 
+    #[inline(never)]
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
         if self.read_only {
             return self.remote.delete(key);
@@ -307,11 +313,13 @@ impl Cache {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn len(&mut self) -> u64 {
         self.flush();
         self.remote.len()
     }
 
+    #[inline(never)]
     pub(crate) fn scan(
         &mut self,
         lower: Bound<&[u8]>,

@@ -430,6 +430,7 @@ pub(crate) enum Backend<R> {
 }
 
 /// Serve a state call from the installed memory scope or cache, if any.
+#[inline]
 pub(crate) fn with_scope<R>(f: impl FnOnce(Served<'_>) -> R) -> Backend<R> {
     FRAME.with_borrow_mut(|slot| match slot {
         Some(Frame::Memory(scope)) => Backend::Served(f(Served::Memory(scope))),

@@ -2,7 +2,11 @@
 //! keys to byte values owned by the host.
 //!
 //! These functions are the `state` interface of `wit/realm.wit`. In a
-//! component they call the host; on native targets they act on the
+//! component they go through a write-back cache over the host for the
+//! duration of each export call (reads are remembered, writes are buffered
+//! and sent in one `write-batch` when the call succeeds; `len` and `scan`
+//! flush first; `cached_call` does the same for hand-written guests); on native
+//! targets they act on the
 //! [`MemoryState`] that an [`crate::entry`] driver (or
 //! [`MemoryState::enter`]) has installed for the current call. The semantics
 //! are the same on both:

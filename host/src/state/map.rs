@@ -44,9 +44,9 @@ const REPACK_ENTRIES: usize = PACKED_MAX_ENTRIES / 2;
 const MIN_COMPACT: usize = if cfg!(test) { 8 } else { 4096 };
 
 /// Heap bytes a base entry costs beyond its key and value bytes: the array
-/// slot (two shared-slice handles), the two shared-slice headers, with
-/// allocator rounding, and the entry's 8-byte slot in the lookup index.
-pub const BASE_ENTRY_OVERHEAD: usize = 80;
+/// slot (two shared-slice handles) and the two shared-slice headers, with
+/// allocator rounding.
+pub const BASE_ENTRY_OVERHEAD: usize = 72;
 /// Heap bytes an overlay entry costs beyond its key and value bytes: a
 /// B+tree slot, the shared-slice headers and the nodes' share.
 pub const OVERLAY_ENTRY_OVERHEAD: usize = 120;
@@ -69,59 +69,10 @@ enum Repr {
     Layered(Arc<Layered>),
 }
 
-/// A lookup index over a layered map's base: for every base key, in base
-/// order, the 8 bytes that follow the prefix all base keys share (`lcp`),
-/// big-endian and zero-padded, as a `u64`. A lookup binary-searches this
-/// dense array (8 bytes per key, no pointer to follow) and compares whole
-/// keys only among the few entries with the same 8 bytes, instead of
-/// following a shared-slice pointer to a key at every step of a binary
-/// search over the base: what made lookups grow with the realm's size.
-#[derive(Clone, Default)]
-struct BaseIndex {
-    lcp: usize,
-    words: Arc<[u64]>,
-}
-
-impl BaseIndex {
-    fn new(base: &[(Bytes, Bytes)]) -> Self {
-        let lcp = match (base.first(), base.last()) {
-            // Sorted: the prefix the first and last keys share, all share.
-            (Some((a, _)), Some((b, _))) => a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count(),
-            _ => 0,
-        };
-        let words = base.iter().map(|(k, _)| word(k.get(lcp..).unwrap_or_default())).collect();
-        Self { lcp, words }
-    }
-
-    /// The base position of `key`, if it is there.
-    fn find(&self, base: &[(Bytes, Bytes)], key: &[u8]) -> Option<usize> {
-        let first = &base.first()?.0;
-        if key.len() < self.lcp || key[..self.lcp] != first[..self.lcp] {
-            return None;
-        }
-        let w = word(&key[self.lcp..]);
-        let lo = self.words.partition_point(|&x| x < w);
-        let run = self.words.get(lo..)?.partition_point(|&x| x == w);
-        let found = base.get(lo..lo + run)?.binary_search_by(|(k, _)| (**k).cmp(key));
-        found.ok().map(|i| lo + i)
-    }
-}
-
-/// The first 8 bytes of `b`, big-endian, zero-padded: ordered like `b`
-/// (up to ties among keys equal in those bytes).
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let n = b.len().min(8);
-    w[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(w)
-}
-
 #[derive(Clone)]
 struct Layered {
     /// Sorted by key, unique.
     base: Arc<[(Bytes, Bytes)]>,
-    /// Lookup index over `base` (rebuilt whenever `base` is).
-    index: BaseIndex,
     /// Changes since `base`: `Some` = the current value, `None` = a base key
     /// deleted. Holds no tombstone for a key the base lacks.
     overlay: Overlay,
@@ -131,8 +82,9 @@ struct Layered {
 
 impl Layered {
     fn base_get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.index
-            .find(&self.base, key)
+        self.base
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
             .and_then(|i| self.base.get(i))
             .map(|(_, v)| v)
     }
@@ -192,7 +144,6 @@ impl Layered {
         }
         out.extend(base.cloned());
         self.base = Arc::from(out);
-        self.index = BaseIndex::new(&self.base);
         self.overlay = Overlay::new();
     }
 }
@@ -266,7 +217,6 @@ impl StateMap {
         Some(Self(Repr::Layered(Arc::new(Layered {
             len: entries.len() as u64,
             data_bytes,
-            index: BaseIndex::new(&entries),
             base: Arc::from(entries),
             overlay: Overlay::new(),
         }))))
@@ -605,8 +555,8 @@ mod tests {
     }
 
     #[test]
-    fn the_base_index_finds_every_key_and_no_other() {
-        // Shared prefixes, keys equal in the 8 indexed bytes, different
+    fn base_lookups_find_every_key_and_no_other() {
+        // Shared prefixes, keys equal in their first bytes, different
         // lengths, a key that is a prefix of others.
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for i in 0..300u32 {
