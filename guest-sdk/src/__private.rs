@@ -1,5 +1,10 @@
 //! Glue between the generated WIT bindings and [`Realm`]. Used by the
 //! expansion of [`crate::export_realm!`]; not part of the API.
+//!
+//! Every export that has a realm in scope runs inside a write-back cache over
+//! the host's state (see `state::cache`): reads of the same key and the
+//! call's writes cost one host call per key, and the writes reach the host
+//! in one `write-batch` when the call succeeds.
 
 use core::marker::PhantomData;
 
@@ -19,6 +24,7 @@ mod wasm {
     use crate::entry::run;
     use crate::error::ApplyError;
     use crate::install_panic_hook;
+    use crate::state::cached_call as host_call;
 
     fn to_wit(e: ApplyError) -> wit::ApplyError {
         match e {
@@ -44,7 +50,7 @@ mod wasm {
 
         fn init(realm_id: String) -> Result<(), String> {
             install_panic_hook();
-            run::init::<P>(&realm_id)
+            host_call(false, || run::init::<P>(&realm_id))
         }
 
         fn apply(event: wit::EventContext) -> Result<(), wit::ApplyError> {
@@ -58,12 +64,12 @@ mod wasm {
                 timestamp_ms: event.timestamp_ms,
                 source_reputation: event.source_reputation,
             };
-            run::apply::<P>(&ev).map_err(to_wit)
+            host_call(false, || run::apply::<P>(&ev)).map_err(to_wit)
         }
 
         fn apply_batch(events: Vec<u8>) -> Result<(), wit::BatchError> {
             install_panic_hook();
-            run::apply_batch::<P>(&events).map_err(|e| wit::BatchError {
+            host_call(false, || run::apply_batch::<P>(&events)).map_err(|e| wit::BatchError {
                 index: e.index,
                 error: to_wit(e.error),
             })
@@ -71,7 +77,7 @@ mod wasm {
 
         fn migrate(from_state_version: u32) -> Result<(), String> {
             install_panic_hook();
-            run::migrate::<P>(from_state_version)
+            host_call(false, || run::migrate::<P>(from_state_version))
         }
 
         fn encode_event(kind: String, json: String) -> Result<Vec<u8>, String> {
@@ -86,7 +92,7 @@ mod wasm {
 
         fn query(request: String) -> Result<String, String> {
             install_panic_hook();
-            run::query::<P>(&request)
+            host_call(true, || run::query::<P>(&request))
         }
     }
 }

@@ -19,7 +19,11 @@
 //!   writes two entries. Lay your state out so that an event touches few keys
 //!   (one key per account, per member, ...), and keep aggregates you need in
 //!   O(1) (a running total) in their own entry instead of summing on demand.
-//!   Every state call crosses the sandbox boundary: cheap, but not free.
+//!   Reading a key from the host crosses the sandbox boundary: cheap, but
+//!   not free. Within one export call the SDK remembers what it read and
+//!   buffers what you write (see [`state`]), so touching the same key again,
+//!   in this event or a later one of the same `apply-batch`, costs no host
+//!   call, and a call's writes reach the host in one `write-batch`.
 //! - **Buffered writes, all or nothing.** The host buffers a call's writes and
 //!   keeps them only if the call succeeds. A [`Rejection`], an `invalid`
 //!   answer or a trap (a panic) leaves the realm exactly as it was, so `apply`

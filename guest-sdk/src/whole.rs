@@ -183,7 +183,7 @@ pub fn encode<S: Serialize>(version: u32, state: &S) -> Result<Vec<u8>, StateErr
 
 /// Store a state under [`STATE_KEY`] with its version.
 pub fn save<S: Serialize>(version: u32, state: &S) -> Result<(), StateError> {
-    state::set(STATE_KEY, &encode(version, state)?);
+    state::set_owned(STATE_KEY, encode(version, state)?);
     Ok(())
 }
 

@@ -18,6 +18,11 @@ fn config(dir: &std::path::Path) -> NodeConfig {
     c.snapshot_every = 3;
     // `grow` writes many keys in one event.
     c.runtime.state_limits.max_ops_per_call = 60_000;
+    // `verify` replays the two 50 000-key events in one `apply-batch`:
+    // ~100 000 writes at ~720 fuel each (500 of it state gas) sat right at
+    // the default budget (50M + 11 × 2M), so small changes to the fixture's
+    // code tipped it over. Room for them.
+    c.runtime.fuel_per_call = 80_000_000;
     c
 }
 

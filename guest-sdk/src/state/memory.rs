@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::cache::Cache;
 use super::page::{Page, PageBuilder};
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -231,11 +232,15 @@ impl Scope {
     }
 
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.set_owned(key, value.to_vec());
+    }
+
+    pub(crate) fn set_owned(&mut self, key: &[u8], value: Vec<u8>) {
         self.writable("set");
         if !self.contains(key) {
             self.len += 1;
         }
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        self.writes.insert(key.to_vec(), Some(value));
     }
 
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
@@ -366,6 +371,9 @@ where
 pub(crate) enum Frame {
     /// A native call on a [`MemoryState`].
     Memory(Scope),
+    /// A call served by the host through the write-back cache.
+    #[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
+    Cached(Cache),
     /// A call with no realm in scope (`describe`, `encode-event`).
     Closed,
 }
@@ -403,9 +411,17 @@ impl Drop for FrameGuard {
     }
 }
 
+/// The installed frame that serves a state call.
+pub(crate) enum Served<'a> {
+    /// A native call's memory scope.
+    Memory(&'a mut Scope),
+    /// The write-back cache over the host.
+    Cached(&'a mut Cache),
+}
+
 /// How a state call is served.
 pub(crate) enum Backend<R> {
-    /// By the installed memory scope.
+    /// By the installed memory scope or cache.
     Served(R),
     /// No frame installed: by the host (on wasm32).
     Host,
@@ -413,10 +429,12 @@ pub(crate) enum Backend<R> {
     Closed,
 }
 
-/// Serve a state call from the installed memory scope, if any.
-pub(crate) fn with_scope<R>(f: impl FnOnce(&mut Scope) -> R) -> Backend<R> {
+/// Serve a state call from the installed memory scope or cache, if any.
+#[inline]
+pub(crate) fn with_scope<R>(f: impl FnOnce(Served<'_>) -> R) -> Backend<R> {
     FRAME.with_borrow_mut(|slot| match slot {
-        Some(Frame::Memory(scope)) => Backend::Served(f(scope)),
+        Some(Frame::Memory(scope)) => Backend::Served(f(Served::Memory(scope))),
+        Some(Frame::Cached(cache)) => Backend::Served(f(Served::Cached(cache))),
         Some(Frame::Closed) => Backend::Closed,
         None => Backend::Host,
     })

@@ -83,9 +83,41 @@ pub enum Order {
 /// The encoded namespace: `u16` big-endian length, then the bytes.
 fn namespace_key(namespace: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(namespace.len() + 2);
+    push_namespace(&mut out, namespace);
+    out
+}
+
+fn push_namespace(out: &mut Vec<u8>, namespace: &str) {
     out.extend_from_slice(&(namespace.len() as u16).to_be_bytes());
     out.extend_from_slice(namespace.as_bytes());
-    out
+}
+
+thread_local! {
+    /// A buffer for building raw keys, reused from one state access to the
+    /// next (an access builds its key, uses it and gives the buffer back).
+    static KEY_BUF: core::cell::Cell<Vec<u8>> = const { core::cell::Cell::new(Vec::new()) };
+}
+
+/// The key buffer, empty. A nested access (say from the closure of an
+/// `update`) finds the slot empty and builds its key in a new buffer.
+fn key_buf() -> Vec<u8> {
+    let mut buf = KEY_BUF.with(core::cell::Cell::take);
+    buf.clear();
+    buf
+}
+
+/// Give a key buffer back for the next access.
+fn recycle(buf: Vec<u8>) {
+    KEY_BUF.with(|slot| slot.set(buf));
+}
+
+/// Run `f` on the raw key `build` writes, in the reused key buffer.
+fn with_key<R>(build: impl FnOnce(&mut Vec<u8>), f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = key_buf();
+    build(&mut buf);
+    let r = f(&buf);
+    recycle(buf);
+    r
 }
 
 const fn check_namespace(namespace: &str) {
@@ -150,14 +182,19 @@ impl<T> Item<T> {
         namespace_key(self.namespace)
     }
 
+    /// Run `f` on the item's raw key (built in the reused key buffer).
+    fn with_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        with_key(|out| push_namespace(out, self.namespace), f)
+    }
+
     /// Whether the item holds a value.
     pub fn exists(&self) -> bool {
-        state::contains(&self.key())
+        self.with_raw(state::contains)
     }
 
     /// Remove the value; returns whether there was one.
     pub fn remove(&self) -> bool {
-        state::delete(&self.key())
+        self.with_raw(state::delete)
     }
 }
 
@@ -172,14 +209,15 @@ impl<T: Serialize + DeserializeOwned> Item<T> {
 
     /// The value, if there is one.
     pub fn may_load(&self) -> Result<Option<T>, StateError> {
-        state::get(&self.key())
+        self.with_raw(state::get)
             .map(|bytes| decode_value(self.namespace, &[], &bytes))
             .transpose()
     }
 
     /// Store `value`.
     pub fn save(&self, value: &T) -> Result<(), StateError> {
-        state::set(&self.key(), &encode_value(self.namespace, &[], value)?);
+        let bytes = encode_value(self.namespace, &[], value)?;
+        self.with_raw(|raw| state::set_owned(raw, bytes));
         Ok(())
     }
 
@@ -262,46 +300,66 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
         out
     }
 
+    /// The raw key of `key`, built in the reused key buffer (give it back
+    /// with [`recycle`]).
+    fn raw(&self, key: K) -> Vec<u8> {
+        let mut out = key_buf();
+        push_namespace(&mut out, self.namespace);
+        key.encode_key(&mut out, true);
+        out
+    }
+
     fn suffix<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
         raw.get(self.namespace.len() + 2..).unwrap_or_default()
     }
 
     /// The value under `key`, or [`StateError::NotFound`].
     pub fn load(&self, key: K) -> Result<V, StateError> {
-        let raw = self.key(key);
-        match state::get(&raw) {
+        let raw = self.raw(key);
+        let r = match state::get(&raw) {
             Some(bytes) => decode_value(self.namespace, self.suffix(&raw), &bytes),
             None => Err(StateError::NotFound {
                 namespace: self.namespace,
                 key: self.suffix(&raw).to_vec(),
             }),
-        }
+        };
+        recycle(raw);
+        r
     }
 
     /// The value under `key`, if any.
     pub fn may_load(&self, key: K) -> Result<Option<V>, StateError> {
-        let raw = self.key(key);
-        state::get(&raw)
+        let raw = self.raw(key);
+        let r = state::get(&raw)
             .map(|bytes| decode_value(self.namespace, self.suffix(&raw), &bytes))
-            .transpose()
+            .transpose();
+        recycle(raw);
+        r
     }
 
     /// Whether `key` holds a value (without reading it).
     pub fn has(&self, key: K) -> bool {
-        state::contains(&self.key(key))
+        let raw = self.raw(key);
+        let r = state::contains(&raw);
+        recycle(raw);
+        r
     }
 
     /// Store `value` under `key`.
     pub fn save(&self, key: K, value: &V) -> Result<(), StateError> {
-        let raw = self.key(key);
-        let bytes = encode_value(self.namespace, self.suffix(&raw), value)?;
-        state::set(&raw, &bytes);
-        Ok(())
+        let raw = self.raw(key);
+        let r = encode_value(self.namespace, self.suffix(&raw), value)
+            .map(|bytes| state::set_owned(&raw, bytes));
+        recycle(raw);
+        r
     }
 
     /// Remove `key`; returns whether it held a value.
     pub fn remove(&self, key: K) -> bool {
-        state::delete(&self.key(key))
+        let raw = self.raw(key);
+        let r = state::delete(&raw);
+        recycle(raw);
+        r
     }
 
     /// Load the value under `key` (if any), pass it to `f` and save what `f`
@@ -311,13 +369,23 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
         key: K,
         f: impl FnOnce(Option<V>) -> Result<V, E>,
     ) -> Result<V, E> {
-        let raw = self.key(key);
-        let suffix = self.suffix(&raw);
-        let old = state::get(&raw)
+        let raw = self.raw(key);
+        let r = self.update_raw(&raw, f);
+        recycle(raw);
+        r
+    }
+
+    fn update_raw<E: From<StateError>>(
+        &self,
+        raw: &[u8],
+        f: impl FnOnce(Option<V>) -> Result<V, E>,
+    ) -> Result<V, E> {
+        let suffix = self.suffix(raw);
+        let old = state::get(raw)
             .map(|bytes| decode_value(self.namespace, suffix, &bytes))
             .transpose()?;
         let new = f(old)?;
-        state::set(&raw, &encode_value(self.namespace, suffix, &new)?);
+        state::set_owned(raw, encode_value(self.namespace, suffix, &new)?);
         Ok(new)
     }
 

@@ -9,7 +9,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::HasSelf;
 
 use super::bindings::{self, Bound, LogLevel, RealmLogic, ScanPage};
-use crate::state::{CallState, StateLimit};
+use crate::state::{CallState, StateLimit, WriteBatchError};
 
 /// Longest log line a plugin may write; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -113,6 +113,14 @@ impl bindings::realmhost::realm::state::Host for HostCtx {
 
     fn len(&mut self) -> wasmtime::Result<u64> {
         trap(self.scope()?.len())
+    }
+
+    fn write_batch(&mut self, entries: Vec<u8>) -> wasmtime::Result<()> {
+        match self.scope()?.write_batch(&entries) {
+            Ok(()) => Ok(()),
+            Err(WriteBatchError::Limit(e)) => Err(wasmtime::Error::new(e)),
+            Err(e) => Err(wasmtime::Error::new(e)),
+        }
     }
 }
 

@@ -21,6 +21,61 @@ pub const STATE_OP_FUEL: u64 = 500;
 /// Fuel charged per key or value byte moved across the sandbox.
 pub const STATE_BYTE_FUEL: u64 = 1;
 
+/// In a `write-batch` buffer, the value length that marks a deletion (no
+/// value bytes follow). Every other entry is
+/// `u32 LE key length ‖ key ‖ u32 LE value length ‖ value`.
+pub const WRITE_BATCH_DELETE: u32 = u32::MAX;
+
+/// Why a `write-batch` stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteBatchError {
+    /// The buffer does not parse: the write at `index` (0-based) is cut short.
+    Malformed {
+        /// Index of the write that does not parse.
+        index: u32,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// A write went past a limit, exactly as the single `set` or `delete`
+    /// would have.
+    Limit(StateLimitError),
+}
+
+impl From<StateLimitError> for WriteBatchError {
+    fn from(e: StateLimitError) -> Self {
+        Self::Limit(e)
+    }
+}
+
+impl std::fmt::Display for WriteBatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Malformed { index, what } => {
+                write!(f, "malformed state write-batch: write {index}: {what}")
+            }
+            Self::Limit(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WriteBatchError {}
+
+fn take_u32(b: &mut &[u8]) -> Option<u32> {
+    let (head, rest) = b.split_first_chunk::<4>()?;
+    *b = rest;
+    Some(u32::from_le_bytes(*head))
+}
+
+fn take<'a>(b: &mut &'a [u8], n: u32) -> Option<&'a [u8]> {
+    let n = usize::try_from(n).ok()?;
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
 /// What a call may do with the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -227,6 +282,30 @@ impl CallState {
             self.writes.remove(key);
         }
         Ok(true)
+    }
+
+    /// `state.write-batch`: every write of a packed buffer (see
+    /// [`WRITE_BATCH_DELETE`]), in order, each exactly as the `set` or
+    /// `delete` it stands for: same checks, same limit errors, same gas, one
+    /// operation each. A buffer that does not parse is an error of its own;
+    /// the writes before the malformed one stay in the call's buffer, which
+    /// the trap that follows drops.
+    pub fn write_batch(&mut self, mut entries: &[u8]) -> Result<(), WriteBatchError> {
+        let mut index = 0u32;
+        while !entries.is_empty() {
+            let malformed = |what: &'static str| WriteBatchError::Malformed { index, what };
+            let key_len = take_u32(&mut entries).ok_or(malformed("truncated key length"))?;
+            let key = take(&mut entries, key_len).ok_or(malformed("truncated key"))?;
+            let value_len = take_u32(&mut entries).ok_or(malformed("truncated value length"))?;
+            if value_len == WRITE_BATCH_DELETE {
+                self.delete(key)?;
+            } else {
+                let value = take(&mut entries, value_len).ok_or(malformed("truncated value"))?;
+                self.set(key, value)?;
+            }
+            index = index.saturating_add(1);
+        }
+        Ok(())
     }
 
     /// True when the realm has no entries (not a state operation: costs
@@ -469,5 +548,120 @@ mod tests {
         let keys: Vec<_> = decode(&r1).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec![b"g".to_vec(), b"c".to_vec(), b"b".to_vec()]);
         assert_eq!(r1.resume.as_deref(), Some(&b"b"[..]));
+    }
+    /// Pack writes as `write-batch` expects them (`None`: delete).
+    fn pack(writes: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in writes {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+            match v {
+                Some(v) => {
+                    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    out.extend_from_slice(v);
+                }
+                None => out.extend_from_slice(&WRITE_BATCH_DELETE.to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn write_batch_equals_single_writes_in_effect_ops_and_gas() {
+        let base =
+            StateMap::new().with_changes(&[(Bytes::from(&b"a"[..]), Some(Bytes::from(&b"1"[..])))]);
+        let writes: &[(&[u8], Option<&[u8]>)] = &[
+            (b"b", Some(b"2")),
+            (b"a", None),
+            (b"c", Some(b"")),
+            (b"b", Some(b"22")),
+            (b"zz", None),
+        ];
+        let mut single = call(&base);
+        for (k, v) in writes {
+            match v {
+                Some(v) => single.set(k, v).unwrap(),
+                None => {
+                    single.delete(k).unwrap();
+                }
+            }
+        }
+        let mut batched = call(&base);
+        batched.write_batch(&pack(writes)).unwrap();
+        assert_eq!(batched.ops(), 5);
+        assert_eq!(batched.ops(), single.ops());
+        assert_eq!(batched.gas(), single.gas());
+        assert_eq!(batched.len().unwrap(), 2);
+        let (a, b) = (single.finish(), batched.finish());
+        assert_eq!(a.changes, b.changes);
+        assert_eq!(b.map.get(b"b"), Some(&b"22"[..]));
+        assert_eq!(b.map.get(b"a"), None);
+        // An empty batch is no operation at all.
+        let mut c = call(&base);
+        c.write_batch(&[]).unwrap();
+        assert_eq!((c.ops(), c.gas()), (0, 0));
+    }
+
+    #[test]
+    fn write_batch_hits_the_same_limits() {
+        let limit = |writes: &[(&[u8], Option<&[u8]>)], access| {
+            let mut c = CallState::new(Arc::from("r"), &StateMap::new(), limits(), access, 1 << 20);
+            match c.write_batch(&pack(writes)).unwrap_err() {
+                WriteBatchError::Limit(e) => {
+                    assert_eq!(c.violation(), Some(&e));
+                    e.limit
+                }
+                other => panic!("{other}"),
+            }
+        };
+        let rw = Access::ReadWrite { max_ops: 100 };
+        assert_eq!(limit(&[(b"123456789", Some(b""))], rw), StateLimit::KeyBytes);
+        assert_eq!(limit(&[(b"123456789", None)], rw), StateLimit::KeyBytes);
+        assert_eq!(limit(&[(b"k", Some(&[0; 17]))], rw), StateLimit::ValueBytes);
+        let five: Vec<(&[u8], Option<&[u8]>)> =
+            [b"1", b"2", b"3", b"4", b"5"].iter().map(|k| (&k[..], Some(&b""[..]))).collect();
+        assert_eq!(limit(&five, rw), StateLimit::Entries);
+        assert_eq!(
+            limit(&[(b"a", Some(&[0; 16])), (b"b", Some(&[0; 16])), (b"c", Some(&[0; 16]))], rw),
+            StateLimit::TotalBytes
+        );
+        let ro = Access::ReadOnly { max_ops: 100 };
+        assert_eq!(limit(&[(b"a", Some(b""))], ro), StateLimit::ReadOnly);
+        assert_eq!(limit(&[(b"a", None)], ro), StateLimit::ReadOnly);
+        // Each write is one operation: three writes with an allowance of two.
+        let three: &[(&[u8], Option<&[u8]>)] = &[(b"a", Some(b"")), (b"a", None), (b"a", None)];
+        assert_eq!(
+            limit(three, Access::ReadWrite { max_ops: 2 }),
+            StateLimit::OpsPerCall
+        );
+    }
+
+    #[test]
+    fn malformed_write_batches_are_refused() {
+        let good = pack(&[(b"key", Some(b"value")), (b"gone", None)]);
+        let mut c = call(&StateMap::new());
+        c.write_batch(&good).unwrap();
+        // Every proper prefix of a packed buffer, except the one that ends
+        // exactly after the first write, is cut short somewhere.
+        let first = 4 + 3 + 4 + 5;
+        for cut in (1..good.len()).filter(|&n| n != first) {
+            let mut c = call(&StateMap::new());
+            let e = c.write_batch(&good[..cut]).unwrap_err();
+            let WriteBatchError::Malformed { index, what } = e else {
+                panic!("cut at {cut}: {e}");
+            };
+            assert_eq!(index, u32::from(cut > first), "cut at {cut}");
+            assert!(what.starts_with("truncated"));
+            assert!(e.to_string().contains("malformed state write-batch"));
+            assert!(c.violation().is_none());
+        }
+        // A length far past the buffer.
+        let mut c = call(&StateMap::new());
+        let mut huge = (u32::MAX - 1).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"k");
+        assert!(matches!(
+            c.write_batch(&huge),
+            Err(WriteBatchError::Malformed { index: 0, what: "truncated key" })
+        ));
     }
 }

@@ -555,6 +555,42 @@ mod tests {
     }
 
     #[test]
+    fn base_lookups_find_every_key_and_no_other() {
+        // Shared prefixes, keys equal in their first bytes, different
+        // lengths, a key that is a prefix of others.
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for i in 0..300u32 {
+            keys.push(format!("ns/acct-{i:04}").into_bytes());
+            keys.push(format!("ns/acct-{i:04}-and-a-long-tail-{i}").into_bytes());
+            keys.push([b"ns/same8by".as_slice(), &i.to_be_bytes()].concat());
+        }
+        keys.push(b"ns/".to_vec());
+        keys.push(b"ns/same8by".to_vec());
+        keys.push(b"ns/same8by\0".to_vec());
+        keys.sort();
+        keys.dedup();
+        let entries: Vec<(Bytes, Bytes)> = keys.iter().map(|k| (b(k), b(k))).collect();
+        let m = StateMap::from_sorted(entries).unwrap();
+        assert!(!m.is_packed());
+        for k in &keys {
+            assert_eq!(m.get(k), Some(&k[..]), "{}", k.escape_ascii());
+            let mut longer = k.clone();
+            longer.push(0xff);
+            if !keys.contains(&longer) {
+                assert_eq!(m.get(&longer), None);
+            }
+            let mut shorter = k.clone();
+            shorter.pop();
+            if !keys.contains(&shorter) {
+                assert_eq!(m.get(&shorter), None);
+            }
+        }
+        for absent in [&b""[..], b"n", b"ns", b"nt/acct-0001", b"ns/acct-9999", b"ns/same8bz"] {
+            assert_eq!(m.get(absent), None, "{}", absent.escape_ascii());
+        }
+    }
+
+    #[test]
     fn small_maps_are_packed_and_grow_into_trees() {
         let m = StateMap::new();
         assert!(m.is_empty());

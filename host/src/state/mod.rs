@@ -20,7 +20,7 @@ pub mod map;
 
 use std::sync::Arc;
 
-pub use call::{Access, CallState, ScanPage, Written};
+pub use call::{Access, CallState, ScanPage, WRITE_BATCH_DELETE, WriteBatchError, Written};
 pub use limits::{StateLimit, StateLimitError, StateLimits};
 pub use map::{Change, StateMap};
 

@@ -122,6 +122,15 @@ fn each_state_limit_stops_the_call_and_keeps_nothing() {
             1001,
             1000,
         ),
+        // Distinct keys through the SDK's write-back cache: the buffered
+        // writes reach the host in write-batches, one operation each.
+        (
+            roomy.clone(),
+            event(2, "cached", b"1001".to_vec()),
+            StateLimit::OpsPerCall,
+            1001,
+            1000,
+        ),
     ];
     for (limits, bad, limit, actual, max) in cases {
         let realm = format!("limited-{limit}");

@@ -28,6 +28,9 @@ pub(super) enum Hostile {
     HugeKey,
     /// A panic before any write.
     Panic,
+    /// `cached` (`cached-reject` with `reject`): checks run through the
+    /// SDK's write-back cache, then `n` keys `x/seq/i`.
+    Cached { seq: u64, n: u32, reject: bool },
 }
 
 impl Hostile {
@@ -44,6 +47,10 @@ impl Hostile {
             Self::Huge => ("huge", String::new(), seq),
             Self::HugeKey => ("huge-key", String::new(), seq),
             Self::Panic => ("panic", String::new(), seq),
+            Self::Cached { seq, n, reject } => {
+                let kind = if *reject { "cached-reject" } else { "cached" };
+                (kind, n.to_string(), *seq)
+            }
         };
         event(seq, kind, payload.into_bytes())
     }
@@ -201,6 +208,12 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    fn contains(&mut self, k: &[u8]) -> Result<bool, Violation> {
+        self.key(k)?;
+        self.op()?;
+        Ok(self.current(k).is_some())
+    }
+
     fn get(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>, Violation> {
         self.key(k)?;
         self.op()?;
@@ -283,6 +296,27 @@ impl<'a> Sim<'a> {
             Hostile::Huge => self.set(b"huge", &vec![1u8; 8 << 20])?,
             Hostile::HugeKey => self.set(&vec![b'k'; 1 << 20], b"v")?,
             Hostile::Panic => return Err(Stop::Panic),
+            Hostile::Cached { seq, n, reject } => {
+                // The host's operations, in the order the cache makes them:
+                // len, two contains, the delete of a key it has never seen,
+                // one write-batch (key 0, the tombstone of key 1, key 2) before
+                // the scan, the scan, len, then the `x/` writes.
+                let key = |i: u32| grow_entry(b"c/", *seq, i).0;
+                let value = seq.to_le_bytes();
+                self.op()?;
+                self.contains(&key(0))?;
+                self.contains(&key(2))?;
+                self.delete(b"c/none")?;
+                self.set(&key(0), &value)?;
+                self.delete(&key(1))?;
+                self.set(&key(2), &value)?;
+                self.op()?;
+                self.op()?;
+                self.write_keys(b"x/", *seq, *n)?;
+                if *reject {
+                    return Err(Stop::Rejected("no".into()));
+                }
+            }
         }
         Ok(())
     }
@@ -362,10 +396,15 @@ pub(super) fn hostile_strategy() -> impl Strategy<Value = Hostile> {
         1 => Just(Hostile::Scan),
         1 => Just(Hostile::Reject),
         1 => seq.clone().prop_map(|seq| Hostile::RejectAfterWrites { seq }),
-        1 => seq.prop_map(|seq| Hostile::PanicAfterWrites { seq }),
+        1 => seq.clone().prop_map(|seq| Hostile::PanicAfterWrites { seq }),
         1 => Just(Hostile::Huge),
         1 => Just(Hostile::HugeKey),
         1 => Just(Hostile::Panic),
+        2 => (seq.clone(), 0u32..40, any::<bool>())
+            .prop_map(|(seq, n, reject)| Hostile::Cached { seq, n, reject }),
+        // Distinct keys through the cache still reach the operation limit.
+        1 => (seq, 12_001u32..12_040)
+            .prop_map(|(seq, n)| Hostile::Cached { seq, n, reject: false }),
     ]
 }
 
@@ -376,6 +415,8 @@ pub(super) fn batch_item_strategy() -> impl Strategy<Value = Hostile> {
         3 => (1u64..=6, 0u32..800).prop_map(|(seq, n)| Hostile::Grow { seq, n }),
         1 => Just(Hostile::Reject),
         1 => Just(Hostile::Panic),
+        1 => (1u64..=6, 0u32..40, any::<bool>())
+            .prop_map(|(seq, n, reject)| Hostile::Cached { seq, n, reject }),
     ]
 }
 

@@ -1,0 +1,707 @@
+//! The write-back cache in front of the host's state, installed for the
+//! duration of every export call of a component (see `__private`).
+//!
+//! Every `state` import is a call across the sandbox boundary, which costs
+//! several times a native map lookup. An event typically reads and writes the
+//! same few keys (an account, a total, a counter), and a replayed batch
+//! touches the same aggregates once per event. So, within one export call:
+//!
+//! - values read from the host are remembered, absence included, and served
+//!   again without a host call;
+//! - `set` and `delete` are buffered here; reads see them first;
+//! - before `len` and `scan` the buffered writes are flushed, so that the
+//!   host's merge of committed entries and writes stays the single source of
+//!   truth for counts and ordering;
+//! - when the call succeeds the remaining writes are flushed with one
+//!   `write-batch` call before the export returns; when it fails (`Err`) they
+//!   are dropped, and the host drops what was flushed earlier in the call, as
+//!   it drops any failed call's writes. A trap loses both.
+//!
+//! The buffer is also flushed when it grows past [`FLUSH_ENTRIES`] writes or
+//! [`FLUSH_BYTES`] bytes, so a call that writes without bound still meets the
+//! host's limits (operations per call, entry and value sizes) early, and the
+//! guest's memory stays bounded.
+//!
+//! In a read-only call (`query`) reads are cached and writes go straight to
+//! the host, which refuses them (the call traps), as without the cache.
+//!
+//! The cache talks to the host through [`Remote`], so its semantics are
+//! tested natively against an in-memory stand-in.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Bound;
+use std::rc::Rc;
+
+use super::page::Page;
+
+/// Buffered writes that trigger a flush.
+pub(crate) const FLUSH_ENTRIES: usize = 4096;
+/// Buffered bytes (keys and values) that trigger a flush.
+pub(crate) const FLUSH_BYTES: usize = 1 << 20;
+/// Cached keys past which the cache is flushed and emptied.
+pub(crate) const MAX_CACHED: usize = 16 * 1024;
+
+/// In a `write-batch` buffer, the value length that marks a deletion.
+pub const WRITE_BATCH_DELETE: u32 = u32::MAX;
+
+/// The host's `state` interface, as the cache uses it.
+pub(crate) trait Remote {
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>>;
+    fn contains(&mut self, key: &[u8]) -> bool;
+    fn set(&mut self, key: &[u8], value: &[u8]);
+    fn delete(&mut self, key: &[u8]) -> bool;
+    fn len(&mut self) -> u64;
+    fn scan(&mut self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, limit: u32, reverse: bool)
+    -> Page;
+    /// Apply a packed buffer of writes (see [`WriteBatch`]).
+    fn write_batch(&mut self, entries: &[u8]);
+}
+
+/// What the cache knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Known {
+    /// The key holds no value.
+    Absent,
+    /// The key holds a value that has not been read (known from `contains`).
+    Present,
+    /// The key holds this value.
+    Value(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The key again, shared with the map (to queue it for a flush).
+    key: Key,
+    known: Known,
+    /// Buffered: `known` (`Value` or `Absent`) is not yet at the host.
+    dirty: bool,
+}
+
+/// Writes packed in the `write-batch` format: per write,
+/// `u32 LE key length ‖ key`, then `u32 LE value length ‖ value` for a set or
+/// [`WRITE_BATCH_DELETE`] for a delete.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBatch(Vec<u8>);
+
+impl WriteBatch {
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(&len32(value).to_le_bytes());
+        self.0.extend_from_slice(value);
+    }
+
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(&WRITE_BATCH_DELETE.to_le_bytes());
+    }
+
+    fn key(&mut self, key: &[u8]) {
+        self.0.extend_from_slice(&len32(key).to_le_bytes());
+        self.0.extend_from_slice(key);
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A length as the packed formats carry it. Nothing near 4 GiB fits in a
+/// component's memory next to a copy of it, and the host's value limits are
+/// far below; `u32::MAX` itself is the delete marker, so it is refused too.
+fn len32(b: &[u8]) -> u32 {
+    match u32::try_from(b.len()) {
+        Ok(n) if n != WRITE_BATCH_DELETE => n,
+        _ => panic!("a state key or value of {} bytes is too long", b.len()),
+    }
+}
+
+/// A small, fixed (so deterministic, and free of any import) hash for the
+/// cache's keys, in the manner of FxHash: a word at a time, a rotate, a xor
+/// and a multiply, then a finalizer that spreads every bit. Ordered maps cost more here: in wasm a byte-string
+/// comparison is a byte loop, and a lookup makes several.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl KeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits depending on the low bits of the
+        // input only, and the table picks buckets by the low bits: mix every
+        // bit into every other (murmur3's 64-bit finalizer).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type Key = Rc<[u8]>;
+
+/// The cache of one export call.
+pub(crate) struct Cache {
+    remote: Box<dyn Remote>,
+    slots: HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>,
+    /// Keys with a buffered write, in the order they were first buffered
+    /// (the order of the next flush).
+    dirty: Vec<Key>,
+    dirty_bytes: usize,
+    read_only: bool,
+}
+
+impl core::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cache")
+            .field("cached", &self.slots.len())
+            .field("dirty", &self.dirty.len())
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    #[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
+    pub(crate) fn new(remote: Box<dyn Remote>, read_only: bool) -> Self {
+        Self {
+            remote,
+            // Nothing allocated until the first key (a query may read none).
+            slots: HashMap::default(),
+            dirty: Vec::new(),
+            dirty_bytes: 0,
+            read_only,
+        }
+    }
+
+    fn remember(&mut self, key: &[u8], known: Known) {
+        if self.slots.len() >= MAX_CACHED {
+            self.flush();
+            self.slots.clear();
+        }
+        let key: Key = Rc::from(key);
+        let slot = Slot {
+            key: Rc::clone(&key),
+            known,
+            dirty: false,
+        };
+        self.slots.insert(key, slot);
+    }
+
+    #[inline(never)]
+    pub(crate) fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.slots.get(key).map(|s| &s.known) {
+            Some(Known::Value(v)) => return Some(v.clone()),
+            Some(Known::Absent) => return None,
+            Some(Known::Present) | None => {}
+        }
+        let value = self.remote.get(key);
+        let known = value.clone().map_or(Known::Absent, Known::Value);
+        self.remember(key, known);
+        value
+    }
+
+    #[inline(never)]
+    pub(crate) fn contains(&mut self, key: &[u8]) -> bool {
+        match self.slots.get(key).map(|s| &s.known) {
+            Some(Known::Absent) => false,
+            Some(Known::Present | Known::Value(_)) => true,
+            None => {
+                let present = self.remote.contains(key);
+                let known = if present { Known::Present } else { Known::Absent };
+                self.remember(key, known);
+                present
+            }
+        }
+    }
+
+    /// Buffer `known` (a `Value` or `Absent`) as the key's next state.
+    fn buffer(&mut self, key: &[u8], known: Known) {
+        let bytes = key.len() + if let Known::Value(v) = &known { v.len() } else { 0 };
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.known = known;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(Rc::clone(&slot.key));
+                }
+            }
+            None => {
+                if self.slots.len() >= MAX_CACHED {
+                    self.flush();
+                    self.slots.clear();
+                }
+                let key: Key = Rc::from(key);
+                let slot = Slot {
+                    key: Rc::clone(&key),
+                    known,
+                    dirty: true,
+                };
+                self.slots.insert(Rc::clone(&key), slot);
+                self.dirty.push(key);
+            }
+        }
+        self.dirty_bytes += bytes;
+        if self.dirty.len() >= FLUSH_ENTRIES || self.dirty_bytes >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    #[inline(never)]
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        if self.read_only {
+            // The host refuses it and the call traps, as without the cache.
+            return self.remote.set(key, value);
+        }
+        self.buffer(key, Known::Value(value.to_vec()));
+    }
+
+    #[inline(never)]
+    pub(crate) fn set_owned(&mut self, key: &[u8], value: Vec<u8>) {
+        if self.read_only {
+            return self.remote.set(key, &value);
+        }
+        self.buffer(key, Known::Value(value));
+    }
+
+    #[inline(never)]
+    pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
+        if self.read_only {
+            return self.remote.delete(key);
+        }
+        match self.slots.get(key).map(|s| &s.known) {
+            Some(Known::Absent) => false,
+            Some(Known::Present | Known::Value(_)) => {
+                self.buffer(key, Known::Absent);
+                true
+            }
+            None => {
+                // Unknown here, so nothing is buffered for it: the host can
+                // delete it right away and say whether it held a value.
+                let held = self.remote.delete(key);
+                self.remember(key, Known::Absent);
+                held
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub(crate) fn len(&mut self) -> u64 {
+        self.flush();
+        self.remote.len()
+    }
+
+    #[inline(never)]
+    pub(crate) fn scan(
+        &mut self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        limit: u32,
+        reverse: bool,
+    ) -> Page {
+        self.flush();
+        self.remote.scan(lower, upper, limit, reverse)
+    }
+
+    /// Send the buffered writes to the host in one `write-batch`.
+    pub(crate) fn flush(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch(Vec::with_capacity(self.dirty_bytes + 8 * self.dirty.len()));
+        for key in self.dirty.drain(..) {
+            let Some(slot) = self.slots.get_mut(&*key) else {
+                continue;
+            };
+            slot.dirty = false;
+            match &slot.known {
+                Known::Value(v) => batch.set(&key, v),
+                Known::Absent => batch.delete(&key),
+                Known::Present => {}
+            }
+        }
+        self.dirty_bytes = 0;
+        self.remote.write_batch(batch.as_bytes());
+    }
+}
+
+/// The host itself, on wasm32.
+#[cfg(target_arch = "wasm32")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostRemote;
+
+#[cfg(target_arch = "wasm32")]
+impl Remote for HostRemote {
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        super::host::wit::get(key)
+    }
+    fn contains(&mut self, key: &[u8]) -> bool {
+        super::host::wit::contains(key)
+    }
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        super::host::wit::set(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> bool {
+        super::host::wit::delete(key)
+    }
+    fn len(&mut self) -> u64 {
+        super::host::wit::len()
+    }
+    fn scan(
+        &mut self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        limit: u32,
+        reverse: bool,
+    ) -> Page {
+        super::host::scan(lower, upper, limit, reverse)
+    }
+    fn write_batch(&mut self, entries: &[u8]) {
+        super::host::wit::write_batch(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{self as st, PageBuilder, cached};
+    use std::collections::BTreeMap;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// An in-memory host: the entries a call sees, and the calls it got.
+    #[derive(Debug, Default)]
+    struct Host {
+        map: BTreeMap<Vec<u8>, Vec<u8>>,
+        calls: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Fake(Rc<RefCell<Host>>);
+
+    impl Fake {
+        fn with(entries: &[(&[u8], &[u8])]) -> Self {
+            let fake = Self::default();
+            for (k, v) in entries {
+                fake.0.borrow_mut().map.insert(k.to_vec(), v.to_vec());
+            }
+            fake
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.borrow_mut().calls)
+        }
+
+        fn map(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+            self.0.borrow().map.clone()
+        }
+
+        fn log(&self, call: String) {
+            self.0.borrow_mut().calls.push(call);
+        }
+
+        fn run<T, E>(&self, read_only: bool, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+            cached(Box::new(self.clone()), read_only, f)
+        }
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    impl Remote for Fake {
+        fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+            self.log(format!("get {}", text(key)));
+            self.0.borrow().map.get(key).cloned()
+        }
+        fn contains(&mut self, key: &[u8]) -> bool {
+            self.log(format!("contains {}", text(key)));
+            self.0.borrow().map.contains_key(key)
+        }
+        fn set(&mut self, key: &[u8], value: &[u8]) {
+            self.log(format!("set {}", text(key)));
+            self.0.borrow_mut().map.insert(key.to_vec(), value.to_vec());
+        }
+        fn delete(&mut self, key: &[u8]) -> bool {
+            self.log(format!("delete {}", text(key)));
+            self.0.borrow_mut().map.remove(key).is_some()
+        }
+        fn len(&mut self) -> u64 {
+            self.log("len".into());
+            self.0.borrow().map.len() as u64
+        }
+        fn scan(
+            &mut self,
+            lower: Bound<&[u8]>,
+            upper: Bound<&[u8]>,
+            limit: u32,
+            reverse: bool,
+        ) -> Page {
+            self.log("scan".into());
+            assert!(!reverse && limit == u32::MAX);
+            let mut page = PageBuilder::new();
+            for (k, v) in self.0.borrow().map.range::<[u8], _>((lower, upper)) {
+                page.push(k, v);
+            }
+            page.finish(None)
+        }
+        fn write_batch(&mut self, mut entries: &[u8]) {
+            fn take<'a>(b: &mut &'a [u8], n: usize) -> &'a [u8] {
+                let (head, rest) = b.split_at(n);
+                *b = rest;
+                head
+            }
+            fn take_u32(b: &mut &[u8]) -> u32 {
+                u32::from_le_bytes(take(b, 4).try_into().unwrap())
+            }
+            let mut log = Vec::new();
+            while !entries.is_empty() {
+                let n = take_u32(&mut entries) as usize;
+                let key = take(&mut entries, n).to_vec();
+                let n = take_u32(&mut entries);
+                let mut host = self.0.borrow_mut();
+                if n == WRITE_BATCH_DELETE {
+                    log.push(format!("-{}", text(&key)));
+                    host.map.remove(&key);
+                } else {
+                    let value = take(&mut entries, n as usize).to_vec();
+                    log.push(format!("{}={}", text(&key), text(&value)));
+                    host.map.insert(key, value);
+                }
+            }
+            self.log(format!("write-batch {}", log.join(" ")));
+        }
+    }
+
+    fn all() -> Vec<(Vec<u8>, Vec<u8>)> {
+        st::scan(Bound::Unbounded, Bound::Unbounded, u32::MAX, false)
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    type R = Result<(), ()>;
+
+    #[test]
+    fn reads_are_cached_and_see_own_writes() {
+        let host = Fake::with(&[(b"a", b"1")]);
+        host.run(false, || -> R {
+            assert_eq!(st::get(b"a"), Some(b"1".to_vec()));
+            assert_eq!(st::get(b"a"), Some(b"1".to_vec()));
+            assert!(st::contains(b"a"));
+            assert_eq!(st::get(b"b"), None);
+            assert!(!st::contains(b"b"));
+            st::set(b"b", b"2");
+            assert_eq!(st::get(b"b"), Some(b"2".to_vec()));
+            st::set(b"a", b"10");
+            assert_eq!(st::get(b"a"), Some(b"10".to_vec()));
+            // `contains` first, then the value: one host call each.
+            assert!(!st::contains(b"c"));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            host.calls(),
+            ["get a", "get b", "contains c", "write-batch b=2 a=10"]
+        );
+        assert_eq!(host.map().get(&b"a"[..]), Some(&b"10".to_vec()));
+    }
+
+    #[test]
+    fn delete_says_whether_the_key_held_a_value() {
+        let host = Fake::with(&[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]);
+        host.run(false, || -> R {
+            // Known present (read), known absent, unknown (asked of the host).
+            assert_eq!(st::get(b"a"), Some(b"1".to_vec()));
+            assert!(st::delete(b"a"));
+            assert!(!st::delete(b"a"));
+            assert_eq!(st::get(b"a"), None);
+            assert!(st::delete(b"b"));
+            assert!(!st::delete(b"zz"));
+            assert!(!st::contains(b"b"));
+            // Written in this call, then deleted.
+            st::set(b"n", b"new");
+            assert!(st::delete(b"n"));
+            assert!(!st::contains(b"n"));
+            // Known from `contains` only.
+            assert!(st::contains(b"c"));
+            assert!(st::delete(b"c"));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            host.calls(),
+            [
+                "get a",
+                "delete b",
+                "delete zz",
+                "contains c",
+                "write-batch -a -n -c"
+            ]
+        );
+        assert!(host.map().is_empty());
+    }
+
+    #[test]
+    fn len_and_scan_flush_first() {
+        let host = Fake::with(&[(b"a", b"1"), (b"c", b"3")]);
+        host.run(false, || -> R {
+            st::set(b"b", b"2");
+            assert!(st::delete(b"c"));
+            assert_eq!(
+                all(),
+                [(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            );
+            assert_eq!(st::len(), 2);
+            st::set(b"d", b"4");
+            assert_eq!(st::len(), 3);
+            // Nothing left to flush: the next scan goes straight to the host.
+            assert_eq!(all().len(), 3);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            host.calls(),
+            [
+                "delete c",
+                "write-batch b=2",
+                "scan",
+                "len",
+                "write-batch d=4",
+                "len",
+                "scan"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_call_sends_no_buffered_write() {
+        let host = Fake::with(&[(b"a", b"1")]);
+        let r = host.run(false, || -> R {
+            st::set(b"a", b"2");
+            st::set(b"b", b"2");
+            assert!(st::delete(b"a"));
+            Err(())
+        });
+        assert!(r.is_err());
+        assert_eq!(host.calls(), Vec::<String>::new());
+        assert_eq!(host.map().len(), 1);
+    }
+
+    #[test]
+    fn repeated_keys_cost_one_read_and_one_write_per_call() {
+        let host = Fake::with(&[(b"total", &5u64.to_le_bytes())]);
+        host.run(false, || -> R {
+            for i in 0..100u64 {
+                let t = st::get(b"total").map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                st::set(b"total", &(t + i).to_le_bytes());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let calls = host.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0], "get total");
+        assert_eq!(
+            host.map().get(&b"total"[..]),
+            Some(&(5 + 4950u64).to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn read_only_calls_pass_writes_to_the_host() {
+        let host = Fake::with(&[(b"a", b"1")]);
+        host.run(true, || -> R {
+            assert_eq!(st::get(b"a"), Some(b"1".to_vec()));
+            st::set(b"q", b"x");
+            Ok(())
+        })
+        .unwrap();
+        // The real host refuses the write and traps; the fake records it.
+        assert_eq!(host.calls(), ["get a", "set q"]);
+    }
+
+    #[test]
+    fn large_buffers_are_flushed_as_they_grow() {
+        let host = Fake::default();
+        host.run(false, || -> R {
+            for i in 0..(FLUSH_ENTRIES as u32 + 10) {
+                st::set(&i.to_be_bytes(), b"");
+            }
+            Ok(())
+        })
+        .unwrap();
+        let calls = host.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(calls.iter().all(|c| c.starts_with("write-batch")));
+        assert_eq!(host.map().len(), FLUSH_ENTRIES + 10);
+        // Past the cached-key bound, the cache starts over (and stays right).
+        let host = Fake::default();
+        host.run(false, || -> R {
+            for i in 0..(MAX_CACHED as u32 + 10) {
+                assert_eq!(st::get(&i.to_be_bytes()), None);
+                st::set(&i.to_be_bytes(), b"v");
+            }
+            assert_eq!(st::get(&0u32.to_be_bytes()), Some(b"v".to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(host.map().len(), MAX_CACHED + 10);
+    }
+
+    #[test]
+    fn native_drivers_are_not_cached() {
+        let mut mem = crate::MemoryState::new();
+        mem.enter(|| {
+            st::set(b"k", b"v");
+            assert!(matches!(
+                crate::state::memory::with_scope(|f| matches!(f, crate::state::memory::Served::Memory(_))),
+                crate::state::memory::Backend::Served(true)
+            ));
+        });
+        assert_eq!(mem.get(b"k"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn key_hashes_spread_over_the_low_bits() {
+        use std::hash::BuildHasher;
+        // Keys that differ only in a few middle bytes, as typed keys do.
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        let mut buckets = std::collections::BTreeSet::new();
+        for i in 0..1024u32 {
+            let mut key = b"x/".to_vec();
+            key.extend_from_slice(&7u64.to_be_bytes());
+            key.extend_from_slice(&i.to_be_bytes());
+            buckets.insert(build.hash_one(&key[..]) & 1023);
+        }
+        assert!(buckets.len() > 600, "{} buckets of 1024", buckets.len());
+    }
+}
