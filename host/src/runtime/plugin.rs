@@ -766,4 +766,12 @@ mod tests {
             assert!(!valid_realm_type(bad), "{bad}");
         }
     }
+
+    #[test]
+    fn descriptions_are_bounded() {
+        assert_eq!(bounded_description("short".into()), "short");
+        let long = bounded_description("é".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_DESCRIPTION_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
 }
