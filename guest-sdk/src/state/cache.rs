@@ -236,7 +236,11 @@ impl Cache {
             Some(Known::Present | Known::Value(_)) => true,
             None => {
                 let present = self.remote.contains(key);
-                let known = if present { Known::Present } else { Known::Absent };
+                let known = if present {
+                    Known::Present
+                } else {
+                    Known::Absent
+                };
                 self.remember(key, known);
                 present
             }
@@ -245,7 +249,12 @@ impl Cache {
 
     /// Buffer `known` (a `Value` or `Absent`) as the key's next state.
     fn buffer(&mut self, key: &[u8], known: Known) {
-        let bytes = key.len() + if let Known::Value(v) = &known { v.len() } else { 0 };
+        let bytes = key.len()
+            + if let Known::Value(v) = &known {
+                v.len()
+            } else {
+                0
+            };
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.known = known;
@@ -393,8 +402,8 @@ impl Remote for HostRemote {
 mod tests {
     use super::*;
     use crate::state::{self as st, PageBuilder, cached};
-    use std::collections::BTreeMap;
     use std::cell::RefCell;
+    use std::collections::BTreeMap;
     use std::rc::Rc;
 
     /// An in-memory host: the entries a call sees, and the calls it got.
@@ -578,7 +587,10 @@ mod tests {
             assert!(st::delete(b"c"));
             assert_eq!(
                 all(),
-                [(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+                [
+                    (b"a".to_vec(), b"1".to_vec()),
+                    (b"b".to_vec(), b"2".to_vec())
+                ]
             );
             assert_eq!(st::len(), 2);
             st::set(b"d", b"4");
@@ -683,7 +695,10 @@ mod tests {
         mem.enter(|| {
             st::set(b"k", b"v");
             assert!(matches!(
-                crate::state::memory::with_scope(|f| matches!(f, crate::state::memory::Served::Memory(_))),
+                crate::state::memory::with_scope(|f| matches!(
+                    f,
+                    crate::state::memory::Served::Memory(_)
+                )),
                 crate::state::memory::Backend::Served(true)
             ));
         });

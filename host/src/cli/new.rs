@@ -295,7 +295,7 @@ pub enum NewCmd {
     Plugin {
         /// The realm type (1..=64 bytes of [a-z0-9_-]); the crate is called NAME-plugin.
         name: String,
-        /// Directory to write the crate into (default: ./<crate name>).
+        /// Directory to write the crate into (default: `./<crate name>`).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Write into an existing non-empty directory, overwriting the crate's files.

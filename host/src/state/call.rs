@@ -615,14 +615,26 @@ mod tests {
             }
         };
         let rw = Access::ReadWrite { max_ops: 100 };
-        assert_eq!(limit(&[(b"123456789", Some(b""))], rw), StateLimit::KeyBytes);
+        assert_eq!(
+            limit(&[(b"123456789", Some(b""))], rw),
+            StateLimit::KeyBytes
+        );
         assert_eq!(limit(&[(b"123456789", None)], rw), StateLimit::KeyBytes);
         assert_eq!(limit(&[(b"k", Some(&[0; 17]))], rw), StateLimit::ValueBytes);
-        let five: Vec<(&[u8], Option<&[u8]>)> =
-            [b"1", b"2", b"3", b"4", b"5"].iter().map(|k| (&k[..], Some(&b""[..]))).collect();
+        let five: Vec<(&[u8], Option<&[u8]>)> = [b"1", b"2", b"3", b"4", b"5"]
+            .iter()
+            .map(|k| (&k[..], Some(&b""[..])))
+            .collect();
         assert_eq!(limit(&five, rw), StateLimit::Entries);
         assert_eq!(
-            limit(&[(b"a", Some(&[0; 16])), (b"b", Some(&[0; 16])), (b"c", Some(&[0; 16]))], rw),
+            limit(
+                &[
+                    (b"a", Some(&[0; 16])),
+                    (b"b", Some(&[0; 16])),
+                    (b"c", Some(&[0; 16]))
+                ],
+                rw
+            ),
             StateLimit::TotalBytes
         );
         let ro = Access::ReadOnly { max_ops: 100 };
@@ -661,7 +673,10 @@ mod tests {
         huge.extend_from_slice(b"k");
         assert!(matches!(
             c.write_batch(&huge),
-            Err(WriteBatchError::Malformed { index: 0, what: "truncated key" })
+            Err(WriteBatchError::Malformed {
+                index: 0,
+                what: "truncated key"
+            })
         ));
     }
 }

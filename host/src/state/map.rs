@@ -585,7 +585,14 @@ mod tests {
                 assert_eq!(m.get(&shorter), None);
             }
         }
-        for absent in [&b""[..], b"n", b"ns", b"nt/acct-0001", b"ns/acct-9999", b"ns/same8bz"] {
+        for absent in [
+            &b""[..],
+            b"n",
+            b"ns",
+            b"nt/acct-0001",
+            b"ns/acct-9999",
+            b"ns/same8bz",
+        ] {
             assert_eq!(m.get(absent), None, "{}", absent.escape_ascii());
         }
     }

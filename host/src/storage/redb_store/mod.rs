@@ -230,7 +230,7 @@ struct Unindexed {
     events: usize,
 }
 
-/// The embedded, durable default [`Storage`].
+/// The embedded, durable default [`Storage`](crate::storage::Storage).
 ///
 /// Reads run on the caller's thread against an MVCC read transaction (they
 /// never wait for a commit); writes are answered by the committer thread.
