@@ -755,7 +755,7 @@ fn classify(e: &wasmtime::Error, ctx: &HostCtx) -> TrapCause {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_realm_type;
+    use super::{MAX_DESCRIPTION_CHARS, bounded_description, valid_realm_type};
 
     #[test]
     fn realm_types_are_plain_names() {
