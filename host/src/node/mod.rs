@@ -46,6 +46,7 @@ mod events;
 pub mod metrics;
 mod parking;
 mod plugins;
+mod health;
 mod preload;
 mod state;
 mod unservable;
@@ -66,6 +67,7 @@ pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
 };
+pub use health::Readiness;
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 pub use unservable::UnservableRealm;
@@ -153,6 +155,9 @@ pub struct NodeStats {
     /// Realm types with stored realms and no plugin (found at start).
     #[serde(default)]
     pub unserved_realm_types: Vec<String>,
+    /// Whether storage accepts writes (failing since when, last error).
+    #[serde(default)]
+    pub storage: crate::storage::StorageHealth,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -566,6 +571,7 @@ impl Node {
             preloaded: c.preloaded.load(Ordering::Relaxed),
             load_fallbacks: c.load_fallbacks.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            storage: self.storage.health(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),
         }

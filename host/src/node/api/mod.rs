@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 mod error;
+mod health;
 mod plugins;
 
 pub use error::ApiError;
@@ -374,6 +375,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(DefaultBodyLimit::max(plugin_limit));
     Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(health::ready))
+        .route("/v1/admin/storage/check", post(health::storage_check))
         .route("/v1/events", post(append))
         .route("/v1/realm", get(get_realm))
         .route("/v1/realm/events", get(realm_events))
