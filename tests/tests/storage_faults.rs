@@ -167,7 +167,7 @@ async fn a_full_disk_degrades_readiness_and_heals_without_restart() {
     let r = node.query(&id, r#"{"balance":"a"}"#).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&r).unwrap();
     assert_eq!(v["balance"].as_u64(), Some(acked), "{v}");
-    let events = storage.events_since(&id, 0).await.unwrap();
+    let events = storage.events_since(&id, 0).unwrap();
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
