@@ -403,3 +403,136 @@ fn scrub_snapshots(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, ReadableTable};
+
+    use super::*;
+    use crate::realm::EventRecord;
+    use crate::runtime::PluginVersion;
+    use crate::storage::{AppendRequest, SnapshotBody, SnapshotWrite};
+
+    fn rid(s: &str) -> RealmId {
+        RealmId::new(s).unwrap()
+    }
+
+    fn fill(dir: &Path) {
+        let s = RedbStorage::open(dir).unwrap();
+        for i in 0..8 {
+            let events = (1..=12)
+                .map(|seq| EventRecord {
+                    seq,
+                    kind: "k".into(),
+                    payload: vec![i; 8],
+                    source: "src".into(),
+                    source_realm: None,
+                    timestamp_ms: 1,
+                    source_reputation: 1.0,
+                })
+                .collect();
+            s.append_blocking(AppendRequest {
+                realm_id: rid(&format!("r{i}")),
+                realm_type: "t".into(),
+                plugin_version: PluginVersion([1; 32]),
+                events,
+            })
+            .unwrap();
+            let entries = (0..3u8).map(|k| (vec![k].into(), vec![i; 4].into())).collect();
+            s.put_snapshot_blocking(
+                &rid(&format!("r{i}")),
+                SnapshotWrite {
+                    seq: 10,
+                    plugin_version: PluginVersion([1; 32]),
+                    state_version: 1,
+                    body: SnapshotBody::Full(entries),
+                },
+            )
+            .unwrap();
+        }
+    }
+
+    fn realm_no(db: &Database, realm: &str) -> u64 {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(REALMS).unwrap();
+        codec::decode_realm(t.get(realm).unwrap().unwrap().value())
+            .unwrap()
+            .no
+    }
+
+    #[test]
+    fn a_clean_file_is_reported_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path());
+        let r = check(dir.path()).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!((r.integrity.as_str(), r.realms, r.events, r.snapshots), ("ok", 8, 96, 8));
+        let s = RedbStorage::open(dir.path()).unwrap();
+        assert!(s.scrub().unwrap().is_clean());
+    }
+
+    #[test]
+    fn damaged_rows_are_reported_by_the_scrub_and_by_reads_naming_the_realm() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path());
+        {
+            let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+            let (r2, r4) = (realm_no(&db, "r2"), realm_no(&db, "r4"));
+            let txn = db.begin_write().unwrap();
+            {
+                // r2 loses one event from the middle of its log.
+                let index = txn.open_table(INDEX).unwrap();
+                let run = index.get((r2, 1)).unwrap().unwrap();
+                let (_, positions) = codec::decode_run(run.value()).unwrap();
+                drop(run);
+                let mut log = txn.open_table(LOG).unwrap();
+                log.remove(positions[5]).unwrap();
+                // r4's snapshot header is garbage; r5's row too.
+                let mut snaps = txn.open_table(SNAPSHOTS).unwrap();
+                snaps.insert(r4, [7u8; 5].as_slice()).unwrap();
+                let mut realms = txn.open_table(REALMS).unwrap();
+                realms.insert("r5", [0xffu8; 3].as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let r = check(dir.path()).unwrap();
+        assert!(!r.is_clean());
+        for realm in ["r2", "r4", "r5"] {
+            assert!(r.damaged_realms.iter().any(|d| d == realm), "{realm}: {r:#?}");
+        }
+        assert!(
+            r.damage.iter().any(|d| d.table == "log" && d.realm.as_deref() == Some("r2") && d.seq == Some(7)),
+            "{r:#?}"
+        );
+        assert!(r.damage.iter().any(|d| d.table == "snapshots" && d.realm.as_deref() == Some("r4")));
+        assert!(r.damage.iter().any(|d| d.table == "realms" && d.realm.as_deref() == Some("r5")));
+
+        // The node's reads find the same damage as typed errors naming the
+        // realm; undamaged realms read fine.
+        let s = RedbStorage::open(dir.path()).unwrap();
+        for (realm, read) in [
+            ("r2", s.events_since(&rid("r2"), 0).map(drop)),
+            ("r2", s.events_page(&rid("r2"), 3, 5).map(drop)),
+            ("r4", s.load_snapshot(&rid("r4")).map(drop)),
+            ("r4", s.load_realm(&rid("r4")).map(drop)),
+            ("r5", s.realm_meta(&rid("r5")).map(drop)),
+        ] {
+            match read {
+                Err(StorageError::RealmCorrupt { realm: r, .. }) => assert_eq!(r.as_str(), realm),
+                other => panic!("{realm}: expected RealmCorrupt, got {other:?}"),
+            }
+        }
+        assert_eq!(s.events_since(&rid("r3"), 0).unwrap().len(), 12);
+        let online = s.scrub().unwrap();
+        assert_eq!(online.integrity, "skipped");
+        assert_eq!(online.damaged_realms.len(), r.damaged_realms.len());
+    }
+
+    #[test]
+    fn a_missing_or_locked_file_is_an_error_not_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check(dir.path()).is_err());
+        let _s = RedbStorage::open(dir.path()).unwrap();
+        assert!(matches!(check(dir.path()), Err(StorageError::AlreadyOpen)));
+    }
+}
