@@ -7,6 +7,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/health` | liveness |
+//! | GET | `/ready` | readiness: 200, or 503 listing what is degraded (storage full or failing, preload) |
+//! | POST | `/v1/admin/storage/check` | scrub the database, report damage (token) |
 //! | POST | `/v1/events` | append an event (`payload` as JSON, or `payload_hex`) |
 //! | GET | `/v1/realm?id=` | a realm's view (seq, version, state hash) |
 //! | GET | `/v1/realm/events?id=&after=&limit=` | a realm's events, payloads decoded by its plugin, paged (≤ 1000) |
