@@ -34,7 +34,11 @@ struct Http {
 
 impl Http {
     fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let mut r = self.agent.get(format!("{}{path}", self.base)).call().unwrap();
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
         (r.status().as_u16(), r.body_mut().read_json().unwrap())
     }
 
@@ -57,7 +61,11 @@ impl Http {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        (r.status().as_u16(), r.body_mut().read_json().unwrap(), retry)
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json().unwrap(),
+            retry,
+        )
     }
 
     fn check(&self) -> (u16, serde_json::Value) {
@@ -92,9 +100,14 @@ async fn a_full_disk_degrades_readiness_and_heals_without_restart() {
     let node = Node::open_with_storage(cfg, storage.clone() as Arc<dyn Storage>)
         .await
         .unwrap();
-    node.append(ledger_event("acct", &Tx::Open { account: "a".into() }))
-        .await
-        .unwrap();
+    node.append(ledger_event(
+        "acct",
+        &Tx::Open {
+            account: "a".into(),
+        },
+    ))
+    .await
+    .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -131,7 +144,10 @@ async fn a_full_disk_degrades_readiness_and_heals_without_restart() {
         assert_eq!(status, 503, "{ready}");
         assert_eq!(ready["ready"], false);
         assert_eq!(ready["storage"]["writable"], false);
-        assert!(ready["degraded"][0].as_str().unwrap().contains("full"), "{ready}");
+        assert!(
+            ready["degraded"][0].as_str().unwrap().contains("full"),
+            "{ready}"
+        );
         assert_eq!(http.get("/health").0, 200);
         let (_, stats) = http.get("/v1/stats");
         assert_eq!(stats["storage"]["writable"], false, "{stats}");

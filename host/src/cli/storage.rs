@@ -28,9 +28,8 @@ pub(super) enum StorageCmd {
 pub(super) fn run(cmd: StorageCmd) -> anyhow::Result<()> {
     match cmd {
         StorageCmd::Check { data_dir, json } => {
-            let report = check::check(&data_dir).map_err(|e| {
-                anyhow::anyhow!("cannot check {}: {e}", data_dir.display())
-            })?;
+            let report = check::check(&data_dir)
+                .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", data_dir.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

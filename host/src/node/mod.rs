@@ -43,10 +43,10 @@ mod append;
 mod config;
 mod error;
 mod events;
+mod health;
 pub mod metrics;
 mod parking;
 mod plugins;
-mod health;
 mod preload;
 mod state;
 mod unservable;
@@ -63,11 +63,11 @@ pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
+pub use health::Readiness;
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
 };
-pub use health::Readiness;
 pub use preload::{PreloadFailure, PreloadReport};
 pub use state::RealmState;
 pub use unservable::UnservableRealm;

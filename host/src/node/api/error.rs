@@ -67,10 +67,12 @@ fn load_storage_error(e: &LoadError) -> Option<&StorageError> {
         return None;
     };
     let source: &(dyn std::error::Error + 'static) = &**source;
-    source.downcast_ref::<StorageError>().or_else(|| match source.downcast_ref::<NodeError>() {
-        Some(NodeError::Storage(s)) => Some(s),
-        _ => None,
-    })
+    source
+        .downcast_ref::<StorageError>()
+        .or_else(|| match source.downcast_ref::<NodeError>() {
+            Some(NodeError::Storage(s)) => Some(s),
+            _ => None,
+        })
 }
 
 impl IntoResponse for ApiError {

@@ -32,8 +32,8 @@ use super::{
     RedbStorage, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, VERSIONS, upgrade,
 };
 use crate::realm::RealmId;
-use crate::storage::codec::{self, RealmRow};
 use crate::storage::StorageError;
+use crate::storage::codec::{self, RealmRow};
 
 /// Most damage records kept in a report; the summary still counts them all.
 const MAX_DAMAGE: usize = 1000;
@@ -263,7 +263,12 @@ fn scrub_realms(
         }
     }
     for id in by_id.keys().filter(|id| !listed.contains(*id)) {
-        report.add("realms_by_type", Some(id), None, "missing from the inventory".into());
+        report.add(
+            "realms_by_type",
+            Some(id),
+            None,
+            "missing from the inventory".into(),
+        );
     }
     Ok(())
 }
@@ -292,7 +297,10 @@ fn scrub_log(
             continue;
         };
         if !versions.contains(&entry.version_no) {
-            let reason = format!("position {pos}: unknown plugin version #{}", entry.version_no);
+            let reason = format!(
+                "position {pos}: unknown plugin version #{}",
+                entry.version_no
+            );
             report.add("log", Some(&info.id), Some(seq), reason);
         }
         let expected = info.log.last().map_or(1, |&(s, _)| s + 1);
@@ -303,7 +311,12 @@ fn scrub_log(
         info.log.push((seq, pos));
     }
     for info in realms.values().filter(|i| i.log.is_empty()) {
-        report.add("log", Some(&info.id), None, "realm has a row but no events".into());
+        report.add(
+            "log",
+            Some(&info.id),
+            None,
+            "realm has a row but no events".into(),
+        );
     }
     Ok(())
 }
@@ -344,7 +357,8 @@ fn scrub_index(
                 .and_then(|i| info.log.get(i))
                 .copied();
             if logged != Some((seq, *pos)) {
-                let reason = format!("seq {seq} points at log position {pos}, which does not hold it");
+                let reason =
+                    format!("seq {seq} points at log position {pos}, which does not hold it");
                 report.add("log_index", id, Some(seq), reason);
                 break;
             }
@@ -363,7 +377,12 @@ fn scrub_snapshots(
     for item in headers.iter()? {
         let (k, _) = item?;
         if !realms.contains_key(&k.value()) {
-            report.add("snapshots", None, None, format!("header of unknown realm #{}", k.value()));
+            report.add(
+                "snapshots",
+                None,
+                None,
+                format!("header of unknown realm #{}", k.value()),
+            );
         }
     }
     let mut with_rows = HashSet::new();
@@ -373,7 +392,12 @@ fn scrub_snapshots(
     }
     for no in &with_rows {
         if !realms.contains_key(no) {
-            report.add("snapshot_entries", None, None, format!("rows of unknown realm #{no}"));
+            report.add(
+                "snapshot_entries",
+                None,
+                None,
+                format!("rows of unknown realm #{no}"),
+            );
         }
     }
     for info in realms.values() {
@@ -381,7 +405,12 @@ fn scrub_snapshots(
         let last_seq = info.log.last().map_or(0, |&(s, _)| s);
         if info.row.last_snapshot_seq == 0 {
             if headers.get(info.row.no)?.is_some() {
-                report.add("snapshots", id, None, "header of a realm without a snapshot".into());
+                report.add(
+                    "snapshots",
+                    id,
+                    None,
+                    "header of a realm without a snapshot".into(),
+                );
             }
             continue;
         }
@@ -393,12 +422,20 @@ fn scrub_snapshots(
             Ok(Some(s)) => {
                 report.snapshots += 1;
                 if s.seq > last_seq {
-                    let reason = format!("snapshot at seq {} is ahead of the log (last seq {last_seq})", s.seq);
+                    let reason = format!(
+                        "snapshot at seq {} is ahead of the log (last seq {last_seq})",
+                        s.seq
+                    );
                     report.add("snapshots", id, Some(s.seq), reason);
                 }
             }
             Ok(None) => {}
-            Err(e) => report.add("snapshots", id, Some(info.row.last_snapshot_seq), e.to_string()),
+            Err(e) => report.add(
+                "snapshots",
+                id,
+                Some(info.row.last_snapshot_seq),
+                e.to_string(),
+            ),
         }
     }
     Ok(())
@@ -438,7 +475,9 @@ mod tests {
                 events,
             })
             .unwrap();
-            let entries = (0..3u8).map(|k| (vec![k].into(), vec![i; 4].into())).collect();
+            let entries = (0..3u8)
+                .map(|k| (vec![k].into(), vec![i; 4].into()))
+                .collect();
             s.put_snapshot_blocking(
                 &rid(&format!("r{i}")),
                 SnapshotWrite {
@@ -466,7 +505,10 @@ mod tests {
         fill(dir.path());
         let r = check(dir.path()).unwrap();
         assert!(r.is_clean(), "{r:?}");
-        assert_eq!((r.integrity.as_str(), r.realms, r.events, r.snapshots), ("ok", 8, 96, 8));
+        assert_eq!(
+            (r.integrity.as_str(), r.realms, r.events, r.snapshots),
+            ("ok", 8, 96, 8)
+        );
         let s = RedbStorage::open(dir.path()).unwrap();
         assert!(s.scrub().unwrap().is_clean());
     }
@@ -498,14 +540,27 @@ mod tests {
         let r = check(dir.path()).unwrap();
         assert!(!r.is_clean());
         for realm in ["r2", "r4", "r5"] {
-            assert!(r.damaged_realms.iter().any(|d| d == realm), "{realm}: {r:#?}");
+            assert!(
+                r.damaged_realms.iter().any(|d| d == realm),
+                "{realm}: {r:#?}"
+            );
         }
         assert!(
-            r.damage.iter().any(|d| d.table == "log" && d.realm.as_deref() == Some("r2") && d.seq == Some(7)),
+            r.damage
+                .iter()
+                .any(|d| d.table == "log" && d.realm.as_deref() == Some("r2") && d.seq == Some(7)),
             "{r:#?}"
         );
-        assert!(r.damage.iter().any(|d| d.table == "snapshots" && d.realm.as_deref() == Some("r4")));
-        assert!(r.damage.iter().any(|d| d.table == "realms" && d.realm.as_deref() == Some("r5")));
+        assert!(
+            r.damage
+                .iter()
+                .any(|d| d.table == "snapshots" && d.realm.as_deref() == Some("r4"))
+        );
+        assert!(
+            r.damage
+                .iter()
+                .any(|d| d.table == "realms" && d.realm.as_deref() == Some("r5"))
+        );
 
         // The node's reads find the same damage as typed errors naming the
         // realm; undamaged realms read fine.

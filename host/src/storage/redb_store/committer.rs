@@ -242,7 +242,12 @@ impl Committer {
         {
             let e = self.db.mark_failed(&e);
             tracing::warn!(error = %e, "storage still failing; request refused");
-            for op in ops {
+            // Take what is queued now before answering any of it: answering
+            // as we drain would let a sender enqueue its next request into
+            // this same verdict, and a steady writer would never see the
+            // next reopen attempt.
+            let refused: Vec<Op> = ops.collect();
+            for op in refused {
                 fail_op(op, &e);
             }
             return;
@@ -324,6 +329,23 @@ impl Committer {
                 self.db.mark_ok();
                 answer(done);
             }
+            Err(e) if e.is_corrupt() => {
+                // Damaged stored data met while checking a request (not a
+                // failed write): redb is not latched, nothing to reopen, and
+                // other realms keep committing. The batch fails as before.
+                tracing::error!(error = %e, "storage commit aborted on damaged data");
+                let msg = e.to_string();
+                for d in done {
+                    match d {
+                        Done::Append(reply, _) => {
+                            drop(reply.send(Err(StorageError::CommitFailed(msg.clone()))))
+                        }
+                        Done::Unit(reply, _) => {
+                            drop(reply.send(Err(StorageError::CommitFailed(msg.clone()))))
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "storage commit failed");
                 let failed = self.db.mark_failed(&e);
@@ -342,7 +364,9 @@ impl Committer {
                     }
                 };
                 if landed {
-                    tracing::warn!("the failed commit turned out durable; answering it as committed");
+                    tracing::warn!(
+                        "the failed commit turned out durable; answering it as committed"
+                    );
                     self.db.mark_ok();
                     answer(done);
                     return;

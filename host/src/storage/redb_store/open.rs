@@ -14,8 +14,8 @@ use rustc_hash::FxHashMap;
 
 use super::committer::Committer;
 use super::faults::FaultInjector;
-use super::recovery::{self, DbCell};
 use super::read::last_indexed;
+use super::recovery::{self, DbCell};
 use super::upgrade;
 use super::{
     BY_TYPE, Counters, DB_FILE_NAME, FORMAT_VERSION, INDEX, KEY_FORMAT, KEY_INDEX_FLOOR,
@@ -192,7 +192,10 @@ impl RedbStorage {
 
 /// Run `f`, turning a panic inside redb (which it documents for files altered
 /// outside redb) into [`StorageError::Corrupt`].
-pub(super) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+pub(super) fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => {

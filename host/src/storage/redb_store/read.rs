@@ -35,7 +35,9 @@ impl RedbStorage {
 
     /// The realm's metadata.
     pub fn realm_meta(&self, realm: &RealmId) -> Result<Option<RealmMeta>, StorageError> {
-        guarded_read(Some(realm), || self.view(realm)?.map(|v| v.meta()).transpose())
+        guarded_read(Some(realm), || {
+            self.view(realm)?.map(|v| v.meta()).transpose()
+        })
     }
 
     /// The realm's snapshot: its whole map, read with one range scan (or
@@ -126,7 +128,9 @@ impl RedbStorage {
         after: Option<&RealmId>,
         limit: usize,
     ) -> Result<RealmPage, StorageError> {
-        guarded_read(None, || self.list_realms_unguarded(realm_type, after, limit))
+        guarded_read(None, || {
+            self.list_realms_unguarded(realm_type, after, limit)
+        })
     }
 
     fn list_realms_unguarded(

@@ -25,8 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
 
-use super::faults::{FaultInjector, FaultyBackend};
 use super::StorageConfig;
+use super::faults::{FaultInjector, FaultyBackend};
 use crate::storage::{StorageError, StorageHealth};
 
 /// The open database (or none, between a failed commit and a successful

@@ -41,7 +41,10 @@ fn a_full_disk_fails_appends_typed_and_heals_without_restart() {
     assert!(matches!(e, StorageError::NoSpace(_)), "{e:?}");
     let h = s.health();
     assert!(!h.writable && h.no_space, "{h:?}");
-    assert!(h.failing_since_ms.is_some() && h.failed_commits >= 1, "{h:?}");
+    assert!(
+        h.failing_since_ms.is_some() && h.failed_commits >= 1,
+        "{h:?}"
+    );
     assert!(faults.injected() > 0);
 
     // Space returns: the very next append goes through, continuing the seqs
@@ -51,7 +54,10 @@ fn a_full_disk_fails_appends_typed_and_heals_without_restart() {
     assert_eq!(s.append_blocking(req("a", "t", 5..=6)).unwrap().last_seq, 6);
     assert!(s.append_blocking(req("b", "t", 1..=1)).unwrap().created);
     let h = s.health();
-    assert!(h.writable && h.failing_since_ms.is_none() && h.reopens >= 1, "{h:?}");
+    assert!(
+        h.writable && h.failing_since_ms.is_none() && h.reopens >= 1,
+        "{h:?}"
+    );
     assert_eq!(seqs(&s, "a"), (1..=6).collect::<Vec<_>>());
     assert_eq!(s.get_meta("k").unwrap(), None);
 
@@ -178,7 +184,8 @@ fn random_damage_never_panics_and_answers_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let s = RedbStorage::open(dir.path()).unwrap();
     for i in 0..30 {
-        s.append_blocking(req(&format!("r{i}"), "t", 1..=15)).unwrap();
+        s.append_blocking(req(&format!("r{i}"), "t", 1..=15))
+            .unwrap();
         if i % 3 == 0 {
             s.put_snapshot_blocking(&rid(&format!("r{i}")), full(10, &[(b"k", b"v")]))
                 .unwrap();
