@@ -50,3 +50,70 @@ pub(super) async fn storage_check(
     body["clean"] = clean.into();
     Ok(Json(body).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::response::IntoResponse;
+
+    use super::ApiError;
+    use crate::node::NodeError;
+    use crate::realm::RealmId;
+    use crate::storage::StorageError;
+    use crate::store::LoadError;
+
+    async fn answer(e: NodeError) -> (u16, Option<String>, serde_json::Value) {
+        let resp = ApiError::from(e).into_response();
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn storage_failures_have_typed_answers() {
+        let (s, retry, b) = answer(NodeError::Storage(StorageError::NoSpace("full".into()))).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (507, Some("storage_full"))
+        );
+        assert!(retry.is_some());
+        let (s, retry, b) = answer(NodeError::Storage(StorageError::Unavailable(
+            "reopening".into(),
+        )))
+        .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (503, Some("storage_unavailable"))
+        );
+        assert!(retry.is_some());
+        let corrupt = || StorageError::RealmCorrupt {
+            realm: RealmId::new("bank-7").unwrap(),
+            reason: "log entry: bad".into(),
+        };
+        let (s, retry, b) = answer(NodeError::Storage(corrupt())).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (500, Some("storage_corrupt"))
+        );
+        assert_eq!(b["error"]["detail"]["realm_id"], "bank-7");
+        assert!(retry.is_none());
+        // Damage met by a lazy load comes wrapped in the loader's error.
+        let load = LoadError::Loader {
+            realm: "bank-7".into(),
+            source: Arc::new(NodeError::Storage(corrupt())),
+        };
+        let (s, _, b) = answer(NodeError::Load(load)).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (500, Some("storage_corrupt"))
+        );
+        assert_eq!(b["error"]["detail"]["realm_id"], "bank-7");
+    }
+}
