@@ -12,6 +12,7 @@ mod demo;
 pub mod new;
 mod plugin;
 mod serve;
+mod storage;
 
 pub use client::{analysis_text, list_text, status_text, thousands};
 
@@ -52,6 +53,9 @@ enum Command {
     /// Write a new plugin crate.
     #[command(subcommand)]
     New(new::NewCmd),
+    /// Offline storage operations on a stopped node's data directory.
+    #[command(subcommand)]
+    Storage(storage::StorageCmd),
 }
 
 /// Parse the command line and run it.
@@ -66,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Realm(cmd) => client::realm(&cli.conn, cmd),
         Command::Inspect { path } => inspect(&path),
         Command::New(cmd) => new::run(cmd),
+        Command::Storage(cmd) => storage::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

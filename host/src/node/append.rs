@@ -203,7 +203,8 @@ impl Node {
                 plugin_version: plugin.version(),
                 events: vec![record],
             })
-            .await?;
+            .await
+            .map_err(|e| self.append_storage_failed(&ev.realm_id, e))?;
 
         // Durable: publish.
         let built_by = match &base {

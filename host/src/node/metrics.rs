@@ -53,6 +53,13 @@ pub fn render(node: &Node) -> Option<String> {
         metrics::gauge!("realmhost_shard_gas", "shard" => shard).set(s.gas as f64);
     }
     metrics::gauge!("realmhost_health_score").set(stats.monitor.health_score);
+    let ready = node.readiness();
+    metrics::gauge!("realmhost_ready").set(if ready.ready { 1.0 } else { 0.0 });
+    metrics::gauge!("realmhost_storage_degraded").set(if stats.storage.writable {
+        0.0
+    } else {
+        1.0
+    });
     metrics::gauge!("realmhost_realms_loaded").set(stats.sharding.total_loaded_realms as f64);
     metrics::gauge!("realmhost_snapshots_written").set(stats.snapshots as f64);
     metrics::gauge!("realmhost_realm_loads").set(stats.loads as f64);

@@ -43,6 +43,7 @@ mod append;
 mod config;
 mod error;
 mod events;
+mod health;
 pub mod metrics;
 mod parking;
 mod plugins;
@@ -62,6 +63,7 @@ pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig, RateLimitConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
+pub use health::Readiness;
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
@@ -153,6 +155,9 @@ pub struct NodeStats {
     /// Realm types with stored realms and no plugin (found at start).
     #[serde(default)]
     pub unserved_realm_types: Vec<String>,
+    /// Whether storage accepts writes (failing since when, last error).
+    #[serde(default)]
+    pub storage: crate::storage::StorageHealth,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -575,6 +580,7 @@ impl Node {
             preloaded: c.preloaded.load(Ordering::Relaxed),
             load_fallbacks: c.load_fallbacks.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            storage: self.storage.health(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),
         }

@@ -122,6 +122,25 @@ pub enum StorageError {
     /// The file (or a record in it) is damaged, truncated or not a database.
     #[error("database is corrupt: {0}")]
     Corrupt(String),
+    /// A record of one realm is damaged (found by a read of that realm: load,
+    /// replay, verify, shadow). Other realms are unaffected; `realmhost
+    /// storage check` lists everything that is damaged.
+    #[error("realm {realm}: stored data is corrupt: {reason}")]
+    RealmCorrupt {
+        /// The realm whose data is damaged.
+        realm: RealmId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The disk (or the user's quota) is full: a group commit failed and none
+    /// of its requests is stored. The storage keeps retrying and accepts
+    /// writes again by itself once space is freed; no restart is needed.
+    #[error("storage is full: {0}")]
+    NoSpace(String),
+    /// The database is being reopened after a failed write (or reopening it
+    /// failed so far); the request was not served. Retry later.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
     /// Another process (or handle) has the database open.
     #[error("database is already open")]
     AlreadyOpen,
@@ -142,6 +161,56 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether this is a failure of the storage that goes away by itself
+    /// (full disk, a reopen after a failed write, shutdown): the request was
+    /// not served and may be retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::NoSpace(_) | Self::CommitFailed(_) | Self::Unavailable(_) | Self::Closed
+        )
+    }
+
+    /// A copy of a write failure for each waiter of a failed batch (the
+    /// error type holds an `io::Error`, which does not clone): the same
+    /// variant for the transient kinds, `CommitFailed` with the message
+    /// otherwise.
+    pub(crate) fn clone_transient(&self) -> Self {
+        match self {
+            Self::NoSpace(m) => Self::NoSpace(m.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Closed => Self::Closed,
+            Self::CommitFailed(m) => Self::CommitFailed(m.clone()),
+            other => Self::CommitFailed(other.to_string()),
+        }
+    }
+
+    /// Whether the error reports damaged data.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Self::Corrupt(_) | Self::RealmCorrupt { .. })
+    }
+
+    /// Name the realm in a corruption error found while reading it (other
+    /// errors are returned as they are).
+    pub fn in_realm(self, realm: &RealmId) -> Self {
+        match self {
+            Self::Corrupt(reason) => Self::RealmCorrupt {
+                realm: realm.clone(),
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the error reports a full disk or quota.
+    pub(crate) fn io_is_no_space(io: &std::io::Error) -> bool {
+        // ENOSPC and EDQUOT on Linux.
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) || matches!(io.raw_os_error(), Some(28 | 122))
+    }
+
     /// Whether this error rejects the caller's request (as opposed to a
     /// failure of the storage itself): retrying the same request will fail
     /// the same way.
@@ -177,6 +246,15 @@ impl From<redb::Error> for StorageError {
                 Self::Corrupt(io.to_string())
             }
             redb::Error::Io(io) => Self::Io(io),
+            // A previous write failed (redb refuses every later operation
+            // until the file is reopened) or the file was closed under a
+            // reader by such a reopen.
+            redb::Error::PreviousIo => {
+                Self::Unavailable("a previous write failed; the database is being reopened".into())
+            }
+            redb::Error::DatabaseClosed => {
+                Self::Unavailable("the database was closed to be reopened".into())
+            }
             other => Self::Backend(other.to_string()),
         }
     }

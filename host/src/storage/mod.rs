@@ -28,6 +28,7 @@
 
 mod codec;
 mod error;
+mod health;
 mod redb_store;
 
 #[cfg(test)]
@@ -38,8 +39,10 @@ use std::fmt;
 use futures::future::BoxFuture;
 
 pub use error::StorageError;
+pub use health::StorageHealth;
 pub use redb_store::{
-    DB_FILE_NAME, FORMAT_VERSION, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
+    DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
+    check,
 };
 
 use crate::realm::{EventRecord, RealmId};
@@ -224,4 +227,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Read a record stored with [`Storage::put_meta`].
     fn get_meta(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StorageError>>;
+
+    /// Whether writes are being accepted (readiness and metrics). A backend
+    /// without failure tracking reports itself healthy.
+    fn health(&self) -> StorageHealth {
+        StorageHealth::healthy()
+    }
+
+    /// Read the whole store and report damaged records (see
+    /// [`check`]). Blocking and long: call it from a blocking thread. A
+    /// backend without a scrub refuses.
+    fn scrub(&self) -> Result<check::CheckReport, StorageError> {
+        Err(StorageError::InvalidRequest(
+            "this storage backend has no scrub".into(),
+        ))
+    }
 }

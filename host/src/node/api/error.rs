@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::monitor::MonitorError;
 use crate::node::NodeError;
 use crate::runtime::{RegistryError, RuntimeError};
+use crate::storage::StorageError;
 use crate::store::{LoadError, StoreError};
 
 /// An API error: status, stable code, message.
@@ -19,6 +20,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     detail: Option<serde_json::Value>,
+    /// Seconds for a `Retry-After` header.
     retry_after: Option<u64>,
 }
 
@@ -48,6 +50,45 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The answer for a storage failure: a full disk is 507 `storage_full`
+    /// and other write failures 503 `storage_unavailable`, both with
+    /// `Retry-After` (the storage heals by itself); damaged data is 500
+    /// `storage_corrupt` naming the realm.
+    pub(super) fn storage(e: &StorageError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            StorageError::NoSpace(_) => Self {
+                retry_after: Some(5),
+                ..Self::new(S::INSUFFICIENT_STORAGE, "storage_full", msg)
+            },
+            e if e.is_transient() => Self {
+                retry_after: Some(1),
+                ..Self::new(S::SERVICE_UNAVAILABLE, "storage_unavailable", msg)
+            },
+            StorageError::RealmCorrupt { realm, .. } => Self {
+                detail: Some(json!({ "realm_id": realm.as_str() })),
+                ..Self::new(S::INTERNAL_SERVER_ERROR, "storage_corrupt", msg)
+            },
+            StorageError::Corrupt(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage_corrupt", msg),
+            _ => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
+        }
+    }
+}
+
+/// The storage error behind a failed load, if that is what failed it.
+fn load_storage_error(e: &LoadError) -> Option<&StorageError> {
+    let LoadError::Loader { source, .. } = e else {
+        return None;
+    };
+    let source: &(dyn std::error::Error + 'static) = &**source;
+    source
+        .downcast_ref::<StorageError>()
+        .or_else(|| match source.downcast_ref::<NodeError>() {
+            Some(NodeError::Storage(s)) => Some(s),
+            _ => None,
+        })
 }
 
 impl IntoResponse for ApiError {
@@ -57,11 +98,9 @@ impl IntoResponse for ApiError {
             err["detail"] = d;
         }
         let mut resp = (self.status, Json(json!({ "error": err }))).into_response();
-        if let Some(s) = self.retry_after
-            && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
-        {
+        if let Some(secs) = self.retry_after {
             resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, v);
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }
@@ -140,13 +179,17 @@ impl From<NodeError> for ApiError {
             NodeError::Load(LoadError::Timeout { .. }) | NodeError::ShuttingDown => {
                 Self::new(S::SERVICE_UNAVAILABLE, "unavailable", msg).retry_after(1)
             }
+            NodeError::Load(ref l) if load_storage_error(l).is_some() => {
+                let s = load_storage_error(l).map(Self::storage);
+                s.unwrap_or_else(|| Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg))
+            }
             NodeError::Load(_) => Self::new(S::INTERNAL_SERVER_ERROR, "load_failed", msg),
             NodeError::Store(StoreError::ShardFull { .. } | StoreError::MemoryFull { .. }) => {
                 Self::new(S::INSUFFICIENT_STORAGE, "store_full", msg)
             }
             NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
             NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
-            NodeError::Storage(_) => Self::new(S::INTERNAL_SERVER_ERROR, "storage", msg),
+            NodeError::Storage(ref e) => Self::storage(e),
             NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
             NodeError::ShadowFailed(report) => Self {
                 detail: serde_json::to_value(&*report).ok(),

@@ -7,6 +7,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/health` | liveness |
+//! | GET | `/ready` | readiness: 200, or 503 listing what is degraded (storage full or failing, preload) |
+//! | POST | `/v1/admin/storage/check` | scrub the database, report damage (token) |
 //! | POST | `/v1/events` | append an event (`payload` as JSON, or `payload_hex`) |
 //! | GET | `/v1/realm?id=` | a realm's view (seq, version, state hash) |
 //! | GET | `/v1/realm/events?id=&after=&limit=` | a realm's events, payloads decoded by its plugin, paged (≤ 1000) |
@@ -44,6 +46,7 @@ use serde_json::json;
 
 mod error;
 pub mod guard;
+mod health;
 mod plugins;
 
 pub use error::ApiError;
@@ -349,6 +352,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let plugin_limit = node.config().http.max_plugin_bytes;
     let public = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(health::ready))
         .route("/v1/events", post(append))
         .route("/v1/realm", get(get_realm))
         .route("/v1/realm/events", get(realm_events))
@@ -373,6 +377,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/shards/{n}/release", post(release))
         .route("/v1/admin/evict", post(evict))
         .route("/v1/admin/realms/release", post(release_realm))
+        .route("/v1/admin/storage/check", post(health::storage_check))
         .route("/v1/admin/plugins/{realm_type}/swap", post(plugins::swap))
         .route(
             "/v1/admin/plugins/{realm_type}/rollback",

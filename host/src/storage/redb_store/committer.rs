@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use parking_lot::RwLock;
-use redb::{Database, Durability};
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
+use super::open::{guarded, recover};
+use super::recovery::{self, DbCell};
 use super::snapshots::prepare_snapshot;
 use super::writer::{Step, Writer};
 use super::{
@@ -137,7 +138,7 @@ fn encode_append(req: AppendRequest) -> Result<EncodedAppend, StorageError> {
 
 /// The single writer: owns the counters, publishes the unindexed tail.
 pub(super) struct Committer {
-    pub(super) db: Arc<Database>,
+    pub(super) db: Arc<DbCell>,
     pub(super) unindexed: Arc<RwLock<Unindexed>>,
     pub(super) counters: Counters,
     pub(super) config: StorageConfig,
@@ -166,7 +167,26 @@ pub(super) struct BatchState {
 impl Committer {
     pub(super) fn run(mut self, rx: &mpsc::Receiver<Op>, skip_final_checkpoint: &AtomicBool) {
         let max_batch = self.config.max_batch.max(1);
-        while let Ok(first) = rx.recv() {
+        let retry = std::time::Duration::from_millis(self.config.retry_ms.max(1));
+        loop {
+            // While writes fail, wake up now and then to find out whether
+            // the disk takes them again, so readiness recovers without
+            // waiting for a request.
+            let first = if self.db.writable() {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(retry) {
+                    Ok(op) => op,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.heal();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
             // The first request, then everything that queued up while the
             // previous commit was syncing *and while this one is being
             // written*: the batch size adapts to the load by itself, with no
@@ -182,6 +202,9 @@ impl Committer {
         }
         // Clean shutdown: fold the whole tail into the index so that the next
         // open has no log to scan.
+        if !self.db.is_open() && self.reopen().is_err() {
+            return;
+        }
         if !skip_final_checkpoint.load(Ordering::SeqCst) && self.unindexed.read().events > 0 {
             self.commit_batch(std::iter::empty(), true);
         }
@@ -212,9 +235,26 @@ impl Committer {
         let mut ops = ops;
         let mut realms = 0usize;
 
+        // After a failed write the file is closed until a reopen succeeds;
+        // until then every request fails fast with the reason.
+        if !self.db.is_open()
+            && let Err(e) = self.reopen()
+        {
+            let e = self.db.mark_failed(&e);
+            tracing::warn!(error = %e, "storage still failing; request refused");
+            // Take what is queued now before answering any of it: answering
+            // as we drain would let a sender enqueue its next request into
+            // this same verdict, and a steady writer would never see the
+            // next reopen attempt.
+            let refused: Vec<Op> = ops.collect();
+            for op in refused {
+                fail_op(op, &e);
+            }
+            return;
+        }
+
         let result = (|| -> Result<(), StorageError> {
             let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
             txn.set_quick_repair(self.config.quick_repair);
             {
                 // Only this thread writes the tail, so reading it while
@@ -286,30 +326,131 @@ impl Committer {
                 self.counters.next_pos = batch.next_pos;
                 self.counters.next_realm_no = batch.next_realm_no;
                 self.counters.versions.extend(batch.new_versions);
+                self.db.mark_ok();
+                answer(done);
+            }
+            Err(e) if e.is_corrupt() => {
+                // Damaged stored data met while checking a request (not a
+                // failed write): redb is not latched, nothing to reopen, and
+                // other realms keep committing. The batch fails as before.
+                tracing::error!(error = %e, "storage commit aborted on damaged data");
+                let msg = e.to_string();
                 for d in done {
-                    // A dropped receiver means the caller stopped waiting; the
-                    // data is durable either way.
                     match d {
-                        Done::Append(reply, r) => drop(reply.send(r)),
-                        Done::Unit(reply, r) => drop(reply.send(r)),
+                        Done::Append(reply, _) => {
+                            drop(reply.send(Err(StorageError::CommitFailed(msg.clone()))))
+                        }
+                        Done::Unit(reply, _) => {
+                            drop(reply.send(Err(StorageError::CommitFailed(msg.clone()))))
+                        }
                     }
                 }
             }
             Err(e) => {
-                // Nothing of this batch is stored (the transaction was dropped
-                // uncommitted); every waiter of it learns that. Requests not
-                // taken from the queue yet go into the next batch.
                 tracing::error!(error = %e, "storage commit failed");
-                let msg = e.to_string();
-                let failed = || StorageError::CommitFailed(msg.clone());
+                let failed = self.db.mark_failed(&e);
+                // redb refuses every later transaction after a failed write:
+                // reopen now. The reopened file also tells whether the
+                // commit became durable after all (a failure after the
+                // header was written): it is atomic, so either the whole
+                // batch is there or none of it.
+                let before = self.counters.next_pos;
+                self.db.close();
+                let landed = match self.reopen() {
+                    Ok(()) => self.counters.next_pos == batch.next_pos && batch.next_pos != before,
+                    Err(e2) => {
+                        tracing::warn!(error = %e2, "reopening the database failed; retrying");
+                        false
+                    }
+                };
+                if landed {
+                    tracing::warn!(
+                        "the failed commit turned out durable; answering it as committed"
+                    );
+                    self.db.mark_ok();
+                    answer(done);
+                    return;
+                }
+                // Nothing of this batch is stored; every waiter of it learns
+                // that. Requests not taken from the queue yet go into the
+                // next batch.
                 for d in done {
                     match d {
-                        Done::Append(reply, _) => drop(reply.send(Err(failed()))),
-                        Done::Unit(reply, _) => drop(reply.send(Err(failed()))),
+                        Done::Append(reply, _) => drop(reply.send(Err(failed.clone_transient()))),
+                        Done::Unit(reply, _) => drop(reply.send(Err(failed.clone_transient()))),
                     }
                 }
             }
         }
+    }
+
+    /// Open the file again after a failed write and rebuild the counters and
+    /// the unindexed tail from it, as a restart would. Holds the tail's lock
+    /// throughout (readers take it before the database), so no reader sees
+    /// the new file with a stale tail.
+    #[tracing::instrument(name = "storage.reopen", skip_all)]
+    fn reopen(&mut self) -> Result<(), StorageError> {
+        let mut unindexed = self.unindexed.write();
+        self.db.close();
+        self.db.reopen(&self.config)?;
+        let recovered = self
+            .db
+            .with_db(|db| guarded("reading", || recover(db, self.db.path())))
+            .unwrap_or_else(|| Err(self.db.unavailable()));
+        let recovered = match recovered {
+            Ok(r) => r,
+            Err(e) => {
+                self.db.close();
+                return Err(e);
+            }
+        };
+        *unindexed = recovered.unindexed;
+        self.counters = recovered.counters;
+        tracing::info!(next_pos = self.counters.next_pos, "database reopened");
+        Ok(())
+    }
+
+    /// While degraded: reopen if needed, then commit an empty durable
+    /// transaction to learn whether the disk takes writes again.
+    fn heal(&mut self) {
+        let _span = tracing::info_span!("storage.heal").entered();
+        let result = if self.db.is_open() {
+            Ok(())
+        } else {
+            self.reopen()
+        }
+        .and_then(|()| recovery::probe(&self.db));
+        match result {
+            Ok(()) => self.db.mark_ok(),
+            Err(e) => {
+                tracing::debug!(error = %e, "storage still refuses writes");
+                if !matches!(e, StorageError::Unavailable(_)) {
+                    // Keep the reason of the last real failure current.
+                    self.db.mark_failed(&e);
+                }
+                self.db.close();
+            }
+        }
+    }
+}
+
+/// Send every outcome of a committed batch. A dropped receiver means the
+/// caller stopped waiting; the data is durable either way.
+fn answer(done: Vec<Done>) {
+    for d in done {
+        match d {
+            Done::Append(reply, r) => drop(reply.send(r)),
+            Done::Unit(reply, r) => drop(reply.send(r)),
+        }
+    }
+}
+
+/// Refuse a request without opening a transaction.
+fn fail_op(op: Op, e: &StorageError) {
+    match op {
+        Op::Append(_, reply) => drop(reply.send(Err(e.clone_transient()))),
+        Op::Snapshot(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
+        Op::Meta(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
     }
 }
 

@@ -53,9 +53,12 @@
 //! `writer` (one transaction's appends and checkpoints), `snapshots` (snapshot
 //! writes and reads), `read` (the read path), `storage_impl` (the trait).
 
+pub mod check;
 mod committer;
+mod faults;
 mod open;
 mod read;
+mod recovery;
 mod snapshots;
 mod storage_impl;
 mod upgrade;
@@ -70,10 +73,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use parking_lot::RwLock;
-use redb::{Database, TableDefinition};
+use redb::TableDefinition;
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
+pub use self::faults::FaultInjector;
 use self::snapshots::PreparedSnapshot;
 use super::{AppendAck, StorageError};
 use crate::realm::RealmId;
@@ -118,6 +122,7 @@ const KEY_INDEX_FLOOR: &str = "index_floor";
 /// | `checkpoint_events` | 65 536 |
 /// | `checkpoint_realms` | 1024 |
 /// | `inline_snapshot_bytes` | 4096 ([`INLINE_SNAPSHOT_BYTES`]) |
+/// | `retry_ms` | 1000 |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -148,6 +153,10 @@ pub struct StorageConfig {
     /// the layout afresh and reads handle both, so changing it between
     /// restarts is safe; at most 1 MiB.
     pub inline_snapshot_bytes: u64,
+    /// After a failed write (full disk, I/O error), how often the committer
+    /// tries to reopen the file and commit again while no request arrives
+    /// (every request also tries). Milliseconds.
+    pub retry_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -160,6 +169,7 @@ impl Default for StorageConfig {
             checkpoint_events: 64 * 1024,
             checkpoint_realms: 1024,
             inline_snapshot_bytes: INLINE_SNAPSHOT_BYTES,
+            retry_ms: 1000,
         }
     }
 }
@@ -175,6 +185,9 @@ impl StorageConfig {
         }
         if self.cache_bytes < (1 << 20) {
             return Err("storage.cache_bytes must be at least 1 MiB".into());
+        }
+        if self.retry_ms == 0 {
+            return Err("storage.retry_ms must be > 0".into());
         }
         if self.inline_snapshot_bytes > (1 << 20) {
             return Err("storage.inline_snapshot_bytes must be at most 1 MiB".into());
@@ -237,7 +250,7 @@ struct Unindexed {
 /// Dropping the storage finishes queued writes, folds the unindexed tail into
 /// the index, then closes the file.
 pub struct RedbStorage {
-    db: Arc<Database>,
+    db: Arc<recovery::DbCell>,
     path: PathBuf,
     unindexed: Arc<RwLock<Unindexed>>,
     tx: Option<mpsc::Sender<Op>>,

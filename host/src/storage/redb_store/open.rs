@@ -13,7 +13,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use rustc_hash::FxHashMap;
 
 use super::committer::Committer;
+use super::faults::FaultInjector;
 use super::read::last_indexed;
+use super::recovery::{self, DbCell};
 use super::upgrade;
 use super::{
     BY_TYPE, Counters, DB_FILE_NAME, FORMAT_VERSION, INDEX, KEY_FORMAT, KEY_INDEX_FLOOR,
@@ -81,28 +83,12 @@ impl RedbStorage {
         }
 
         let repaired = Arc::new(AtomicBool::new(false));
-        let mut builder = Database::builder();
-        builder
-            .set_cache_size(config.cache_bytes)
-            .set_check_integrity_on_open(config.verify_on_open);
-        {
-            let repaired = repaired.clone();
-            builder.set_repair_callback(move |_| repaired.store(true, Ordering::Relaxed));
-        }
+        let faults = Arc::new(FaultInjector::default());
         // redb documents that a plain open of a file altered outside redb may
         // panic; a damaged file is input like any other and gets a typed error.
         let db = guarded("opening", || {
-            builder
-                .create(&path)
-                .map_err(|e| match StorageError::from(e) {
-                    // redb reports a file that is not a database as invalid data.
-                    StorageError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-                        StorageError::Corrupt(io.to_string())
-                    }
-                    other => other,
-                })
+            recovery::open_database(&path, &config, &faults, Some(repaired.clone()))
         })?;
-        let db = Arc::new(db);
         let format = guarded("reading", || upgrade::check_format(&db, &path))?;
         if format < FORMAT_VERSION {
             let done = guarded("upgrading", || upgrade::upgrade(&db, format, &config))?;
@@ -131,6 +117,7 @@ impl RedbStorage {
             );
         }
 
+        let db = Arc::new(DbCell::new(db, path.clone(), faults));
         let unindexed = Arc::new(RwLock::new(unindexed));
         let skip_final_checkpoint = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
@@ -182,6 +169,18 @@ impl RedbStorage {
         &self.path
     }
 
+    /// Whether writes are being accepted, and since when they fail if not.
+    pub fn health(&self) -> crate::storage::StorageHealth {
+        self.db.health()
+    }
+
+    /// The switch that simulates a full disk under this storage (tests of
+    /// the failure paths; see `faults.rs`).
+    #[doc(hidden)]
+    pub fn fault_injector(&self) -> Arc<FaultInjector> {
+        self.db.faults().clone()
+    }
+
     /// Close as a crash would leave the file: queued writes are committed, but
     /// the unindexed tail is not folded into the index, so the next open has
     /// to rebuild it from the log.
@@ -193,7 +192,10 @@ impl RedbStorage {
 
 /// Run `f`, turning a panic inside redb (which it documents for files altered
 /// outside redb) into [`StorageError::Corrupt`].
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+pub(super) fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => {
@@ -238,7 +240,7 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
 /// Check the format record, recover the committer's counters, and rebuild
 /// the unindexed tail from the log after `index_floor`. Read-only: a file we
 /// cannot handle is left exactly as it was.
-fn recover(db: &Database, path: &Path) -> Result<Recovered, StorageError> {
+pub(super) fn recover(db: &Database, path: &Path) -> Result<Recovered, StorageError> {
     let found = upgrade::check_format(db, path)?;
     if found != FORMAT_VERSION {
         return Err(StorageError::UnsupportedFormat {

@@ -1,8 +1,9 @@
 //! The read path: a consistent view of one realm (read transaction, row and
 //! unindexed tail), and the reads built on it.
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
+use super::open::guarded;
 use super::snapshots::snapshot_of;
 use super::{BY_TYPE, INDEX, LOG, META, REALMS, RedbStorage, Tail, VERSIONS};
 use crate::realm::{EventRecord, RealmId};
@@ -34,19 +35,21 @@ impl RedbStorage {
 
     /// The realm's metadata.
     pub fn realm_meta(&self, realm: &RealmId) -> Result<Option<RealmMeta>, StorageError> {
-        self.view(realm)?.map(|v| v.meta()).transpose()
+        guarded_read(Some(realm), || {
+            self.view(realm)?.map(|v| v.meta()).transpose()
+        })
     }
 
     /// The realm's snapshot: its whole map, read with one range scan (or
     /// from the header, for a small map).
     pub fn load_snapshot(&self, realm: &RealmId) -> Result<Option<Snapshot>, StorageError> {
-        match self.view(realm)? {
+        guarded_read(Some(realm), || match self.view(realm)? {
             Some(v) => {
                 let (last_seq, _) = v.last()?;
                 v.snapshot(realm, last_seq)
             }
             None => Ok(None),
-        }
+        })
     }
 
     /// Events after `after_seq`, in seq order.
@@ -55,13 +58,13 @@ impl RedbStorage {
         realm: &RealmId,
         after_seq: u64,
     ) -> Result<Vec<EventRecord>, StorageError> {
-        match self.view(realm)? {
+        guarded_read(Some(realm), || match self.view(realm)? {
             Some(v) => {
                 let (last_seq, _) = v.last()?;
                 v.events(after_seq, last_seq)
             }
             None => Ok(Vec::new()),
-        }
+        })
     }
 
     /// At most `limit` events after `after_seq`, in seq order.
@@ -71,7 +74,7 @@ impl RedbStorage {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StorageError> {
-        match self.view(realm)? {
+        guarded_read(Some(realm), || match self.view(realm)? {
             Some(v) => {
                 let (last_seq, _) = v.last()?;
                 let upto = last_seq.min(after_seq.saturating_add(limit as u64));
@@ -81,12 +84,16 @@ impl RedbStorage {
                 v.events(after_seq, upto)
             }
             None => Ok(Vec::new()),
-        }
+        })
     }
 
     /// Metadata, snapshot and the events after it, from one read transaction.
     #[tracing::instrument(name = "storage.load", skip_all, fields(realm = %realm, snapshot_seq, tail))]
     pub fn load_realm(&self, realm: &RealmId) -> Result<Option<RealmLoad>, StorageError> {
+        guarded_read(Some(realm), || self.load_realm_unguarded(realm))
+    }
+
+    fn load_realm_unguarded(&self, realm: &RealmId) -> Result<Option<RealmLoad>, StorageError> {
         let Some(v) = self.view(realm)? else {
             return Ok(None);
         };
@@ -121,6 +128,17 @@ impl RedbStorage {
         after: Option<&RealmId>,
         limit: usize,
     ) -> Result<RealmPage, StorageError> {
+        guarded_read(None, || {
+            self.list_realms_unguarded(realm_type, after, limit)
+        })
+    }
+
+    fn list_realms_unguarded(
+        &self,
+        realm_type: &str,
+        after: Option<&RealmId>,
+        limit: usize,
+    ) -> Result<RealmPage, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BY_TYPE)?;
         let mut out = Vec::with_capacity(limit.min(1024));
@@ -148,6 +166,10 @@ impl RedbStorage {
     /// Every realm type with at least one stored realm, in order: one seek
     /// per type in the inventory, not a scan of it.
     pub fn realm_types(&self) -> Result<Vec<String>, StorageError> {
+        guarded_read(None, || self.realm_types_unguarded())
+    }
+
+    fn realm_types_unguarded(&self) -> Result<Vec<String>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BY_TYPE)?;
         let mut out: Vec<String> = Vec::new();
@@ -168,9 +190,33 @@ impl RedbStorage {
 
     /// A record stored with [`Self::put_meta`].
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        guarded_read(None, || {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(META)?;
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+}
+
+/// Run a read, turning a panic inside redb into [`StorageError::Corrupt`]
+/// and naming `realm` in a corruption error.
+///
+/// redb checks page checksums only when asked (`verify_on_open`, or the
+/// scrub) and documents that a file altered outside redb may make it panic:
+/// a damaged page it trusts can send a B-tree walk out of bounds. Such a
+/// panic must not take down the HTTP connection (or the worker) that asked
+/// for the read, so every read runs under `catch_unwind` as a last resort;
+/// the panic message still reaches the panic hook (stderr). Nothing the read
+/// holds can be left inconsistent: a read transaction owns no shared state
+/// that a panic could leave half-updated (the tail lock does not poison).
+pub(super) fn guarded_read<T>(
+    realm: Option<&RealmId>,
+    f: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let r = guarded("reading", f);
+    match realm {
+        Some(realm) => r.map_err(|e| e.in_realm(realm)),
+        None => r,
     }
 }
 

@@ -91,4 +91,12 @@ impl Storage for RedbStorage {
     fn get_meta(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StorageError>> {
         Box::pin(std::future::ready(RedbStorage::get_meta(self, key)))
     }
+
+    fn health(&self) -> crate::storage::StorageHealth {
+        RedbStorage::health(self)
+    }
+
+    fn scrub(&self) -> Result<super::check::CheckReport, StorageError> {
+        RedbStorage::scrub(self)
+    }
 }

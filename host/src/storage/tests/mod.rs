@@ -1,5 +1,6 @@
 //! Unit and model-based tests of [`RedbStorage`].
 
+mod faults;
 mod model;
 mod snapshots;
 

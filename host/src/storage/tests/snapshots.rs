@@ -381,6 +381,7 @@ fn raw(dir: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
 fn assert_corrupt_naming(r: Result<impl std::fmt::Debug, StorageError>, realm: &str) {
     match r {
         Err(StorageError::Corrupt(m)) => assert!(m.contains(realm), "{m}"),
+        Err(StorageError::RealmCorrupt { realm: r, .. }) => assert_eq!(r.as_str(), realm),
         other => panic!("expected Corrupt naming {realm}, got {other:?}"),
     }
 }
