@@ -72,7 +72,7 @@ impl Http {
         let mut r = self
             .agent
             .post(format!("{}/v1/admin/storage/check", self.base))
-            .header("Authorization", "Bearer secret")
+            .header("Authorization", "Bearer secret-token")
             .send_empty()
             .unwrap();
         (r.status().as_u16(), r.body_mut().read_json().unwrap())
@@ -96,7 +96,7 @@ async fn a_full_disk_degrades_readiness_and_heals_without_restart() {
     let mut cfg = NodeConfig::with_data_dir(dir.path());
     cfg.plugins_dir = None;
     cfg.snapshot_every = 4;
-    cfg.http.admin_token = Some("secret".into());
+    cfg.http.admin_token = Some("secret-token".into());
     let node = Node::open_with_storage(cfg, storage.clone() as Arc<dyn Storage>)
         .await
         .unwrap();
