@@ -353,3 +353,60 @@ fn tokio_stream_from(
         rx.poll_recv(cx)
     })
 }
+
+/// A request that never finishes its body holds its place: past
+/// `max_concurrent_requests` the next one is refused at once (503
+/// overloaded), and a public request that takes longer than
+/// `request_timeout_secs` is answered 503 timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_and_their_time_are_bounded() {
+    let (node, _dir) = node_with(|c| {
+        c.http.max_concurrent_requests = 1;
+        c.http.request_timeout_secs = 1;
+    })
+    .await;
+    let app = api::router(node.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let (reading_tx, reading) = tokio::sync::oneshot::channel::<()>();
+    let slow = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(Body::from_stream(tokio_stream_from(rx, Some(reading_tx))))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let held = tokio::spawn(app.clone().oneshot(slow));
+    reading.await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/v1/stats").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["error"]["code"], "overloaded");
+    // The stalled request is cut off by the time limit, typed.
+    let resp = held.await.unwrap().unwrap();
+    assert!(t.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(resp.status(), 503);
+    let v: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["error"]["code"], "timeout");
+    drop(tx);
+    // Free again.
+    let resp = app
+        .oneshot(Request::get("/v1/stats").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    node.shutdown().await.unwrap();
+}
