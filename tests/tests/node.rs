@@ -17,6 +17,7 @@ use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::fixtures;
 use realmhost_plugin_counter::Op;
 use realmhost_plugin_ledger::Tx;
+use realmhost_tests::ledger_event;
 
 /// Load a second build of a semantic version that is already loaded.
 const FORCE: LoadOptions = LoadOptions {
@@ -37,17 +38,6 @@ fn minimal_config(dir: &std::path::Path) -> NodeConfig {
     c.sharding = ShardingConfig::minimal();
     c.monitor.expected_shards = c.sharding.num_shards;
     c
-}
-
-fn ledger_event(realm: &str, tx: &Tx) -> NewEvent {
-    NewEvent {
-        realm_id: RealmId::new(realm).unwrap(),
-        realm_type: "ledger".into(),
-        kind: "tx".into(),
-        payload: encode_payload(tx),
-        source: "tester".into(),
-        source_realm: None,
-    }
 }
 
 fn deposit(amount: u64) -> Tx {

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig, NodeError, PluginAction};
-use realmhost::realm::{NewEvent, RealmId};
+use realmhost::realm::RealmId;
 use realmhost::runtime::{LoadOptions, PluginVersion, RegistryError, VersionSelector};
 use realmhost::storage::{AppendRequest, RedbStorage};
-use realmhost_guest::encode_payload;
 use realmhost_plugin_artifacts::{LEDGER, fixtures};
 use realmhost_plugin_ledger::Tx;
+use realmhost_tests::ledger_event;
 
 const FORCE: LoadOptions = LoadOptions {
     activate: false,
@@ -26,17 +26,6 @@ fn config(dir: &Path) -> NodeConfig {
     let mut c = NodeConfig::with_data_dir(dir);
     c.plugins_dir = None;
     c
-}
-
-fn ledger_event(realm: &str, tx: &Tx) -> NewEvent {
-    NewEvent {
-        realm_id: RealmId::new(realm).unwrap(),
-        realm_type: "ledger".into(),
-        kind: "tx".into(),
-        payload: encode_payload(tx),
-        source: "tester".into(),
-        source_realm: None,
-    }
 }
 
 async fn open_with_deposit(node: &Node, realm: &str, amount: u64) {

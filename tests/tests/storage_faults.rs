@@ -7,21 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use realmhost::node::{Node, NodeConfig};
-use realmhost::realm::{NewEvent, RealmId};
+use realmhost::realm::RealmId;
 use realmhost::storage::{RedbStorage, Storage, StorageConfig};
 use realmhost_guest::encode_payload;
 use realmhost_plugin_ledger::Tx;
-
-fn ledger_event(realm: &str, tx: &Tx) -> NewEvent {
-    NewEvent {
-        realm_id: RealmId::new(realm).unwrap(),
-        realm_type: "ledger".into(),
-        kind: "tx".into(),
-        payload: encode_payload(tx),
-        source: "tester".into(),
-        source_realm: None,
-    }
-}
+use realmhost_tests::ledger_event;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
