@@ -21,7 +21,7 @@ pub struct Conn {
         default_value = "http://127.0.0.1:7878"
     )]
     node: String,
-    /// Admin token (for mutating commands).
+    /// Bearer token: the admin token, or the read token for read-only operator commands (verify, shadow, parked, unservable).
     #[arg(
         long,
         global = true,

@@ -18,7 +18,7 @@ use super::client::{Client, Conn, enc, print_json};
 pub enum PluginCmd {
     /// Loaded versions per realm type.
     List,
-    /// Upload a component (stored by the node); with --activate it serves new calls at once.
+    /// Upload a component (stored by the node); with --activate it becomes active (after a passing shadow replay when it replaces a version).
     Load {
         /// `.wasm` component.
         path: PathBuf,
