@@ -14,6 +14,25 @@ fn append(node: &NodeProc, realm: &str, ty: &str, payload: Value) -> (u16, Value
     )
 }
 
+/// Upload the hostile fixture through the CLI.
+fn load_hostile(node: &NodeProc) {
+    let (ok, out, err) = node.cli(&[
+        "plugin",
+        "load",
+        realmhost_plugin_artifacts::fixtures::HOSTILE_PATH,
+    ]);
+    assert!(ok, "{out}{err}");
+}
+
+/// Append to a hostile realm; `kind` selects the misbehaviour.
+fn hostile_event(node: &NodeProc, realm: &str, kind: &str) -> (u16, Value) {
+    node.post(
+        "/v1/events",
+        &json!({"realm_id": realm, "realm_type": "hostile", "kind": kind, "payload": "", "source": "t"}),
+        None,
+    )
+}
+
 #[test]
 fn http_api_and_cli_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,19 +342,8 @@ fn bad_config_is_a_clear_error() {
 fn faulting_realm_is_parked_and_released_by_an_operator() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start(dir.path(), &[]);
-    let (ok, out, err) = node.cli(&[
-        "plugin",
-        "load",
-        realmhost_plugin_artifacts::fixtures::HOSTILE_PATH,
-    ]);
-    assert!(ok, "{out}{err}");
-    let hostile = |realm: &str, kind: &str| {
-        node.post(
-            "/v1/events",
-            &json!({"realm_id": realm, "realm_type": "hostile", "kind": kind, "payload": "", "source": "t"}),
-            None,
-        )
-    };
+    load_hostile(&node);
+    let hostile = |realm: &str, kind: &str| hostile_event(&node, realm, kind);
     assert_eq!(hostile("bad", "ok").0, 200);
     assert_eq!(hostile("good", "ok").0, 200);
     let (s, r) = hostile("bad", "huge");
@@ -384,19 +392,8 @@ fn faulting_realm_is_parked_and_released_by_an_operator() {
 fn uploaded_plugin_survives_restarts_and_events_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start(dir.path(), &[]);
-    let (ok, out, err) = node.cli(&[
-        "plugin",
-        "load",
-        realmhost_plugin_artifacts::fixtures::HOSTILE_PATH,
-    ]);
-    assert!(ok, "{out}{err}");
-    let hostile = |node: &NodeProc, kind: &str| {
-        node.post(
-            "/v1/events",
-            &json!({"realm_id": "h-1", "realm_type": "hostile", "kind": kind, "payload": "", "source": "t"}),
-            None,
-        )
-    };
+    load_hostile(&node);
+    let hostile = |node: &NodeProc, kind: &str| hostile_event(node, "h-1", kind);
     assert_eq!(hostile(&node, "ok").0, 200);
     let (s, r) = hostile(&node, "print");
     assert_eq!((s, r["seq"].as_u64()), (200, Some(2)), "{r}");

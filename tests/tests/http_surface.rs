@@ -296,13 +296,7 @@ async fn buffered_bodies_share_one_budget_and_uploads_need_a_token_first() {
     .await;
     let app = api::router(node.clone());
     // A request whose body never finishes holds its reservation.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let (reading_tx, reading) = tokio::sync::oneshot::channel::<()>();
-    let slow = Request::post("/v1/events")
-        .header("content-type", "application/json")
-        .header("content-length", "4000")
-        .body(Body::from_stream(tokio_stream_from(rx, Some(reading_tx))))
-        .unwrap();
+    let (slow, tx, reading) = stalled_append(4000);
     let held = tokio::spawn(app.clone().oneshot(slow));
     // Wait until the handler reads the first request's body: it holds its
     // reservation from then on.
@@ -346,6 +340,29 @@ async fn code_of(resp: axum::response::Response) -> (u16, String) {
     (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
 }
 
+/// The sending end of a body that arrives only when told.
+type BodySender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// An append whose body (of `len` declared bytes) never arrives until the
+/// returned sender is dropped; the receiver fires when the handler first
+/// reads the body.
+fn stalled_append(
+    len: usize,
+) -> (
+    Request<Body>,
+    BodySender,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let (reading_tx, reading) = tokio::sync::oneshot::channel::<()>();
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("content-length", len.to_string())
+        .body(Body::from_stream(tokio_stream_from(rx, Some(reading_tx))))
+        .unwrap();
+    (req, tx, reading)
+}
+
 /// A stream over a channel, for bodies that arrive slowly (or never);
 /// `first_poll` is signalled when something first reads it.
 fn tokio_stream_from(
@@ -372,13 +389,7 @@ async fn requests_in_flight_and_their_time_are_bounded() {
     })
     .await;
     let app = api::router(node.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let (reading_tx, reading) = tokio::sync::oneshot::channel::<()>();
-    let slow = Request::post("/v1/events")
-        .header("content-type", "application/json")
-        .header("content-length", "100")
-        .body(Body::from_stream(tokio_stream_from(rx, Some(reading_tx))))
-        .unwrap();
+    let (slow, tx, reading) = stalled_append(100);
     let t = std::time::Instant::now();
     let held = tokio::spawn(app.clone().oneshot(slow));
     reading.await.unwrap();

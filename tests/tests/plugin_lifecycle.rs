@@ -64,6 +64,11 @@ async fn restart(node: Arc<Node>, cfg: NodeConfig) -> Arc<Node> {
     Node::open(cfg).await.unwrap()
 }
 
+/// Load a component into `node` and return its version.
+async fn loaded(node: &Node, bytes: Vec<u8>, opts: LoadOptions) -> PluginVersion {
+    node.load_plugin(bytes, opts).await.unwrap().info.version
+}
+
 fn active(node: &Node, realm_type: &str) -> PluginVersion {
     node.plugins().get(realm_type).unwrap().version()
 }
@@ -75,18 +80,13 @@ async fn uploads_activations_and_history_survive_restarts() {
     let node = Node::open(cfg.clone()).await.unwrap();
     let v1 = active(&node, "ledger");
     open_with_deposit(&node, "bank", 7).await;
-    let v2 = node
-        .load_plugin(fixtures::ledger_next_version(), FORCE)
-        .await
-        .unwrap()
-        .info
-        .version;
-    let strict = node
-        .load_plugin(fixtures::LEDGER_STRICT.to_vec(), LoadOptions::default())
-        .await
-        .unwrap()
-        .info
-        .version;
+    let v2 = loaded(&node, fixtures::ledger_next_version(), FORCE).await;
+    let strict = loaded(
+        &node,
+        fixtures::LEDGER_STRICT.to_vec(),
+        LoadOptions::default(),
+    )
+    .await;
     let swapped = node.promote("ledger", v2, None, false).await.unwrap();
     assert_eq!(swapped.from, v1);
     assert!(swapped.shadow.unwrap().passed());
@@ -279,12 +279,12 @@ async fn rollback_is_shadow_checked_and_unservable_realms_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(config(dir.path())).await.unwrap();
     let v1 = active(&node, "ledger");
-    let strict = node
-        .load_plugin(fixtures::LEDGER_STRICT.to_vec(), LoadOptions::default())
-        .await
-        .unwrap()
-        .info
-        .version;
+    let strict = loaded(
+        &node,
+        fixtures::LEDGER_STRICT.to_vec(),
+        LoadOptions::default(),
+    )
+    .await;
     // strict refuses deposits above 50 and is active for a while …
     node.promote("ledger", strict, None, false).await.unwrap();
     open_with_deposit(&node, "small", 10).await;
@@ -369,18 +369,13 @@ async fn versions_are_named_by_semver_hash_or_prefix_and_unloaded_when_unused() 
         }
         other => panic!("expected a duplicate refusal, got {other:?}"),
     }
-    let v2 = node
-        .load_plugin(fixtures::ledger_next_version(), FORCE)
-        .await
-        .unwrap()
-        .info
-        .version;
-    let strict = node
-        .load_plugin(fixtures::LEDGER_STRICT.to_vec(), LoadOptions::default())
-        .await
-        .unwrap()
-        .info
-        .version;
+    let v2 = loaded(&node, fixtures::ledger_next_version(), FORCE).await;
+    let strict = loaded(
+        &node,
+        fixtures::LEDGER_STRICT.to_vec(),
+        LoadOptions::default(),
+    )
+    .await;
 
     // "3.0.0" now names two builds: ambiguous, both listed.
     match node.promote("ledger", sel("3.0.0"), None, false).await {
