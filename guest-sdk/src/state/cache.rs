@@ -71,7 +71,7 @@ enum Known {
 
 #[derive(Debug)]
 struct Slot {
-    /// The key again, shared with the map (to queue it for a flush).
+    /// The key, shared with the hash index when there is one.
     key: Key,
     known: Known,
     /// Buffered: `known` (`Value` or `Absent`) is not yet at the host.
@@ -168,13 +168,72 @@ impl Hasher for KeyHasher {
 
 type Key = Rc<[u8]>;
 
+/// Cached keys up to which a lookup is a linear scan. An event touches a few
+/// keys, and in wasm comparing a handful of short keys costs less than
+/// hashing one; past this the slots get a hash index.
+const LINEAR_SLOTS: usize = 16;
+
+/// The cached keys, in the order they were first seen. Slots are never
+/// removed one by one (only all at once, after a flush), so an index into
+/// `list` stays valid for the whole time a key is cached.
+#[derive(Debug, Default)]
+struct Slots {
+    list: Vec<Slot>,
+    /// Built once `list` outgrows [`LINEAR_SLOTS`].
+    index: Option<HashMap<Key, usize, BuildHasherDefault<KeyHasher>>>,
+}
+
+impl Slots {
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.list.iter().position(|s| *s.key == *key),
+        }
+    }
+
+    #[inline]
+    fn known(&self, key: &[u8]) -> Option<&Known> {
+        self.find(key).map(|i| &self.list[i].known)
+    }
+
+    fn push(&mut self, slot: Slot) -> usize {
+        let at = self.list.len();
+        match &mut self.index {
+            Some(index) => {
+                index.insert(Rc::clone(&slot.key), at);
+            }
+            None if at >= LINEAR_SLOTS => {
+                let mut index = HashMap::with_capacity_and_hasher(2 * at, Default::default());
+                for (i, s) in self.list.iter().enumerate() {
+                    index.insert(Rc::clone(&s.key), i);
+                }
+                index.insert(Rc::clone(&slot.key), at);
+                self.index = Some(index);
+            }
+            None => {}
+        }
+        self.list.push(slot);
+        at
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn clear(&mut self) {
+        self.list.clear();
+        self.index = None;
+    }
+}
+
 /// The cache of one export call.
 pub(crate) struct Cache {
     remote: Box<dyn Remote>,
-    slots: HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>,
-    /// Keys with a buffered write, in the order they were first buffered
+    slots: Slots,
+    /// Slots with a buffered write, in the order they were first buffered
     /// (the order of the next flush).
-    dirty: Vec<Key>,
+    dirty: Vec<usize>,
     dirty_bytes: usize,
     read_only: bool,
 }
@@ -195,43 +254,70 @@ impl Cache {
         Self {
             remote,
             // Nothing allocated until the first key (a query may read none).
-            slots: HashMap::default(),
+            slots: Slots::default(),
             dirty: Vec::new(),
             dirty_bytes: 0,
             read_only,
         }
     }
 
-    fn remember(&mut self, key: &[u8], known: Known) {
+    /// Make room for one more slot: past [`MAX_CACHED`] keys the buffered
+    /// writes are flushed and the cache starts over.
+    fn make_room(&mut self) {
         if self.slots.len() >= MAX_CACHED {
             self.flush();
             self.slots.clear();
         }
-        let key: Key = Rc::from(key);
-        let slot = Slot {
-            key: Rc::clone(&key),
+    }
+
+    fn remember(&mut self, key: &[u8], known: Known) {
+        self.make_room();
+        self.slots.push(Slot {
+            key: Rc::from(key),
             known,
             dirty: false,
-        };
-        self.slots.insert(key, slot);
+        });
     }
 
     #[inline(never)]
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.slots.get(key).map(|s| &s.known) {
-            Some(Known::Value(v)) => return Some(v.clone()),
-            Some(Known::Absent) => return None,
-            Some(Known::Present) | None => {}
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// The value under `key`, lent to `f`: a cached value is not copied, and
+    /// a value fetched from the host is cached without a copy.
+    #[inline(never)]
+    pub(crate) fn get_with<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let at = match self.slots.find(key) {
+            Some(i) if self.slots.list[i].known != Known::Present => i,
+            found => {
+                let known = self.remote.get(key).map_or(Known::Absent, Known::Value);
+                match found {
+                    // Known present from `contains`: now its value is known too.
+                    Some(i) => {
+                        self.slots.list[i].known = known;
+                        i
+                    }
+                    None => {
+                        self.make_room();
+                        self.slots.push(Slot {
+                            key: Rc::from(key),
+                            known,
+                            dirty: false,
+                        })
+                    }
+                }
+            }
+        };
+        match &self.slots.list[at].known {
+            Known::Value(v) => f(Some(v)),
+            Known::Absent | Known::Present => f(None),
         }
-        let value = self.remote.get(key);
-        let known = value.clone().map_or(Known::Absent, Known::Value);
-        self.remember(key, known);
-        value
     }
 
     #[inline(never)]
     pub(crate) fn contains(&mut self, key: &[u8]) -> bool {
-        match self.slots.get(key).map(|s| &s.known) {
+        match self.slots.known(key) {
             Some(Known::Absent) => false,
             Some(Known::Present | Known::Value(_)) => true,
             None => {
@@ -255,27 +341,23 @@ impl Cache {
             } else {
                 0
             };
-        match self.slots.get_mut(key) {
-            Some(slot) => {
+        match self.slots.find(key) {
+            Some(i) => {
+                let slot = &mut self.slots.list[i];
                 slot.known = known;
                 if !slot.dirty {
                     slot.dirty = true;
-                    self.dirty.push(Rc::clone(&slot.key));
+                    self.dirty.push(i);
                 }
             }
             None => {
-                if self.slots.len() >= MAX_CACHED {
-                    self.flush();
-                    self.slots.clear();
-                }
-                let key: Key = Rc::from(key);
-                let slot = Slot {
-                    key: Rc::clone(&key),
+                self.make_room();
+                let i = self.slots.push(Slot {
+                    key: Rc::from(key),
                     known,
                     dirty: true,
-                };
-                self.slots.insert(Rc::clone(&key), slot);
-                self.dirty.push(key);
+                });
+                self.dirty.push(i);
             }
         }
         self.dirty_bytes += bytes;
@@ -306,7 +388,7 @@ impl Cache {
         if self.read_only {
             return self.remote.delete(key);
         }
-        match self.slots.get(key).map(|s| &s.known) {
+        match self.slots.known(key) {
             Some(Known::Absent) => false,
             Some(Known::Present | Known::Value(_)) => {
                 self.buffer(key, Known::Absent);
@@ -346,14 +428,12 @@ impl Cache {
             return;
         }
         let mut batch = WriteBatch(Vec::with_capacity(self.dirty_bytes + 8 * self.dirty.len()));
-        for key in self.dirty.drain(..) {
-            let Some(slot) = self.slots.get_mut(&*key) else {
-                continue;
-            };
+        for i in self.dirty.drain(..) {
+            let slot = &mut self.slots.list[i];
             slot.dirty = false;
             match &slot.known {
-                Known::Value(v) => batch.set(&key, v),
-                Known::Absent => batch.delete(&key),
+                Known::Value(v) => batch.set(&slot.key, v),
+                Known::Absent => batch.delete(&slot.key),
                 Known::Present => {}
             }
         }

@@ -212,9 +212,14 @@ impl Scope {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// The value under `key`, lent to `f`.
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         match self.writes.get(key) {
-            Some(w) => w.clone(),
-            None => self.base.get(key).cloned(),
+            Some(w) => f(w.as_deref()),
+            None => f(self.base.get(key).map(Vec::as_slice)),
         }
     }
 

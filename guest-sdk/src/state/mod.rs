@@ -147,6 +147,28 @@ pub fn get(key: &[u8]) -> Option<Vec<u8>> {
     dispatch!("get", |s| s.get(key), host::wit::get(key))
 }
 
+/// The value stored under `key`, if any, lent to `f` instead of copied out
+/// (the typed helpers decode it in place). `f` must not use the state: the
+/// call in progress is borrowed while it runs.
+pub(crate) fn get_with<R>(key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    // The closure runs at most once; when it does not, `f` is still here.
+    let mut f = Some(f);
+    match with_scope(|frame| {
+        let f = f.take().expect("a state call is served once");
+        match frame {
+            Served::Memory(s) => s.get_with(key, f),
+            Served::Cached(c) => c.get_with(key, f),
+        }
+    }) {
+        Backend::Served(r) => r,
+        Backend::Closed => closed("get"),
+        Backend::Host => host_or_closed!(
+            "get",
+            (f.take().expect("not served yet"))(host::wit::get(key).as_deref())
+        ),
+    }
+}
+
 /// Whether `key` holds a value (without copying the value).
 pub fn contains(key: &[u8]) -> bool {
     dispatch!("contains", |s| s.contains(key), host::wit::contains(key))

@@ -209,9 +209,12 @@ impl<T: Serialize + DeserializeOwned> Item<T> {
 
     /// The value, if there is one.
     pub fn may_load(&self) -> Result<Option<T>, StateError> {
-        self.with_raw(state::get)
-            .map(|bytes| decode_value(self.namespace, &[], &bytes))
-            .transpose()
+        self.with_raw(|raw| {
+            state::get_with(raw, |b| {
+                b.map(|bytes| decode_value(self.namespace, &[], bytes))
+                    .transpose()
+            })
+        })
     }
 
     /// Store `value`.
@@ -316,13 +319,13 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
     /// The value under `key`, or [`StateError::NotFound`].
     pub fn load(&self, key: K) -> Result<V, StateError> {
         let raw = self.raw(key);
-        let r = match state::get(&raw) {
-            Some(bytes) => decode_value(self.namespace, self.suffix(&raw), &bytes),
+        let r = state::get_with(&raw, |b| match b {
+            Some(bytes) => decode_value(self.namespace, self.suffix(&raw), bytes),
             None => Err(StateError::NotFound {
                 namespace: self.namespace,
                 key: self.suffix(&raw).to_vec(),
             }),
-        };
+        });
         recycle(raw);
         r
     }
@@ -330,9 +333,10 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
     /// The value under `key`, if any.
     pub fn may_load(&self, key: K) -> Result<Option<V>, StateError> {
         let raw = self.raw(key);
-        let r = state::get(&raw)
-            .map(|bytes| decode_value(self.namespace, self.suffix(&raw), &bytes))
-            .transpose();
+        let r = state::get_with(&raw, |b| {
+            b.map(|bytes| decode_value(self.namespace, self.suffix(&raw), bytes))
+                .transpose()
+        });
         recycle(raw);
         r
     }
@@ -381,9 +385,10 @@ impl<K: Key, V: Serialize + DeserializeOwned> Map<K, V> {
         f: impl FnOnce(Option<V>) -> Result<V, E>,
     ) -> Result<V, E> {
         let suffix = self.suffix(raw);
-        let old = state::get(raw)
-            .map(|bytes| decode_value(self.namespace, suffix, &bytes))
-            .transpose()?;
+        let old = state::get_with(raw, |b| {
+            b.map(|bytes| decode_value(self.namespace, suffix, bytes))
+                .transpose()
+        })?;
         let new = f(old)?;
         state::set_owned(raw, encode_value(self.namespace, suffix, &new)?);
         Ok(new)
