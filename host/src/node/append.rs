@@ -2,10 +2,12 @@
 //! commit durably, snapshot when due, publish. See the module docs of
 //! [`super`] for the steps and why they are in this order.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::pipeline::Base;
 use super::state::RealmState;
 use super::{Node, NodeError, now_ms};
 use crate::realm::{EventRecord, NewEvent, RealmId};
@@ -99,33 +101,47 @@ impl Node {
         }
         let source_shard = crossing_shard.unwrap_or(shard);
 
-        let _guard = self.lock_for(ev.realm_id.as_str()).lock().await;
-        let current = match self.current(&ev.realm_id).await {
-            Ok(s) => Some(s),
-            Err(NodeError::RealmNotFound(_)) => None,
-            Err(e) => return Err(e),
+        let id = ev.realm_id.clone();
+        let lock = self.lock_for(id.as_str()).lock().await;
+        // What this event builds on: the speculative tip of the realm's
+        // events in flight, else its durable state (see `pipeline`).
+        let base = loop {
+            match self
+                .pipeline
+                .base(&id, |s| s.plugin_version() == plugin.version())
+            {
+                Base::Tip(state) => break Some(state),
+                Base::Drain(drained) => self.pipeline.drain(&id, drained).await,
+                Base::Durable => {
+                    let current = match self.current(&id).await {
+                        Ok(s) => Some(s),
+                        Err(NodeError::RealmNotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    let current = match current {
+                        Some(s) if s.realm_type() == ev.realm_type => {
+                            Some(self.ensure_version(&id, s, &plugin).await?)
+                        }
+                        other => other,
+                    };
+                    break current;
+                }
+            }
         };
+        if let Some(s) = base.as_ref().filter(|s| s.realm_type() != ev.realm_type) {
+            return Err(NodeError::RealmTypeMismatch {
+                realm: id.clone(),
+                actual: s.realm_type().to_owned(),
+                requested: ev.realm_type.clone(),
+            });
+        }
         // A new realm gets its room in memory before its first event is
         // durable: with lazy loading off the store evicts nothing and refuses
         // realms beyond its limits, and a durable realm it could not hold
         // would be unreachable. Held until the state is published.
-        let _room = match current {
-            None => Some(self.store.reserve(ev.realm_id.as_str())?),
+        let _room = match base {
+            None => Some(self.store.reserve(id.as_str())?),
             Some(_) => None,
-        };
-        let base = match &current {
-            Some(s) if s.realm_type() != ev.realm_type => {
-                return Err(NodeError::RealmTypeMismatch {
-                    realm: ev.realm_id.clone(),
-                    actual: s.realm_type().to_owned(),
-                    requested: ev.realm_type.clone(),
-                });
-            }
-            Some(s) => Some(
-                self.ensure_version(&ev.realm_id, s.clone(), &plugin)
-                    .await?,
-            ),
-            None => None,
         };
         let base_seq = base.as_ref().map_or(0, |s| s.seq());
         // A new realm starts from the entries its plugin's `init` writes.
@@ -133,7 +149,7 @@ impl Node {
         let base_map = match &base {
             Some(s) => s.map(),
             None => {
-                init_map = match plugin.init(ev.realm_id.as_str())?.value {
+                init_map = match plugin.init(id.as_str())?.value {
                     Ok(w) => w.map,
                     Err(message) => {
                         return Err(NodeError::PluginInvalid {
@@ -167,7 +183,7 @@ impl Node {
             }
         };
         let metered = plugin
-            .apply(Scope::new(ev.realm_id.as_str(), base_map), &record)
+            .apply(Scope::new(id.as_str(), base_map), &record)
             .inspect_err(|_| crossing_failed())?;
         let gas = if watch {
             self.monitor.record_gas(source_shard, metered.fuel)
@@ -196,40 +212,61 @@ impl Node {
         let seq = record.seq;
         let timestamp_ms = record.timestamp_ms;
         let source = record.source.clone();
-        self.storage
-            .append(AppendRequest {
-                realm_id: ev.realm_id.clone(),
-                realm_type: plugin.realm_type().to_owned(),
-                plugin_version: plugin.version(),
-                events: vec![record],
-            })
-            .await
-            .map_err(|e| self.append_storage_failed(&ev.realm_id, e))?;
-
-        // Durable: publish.
         let built_by = match &base {
             Some(s) if s.plugin_version() == plugin.version() => s.built_by(),
             _ => plugin.tag().clone(),
         };
-        let mut state = match &base {
+        let state = match &base {
             Some(s) => s.next(built_by, seq, written.map, &written.changes),
             None => RealmState::new(built_by, seq, 0, written.map),
         };
-        if seq - state.snapshot_seq() >= self.config.snapshot_every {
-            match write_snapshot(&*self.storage, &ev.realm_id, &state).await {
-                Ok(()) => {
-                    state = state.snapshotted();
-                    self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.counters
-                        .snapshot_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(realm = %ev.realm_id, error = %e, "snapshot failed; the log still holds every event");
-                }
+        // Enqueued now, in this order, under the realm's lock: storage
+        // commits them in that order (the `Storage` contract), so the next
+        // event of this realm queues behind this one.
+        let append = self.storage.append(AppendRequest {
+            realm_id: id.clone(),
+            realm_type: plugin.realm_type().to_owned(),
+            plugin_version: plugin.version(),
+            events: vec![record],
+        });
+        let (tip, snapshot) = if seq - state.snapshot_seq() >= self.config.snapshot_every {
+            let write = self.storage.put_snapshot(&id, state.snapshot_write(false));
+            (state.snapshotted(), Some((write, state)))
+        } else {
+            (state, None)
+        };
+        let tip = Arc::new(tip);
+        let flight = self.pipeline.enqueued(&id, Arc::clone(&tip));
+        drop(lock);
+
+        match append.await {
+            // Durable: publish (unless a later event of the realm already
+            // published a newer state).
+            Ok(_) => self.pipeline.committed(&id, flight, &tip, |s| {
+                self.store.upsert_arc(id.as_str(), s);
+            }),
+            Err(e) => {
+                let earlier = self.pipeline.failed(&id, flight, seq);
+                return Err(match (earlier, e) {
+                    (Some(failed_seq), _) => NodeError::PipelineAborted {
+                        realm: id,
+                        seq,
+                        failed_seq: Some(failed_seq),
+                    },
+                    // Storage found the event before this one missing: it was
+                    // enqueued ahead of this one and its commit failed.
+                    (None, StorageError::Gap { .. }) => NodeError::PipelineAborted {
+                        realm: id,
+                        seq,
+                        failed_seq: None,
+                    },
+                    (None, e) => self.append_storage_failed(&id, e),
+                });
             }
         }
-        self.store.upsert(ev.realm_id.as_str(), state);
+        if let Some((write, state)) = snapshot {
+            self.finish_snapshot(&id, write.await, &state).await;
+        }
         if watch {
             self.monitor.record_event(shard, &source);
             if crossing_shard.is_some() {
@@ -237,7 +274,7 @@ impl Node {
             }
         }
         Ok(AppendReceipt {
-            realm_id: ev.realm_id.to_string(),
+            realm_id: id.to_string(),
             seq,
             shard,
             plugin_version: plugin.version(),
@@ -245,6 +282,38 @@ impl Node {
             gas,
             timestamp_ms,
         })
+    }
+
+    /// Count the outcome of a snapshot enqueued with an event. If storage
+    /// holds another base than the delta was computed against (an eviction
+    /// snapshot landed in between), the whole map of `state` is written.
+    async fn finish_snapshot(
+        &self,
+        id: &RealmId,
+        result: Result<(), StorageError>,
+        state: &RealmState,
+    ) {
+        let result = match result {
+            Err(StorageError::SnapshotBaseMismatch { stored_seq, .. })
+                if stored_seq < state.seq() =>
+            {
+                self.storage
+                    .put_snapshot(id, state.snapshot_write(true))
+                    .await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(realm = %id, error = %e, "snapshot failed; the log still holds every event");
+            }
+        }
     }
 
     /// Append an event given as JSON: the realm type's plugin encodes it.

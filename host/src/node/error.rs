@@ -88,6 +88,23 @@ pub enum NodeError {
     /// The durable layer failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The event was applied behind an earlier event of the same realm that
+    /// was still being committed (pipelining), and that earlier event's
+    /// commit failed: this one is not stored either. The realm is back at
+    /// its last durable state; retrying is safe.
+    #[error(
+        "event {seq} of realm {realm} was not stored: the commit of an earlier event{} failed; retry",
+        .failed_seq.map(|s| format!(" ({s})")).unwrap_or_default()
+    )]
+    PipelineAborted {
+        /// The realm.
+        realm: RealmId,
+        /// The seq this event would have had.
+        seq: u64,
+        /// Seq of the earlier event whose commit failed (`None`: storage
+        /// found an earlier event missing).
+        failed_seq: Option<u64>,
+    },
     /// Loading the realm failed.
     #[error(transparent)]
     Load(#[from] LoadError),

@@ -46,6 +46,7 @@ mod events;
 mod health;
 pub mod metrics;
 mod parking;
+mod pipeline;
 mod plugins;
 mod preload;
 mod state;
@@ -146,6 +147,16 @@ pub struct NodeStats {
     pub load_fallbacks: u64,
     /// Realms rebuilt because their plugin version changed.
     pub rebuilds: u64,
+    /// Appends applied behind an earlier event of their realm that was
+    /// still being committed (pipelined).
+    #[serde(default)]
+    pub pipelined_appends: u64,
+    /// Pipelined appends that failed because an earlier event's commit did.
+    #[serde(default)]
+    pub pipeline_aborts: u64,
+    /// Realms with events being committed right now.
+    #[serde(default)]
+    pub realms_in_flight: u64,
     /// Realms parked after repeated faults.
     #[serde(default)]
     pub parked_realms: u64,
@@ -172,6 +183,8 @@ pub struct Node {
     storage: Arc<dyn Storage>,
     monitor: Arc<ShardMonitor>,
     locks: Box<[AsyncMutex<()>]>,
+    /// Speculative tips of realms with events in flight.
+    pipeline: pipeline::Pipeline,
     counters: Arc<Counters>,
     eviction: parking_lot::Mutex<Option<crate::store::EvictionTasks>>,
     snapshot_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -294,6 +307,7 @@ impl Node {
             storage,
             monitor,
             locks: (0..LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
+            pipeline: pipeline::Pipeline::default(),
             counters,
             eviction: parking_lot::Mutex::new(Some(eviction)),
             snapshot_task: parking_lot::Mutex::new(Some(snapshot_task)),
@@ -580,6 +594,9 @@ impl Node {
             preloaded: c.preloaded.load(Ordering::Relaxed),
             load_fallbacks: c.load_fallbacks.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            pipelined_appends: self.pipeline.pipelined.load(Ordering::Relaxed),
+            pipeline_aborts: self.pipeline.aborted.load(Ordering::Relaxed),
+            realms_in_flight: self.pipeline.realms_in_flight() as u64,
             storage: self.storage.health(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),

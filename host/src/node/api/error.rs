@@ -190,6 +190,9 @@ impl From<NodeError> for ApiError {
             NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
             NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
             NodeError::Storage(ref e) => Self::storage(e),
+            NodeError::PipelineAborted { .. } => {
+                Self::new(S::SERVICE_UNAVAILABLE, "pipeline_aborted", msg).retry_after(1)
+            }
             NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
             NodeError::ShadowFailed(report) => Self {
                 detail: serde_json::to_value(&*report).ok(),
