@@ -3,7 +3,7 @@
 //! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
 //! change the measurement time per case, default 3;
 //! `REALMHOST_NODE_BENCH_SECTIONS` to a comma-separated subset of
-//! `appends,cold,swap,keyed` to run only those, default all;
+//! `appends,cold,swap,keyed,hot` to run only those, default all;
 //! `REALMHOST_NODE_BENCH_MAX_ACCOUNTS` to leave out the larger keyed realms,
 //! default 1 000 000).
 //!
@@ -31,6 +31,9 @@
 //!      a tiny record;
 //!    - a cold load of the 100 000-account realm (snapshot + 100-event tail)
 //!      against the bare storage read of the same rows.
+//! 5. **Hot realms and skew** (`hot`): one counter realm from 64 writers
+//!    with and without pipelining; Zipf(0.99) against uniform traffic over
+//!    100 000 counter realms from 256 writers (see `node/hot.rs`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -465,6 +468,9 @@ async fn swap_under_load(d: Duration) {
 mod keyed;
 use keyed::*;
 
+#[path = "node/hot.rs"]
+mod hot;
+
 /// `REALMHOST_NODE_BENCH_PROFILE=apply|load|replay`: one case in a loop for
 /// `REALMHOST_BENCH_SECS`, for `perf record` (see `docs/BENCHMARKS.md`).
 /// `apply`: `Plugin::apply` on a realm of `REALMHOST_NODE_BENCH_MAX_ACCOUNTS`
@@ -573,5 +579,9 @@ fn main() {
     if section("keyed") {
         println!();
         rt.block_on(keyed_state());
+    }
+    if section("hot") {
+        println!();
+        rt.block_on(hot::hot_section(d));
     }
 }

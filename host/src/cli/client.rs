@@ -96,6 +96,15 @@ pub enum RealmCmd {
         /// Source realm, for a crossing.
         #[arg(long)]
         source_realm: Option<String>,
+        /// Makes a retry safe: the node appends an event with this key at
+        /// most once per realm (within its idempotency window, across
+        /// restarts) and answers a retry with the original receipt.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Append only if the realm is at this seq (0: no events yet);
+        /// otherwise the node answers 409 `seq_conflict` with the actual seq.
+        #[arg(long)]
+        expected_seq: Option<u64>,
     },
     /// Run the realm type's query.
     Query {
@@ -417,21 +426,33 @@ pub fn realm(conn: &Conn, cmd: RealmCmd) -> Result<()> {
             kind,
             source,
             source_realm,
+            idempotency_key,
+            expected_seq,
         } => {
             let payload: Value =
                 serde_json::from_str(&event).context("--event is not valid JSON")?;
             let v = c.post(
                 "/v1/events",
                 &json!({ "realm_id": id, "realm_type": realm_type, "kind": kind, "payload": payload,
-                         "source": source, "source_realm": source_realm }),
+                         "source": source, "source_realm": source_realm,
+                         "idempotency_key": idempotency_key, "expected_seq": expected_seq }),
             )?;
             if conn.json {
                 return print_json(&v);
             }
             let r: AppendReceipt = serde_json::from_value(v)?;
             println!(
-                "appended {} seq {} (shard {}, fuel {}, gas {})",
-                r.realm_id, r.seq, r.shard, r.fuel, r.gas
+                "{} {} seq {} (shard {}, fuel {}, gas {})",
+                if r.replayed {
+                    "already appended (same idempotency key):"
+                } else {
+                    "appended"
+                },
+                r.realm_id,
+                r.seq,
+                r.shard,
+                r.fuel,
+                r.gas
             );
         }
         RealmCmd::Query { id, request } => {

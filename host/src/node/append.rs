@@ -12,7 +12,7 @@ use super::state::RealmState;
 use super::{Node, NodeError, now_ms};
 use crate::realm::{EventRecord, NewEvent, RealmId};
 use crate::runtime::{ApplyOutcome, PluginVersion, Scope};
-use crate::storage::{AppendRequest, Storage, StorageError};
+use crate::storage::{AppendRequest, IdempotencyRecord, Storage, StorageError};
 
 /// What an acknowledged append reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +31,31 @@ pub struct AppendReceipt {
     pub gas: u64,
     /// Host timestamp of the event.
     pub timestamp_ms: u64,
+    /// This receipt is the one an earlier append with the same idempotency
+    /// key got: nothing was appended now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
+
+/// Conditions of an append ([`Node::append_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOptions {
+    /// Makes retries safe: an append whose key the realm has already seen
+    /// within `idempotency_window_secs` (also across restarts) appends
+    /// nothing and returns the original receipt (`replayed` set). Keys are
+    /// per realm: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes without control
+    /// characters.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Optimistic concurrency: append only if the realm's last seq (0 for a
+    /// realm without events) is this one, else fail with
+    /// [`NodeError::SeqConflict`]. Events still being committed count.
+    #[serde(default)]
+    pub expected_seq: Option<u64>,
+}
+
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 
 impl Node {
     fn validate(&self, ev: &NewEvent) -> Result<(), NodeError> {
@@ -63,10 +87,24 @@ impl Node {
     }
 
     /// Append one event; returns after it is durable.
-    #[tracing::instrument(name = "node.append", skip_all, fields(realm = %ev.realm_id, realm_type = %ev.realm_type))]
     pub async fn append(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
+        self.append_with(ev, AppendOptions::default()).await
+    }
+
+    /// Append one event under `options` (an idempotency key, an expected
+    /// seq); returns after it is durable.
+    #[tracing::instrument(name = "node.append", skip_all, fields(realm = %ev.realm_id, realm_type = %ev.realm_type))]
+    pub async fn append_with(
+        &self,
+        ev: NewEvent,
+        options: AppendOptions,
+    ) -> Result<AppendReceipt, NodeError> {
         let (id, realm_type) = (ev.realm_id.clone(), ev.realm_type.clone());
-        let result = self.append_inner(ev).await;
+        let result = self.append_inner(ev, options).await;
+        if matches!(&result, Ok(r) if r.replayed) {
+            self.counters.replays.fetch_add(1, Ordering::Relaxed);
+            return result;
+        }
         if let Err(NodeError::Plugin(e)) = &result {
             self.note_fault(&id, &realm_type, e);
         }
@@ -80,11 +118,25 @@ impl Node {
         result
     }
 
-    async fn append_inner(&self, ev: NewEvent) -> Result<AppendReceipt, NodeError> {
+    async fn append_inner(
+        &self,
+        ev: NewEvent,
+        options: AppendOptions,
+    ) -> Result<AppendReceipt, NodeError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
         }
         self.validate(&ev)?;
+        let key = options.idempotency_key.as_deref();
+        if let Some(k) = key
+            && (k.is_empty()
+                || k.len() > MAX_IDEMPOTENCY_KEY_BYTES
+                || k.chars().any(char::is_control))
+        {
+            return Err(NodeError::InvalidInput(format!(
+                "idempotency key must be 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"
+            )));
+        }
         self.check_parked(&ev.realm_id)?;
         let plugin = self.registry.get(&ev.realm_type)?;
         let shard = self.shard_of(ev.realm_id.as_str());
@@ -108,7 +160,7 @@ impl Node {
         let base = loop {
             match self
                 .pipeline
-                .base(&id, |s| s.plugin_version() == plugin.version())
+                .base(&id, key, |s| s.plugin_version() == plugin.version())
             {
                 Base::Tip(state) => break Some(state),
                 Base::Drain(drained) => self.pipeline.drain(&id, drained).await,
@@ -128,6 +180,12 @@ impl Node {
                 }
             }
         };
+        // No event with this key is in flight now: it is stored, or was not.
+        if let Some(k) = key
+            && let Some(receipt) = self.stored_receipt(&id, k).await?
+        {
+            return Ok(receipt);
+        }
         if let Some(s) = base.as_ref().filter(|s| s.realm_type() != ev.realm_type) {
             return Err(NodeError::RealmTypeMismatch {
                 realm: id.clone(),
@@ -144,6 +202,15 @@ impl Node {
             Some(_) => None,
         };
         let base_seq = base.as_ref().map_or(0, |s| s.seq());
+        if let Some(expected) = options.expected_seq
+            && expected != base_seq
+        {
+            return Err(NodeError::SeqConflict {
+                realm: id,
+                expected,
+                actual: base_seq,
+            });
+        }
         // A new realm starts from the entries its plugin's `init` writes.
         let init_map;
         let base_map = match &base {
@@ -223,12 +290,36 @@ impl Node {
         // Enqueued now, in this order, under the realm's lock: storage
         // commits them in that order (the `Storage` contract), so the next
         // event of this realm queues behind this one.
-        let append = self.storage.append(AppendRequest {
+        let receipt = AppendReceipt {
+            realm_id: id.to_string(),
+            seq,
+            shard,
+            plugin_version: plugin.version(),
+            fuel: metered.fuel,
+            gas,
+            timestamp_ms,
+            replayed: false,
+        };
+        let request = AppendRequest {
             realm_id: id.clone(),
             realm_type: plugin.realm_type().to_owned(),
             plugin_version: plugin.version(),
             events: vec![record],
-        });
+        };
+        let append = match key {
+            None => self.storage.append(request),
+            Some(k) => {
+                let window_ms = self.config.idempotency_window_secs.saturating_mul(1000);
+                let record = IdempotencyRecord {
+                    key: k.to_owned(),
+                    expires_ms: timestamp_ms.saturating_add(window_ms),
+                    receipt: serde_json::to_vec(&receipt).map_err(|e| {
+                        NodeError::InvalidInput(format!("receipt encoding: {e}"))
+                    })?,
+                };
+                self.storage.append_idempotent(request, record)
+            }
+        };
         let (tip, snapshot) = if seq - state.snapshot_seq() >= self.config.snapshot_every {
             let write = self.storage.put_snapshot(&id, state.snapshot_write(false));
             (state.snapshotted(), Some((write, state)))
@@ -236,8 +327,10 @@ impl Node {
             (state, None)
         };
         let tip = Arc::new(tip);
-        let flight = self.pipeline.enqueued(&id, Arc::clone(&tip));
-        drop(lock);
+        let flight = self.pipeline.enqueued(&id, Arc::clone(&tip), key);
+        // Pipelining: the next event of this realm may be applied now.
+        // Without it the lock is held until this event has settled.
+        let lock = (!self.config.pipelining).then_some(lock);
 
         match append.await {
             // Durable: publish (unless a later event of the realm already
@@ -245,6 +338,20 @@ impl Node {
             Ok(_) => self.pipeline.committed(&id, flight, &tip, |s| {
                 self.store.upsert_arc(id.as_str(), s);
             }),
+            Err(StorageError::IdempotencyKeyUsed { key, .. }) => {
+                // Only when a key's event was stored by another path than
+                // this node's flights (the check above runs under the
+                // realm's lock): answer as for any retry.
+                self.pipeline.failed(&id, flight, seq);
+                return match self.stored_receipt(&id, &key).await? {
+                    Some(r) => Ok(r),
+                    None => Err(NodeError::PipelineAborted {
+                        realm: id,
+                        seq,
+                        failed_seq: None,
+                    }),
+                };
+            }
             Err(e) => {
                 let earlier = self.pipeline.failed(&id, flight, seq);
                 return Err(match (earlier, e) {
@@ -264,6 +371,7 @@ impl Node {
                 });
             }
         }
+        drop(lock);
         if let Some((write, state)) = snapshot {
             self.finish_snapshot(&id, write.await, &state).await;
         }
@@ -273,15 +381,27 @@ impl Node {
                 self.monitor.record_crossing(source_shard, true);
             }
         }
-        Ok(AppendReceipt {
-            realm_id: id.to_string(),
-            seq,
-            shard,
-            plugin_version: plugin.version(),
-            fuel: metered.fuel,
-            gas,
-            timestamp_ms,
-        })
+        Ok(receipt)
+    }
+
+    /// The receipt stored with idempotency key `key` of realm `id`, if the
+    /// key is stored and unexpired.
+    async fn stored_receipt(
+        &self,
+        id: &RealmId,
+        key: &str,
+    ) -> Result<Option<AppendReceipt>, NodeError> {
+        let Some(hit) = self.storage.idempotency_lookup(id, key, now_ms()).await? else {
+            return Ok(None);
+        };
+        let mut receipt: AppendReceipt = serde_json::from_slice(&hit.receipt).map_err(|e| {
+            StorageError::RealmCorrupt {
+                realm: id.clone(),
+                reason: format!("idempotency receipt of event {}: {e}", hit.seq),
+            }
+        })?;
+        receipt.replayed = true;
+        Ok(Some(receipt))
     }
 
     /// Count the outcome of a snapshot enqueued with an event. If storage
@@ -326,23 +446,7 @@ impl Node {
         source: &str,
         source_realm: Option<RealmId>,
     ) -> Result<AppendReceipt, NodeError> {
-        if json.len() > self.config.limits.max_payload_bytes {
-            return Err(NodeError::InvalidInput(format!(
-                "event JSON is {} bytes; the limit is {}",
-                json.len(),
-                self.config.limits.max_payload_bytes
-            )));
-        }
-        // A parked realm costs no plugin work, not even the encoding.
-        self.check_parked(&realm_id)?;
-        let plugin = self.registry.get(realm_type)?;
-        let payload =
-            plugin
-                .encode_event(kind, json)?
-                .map_err(|message| NodeError::PluginInvalid {
-                    realm_type: realm_type.to_owned(),
-                    message,
-                })?;
+        let payload = self.encode_json(&realm_id, realm_type, kind, json)?;
         self.append(NewEvent {
             realm_id,
             realm_type: realm_type.to_owned(),
@@ -352,6 +456,35 @@ impl Node {
             source_realm,
         })
         .await
+    }
+
+    /// The payload bytes of an event given as JSON, encoded by the realm
+    /// type's plugin (for [`Self::append_with`]).
+    pub fn encode_json(
+        &self,
+        realm_id: &RealmId,
+        realm_type: &str,
+        kind: &str,
+        json: &str,
+    ) -> Result<Vec<u8>, NodeError> {
+        if json.len() > self.config.limits.max_payload_bytes {
+            return Err(NodeError::InvalidInput(format!(
+                "event JSON is {} bytes; the limit is {}",
+                json.len(),
+                self.config.limits.max_payload_bytes
+            )));
+        }
+        // A parked realm costs no plugin work, not even the encoding.
+        self.check_parked(realm_id)?;
+        let plugin = self.registry.get(realm_type)?;
+        let payload =
+            plugin
+                .encode_event(kind, json)?
+                .map_err(|message| NodeError::PluginInvalid {
+                    realm_type: realm_type.to_owned(),
+                    message,
+                })?;
+        Ok(payload)
     }
 }
 

@@ -150,6 +150,8 @@ impl Default for RateLimitConfig {
 /// | `snapshot_every` | 100 events |
 /// | `replay_batch` | 1000 events per `apply-batch` call |
 /// | `monitor_enabled` | true (false: no entropy, reputation, quarantine or gas accounting) |
+/// | `pipelining` | true: a realm's next event is applied while the previous one commits (false: one event per commit per realm) |
+/// | `idempotency_window_secs` | 86 400 (a day): how long an append's idempotency key is remembered |
 /// | `sharding` | `ShardingConfig::default()` (64 shards) |
 /// | `monitor` | `ShardMonitorConfig::default()` |
 /// | `storage` | `StorageConfig::default()` (redb cache, group commit, checkpoints) |
@@ -169,6 +171,14 @@ pub struct NodeConfig {
     pub replay_batch: usize,
     /// Run the shard monitor on the append path.
     pub monitor_enabled: bool,
+    /// Apply a realm's next event to its speculative state while the
+    /// previous event is being committed (see `node::pipeline`). Off, each
+    /// append to a realm waits for the previous one to be durable: one
+    /// event per group commit per realm.
+    pub pipelining: bool,
+    /// How long an idempotency key is remembered (across restarts): a retry
+    /// with the same key within this window returns the original receipt.
+    pub idempotency_window_secs: u64,
     /// Input limits.
     pub limits: InputLimits,
     /// The sharded store.
@@ -194,6 +204,8 @@ impl Default for NodeConfig {
             snapshot_every: 100,
             replay_batch: 1000,
             monitor_enabled: true,
+            pipelining: true,
+            idempotency_window_secs: 86_400,
             limits: InputLimits::default(),
             sharding: ShardingConfig::default(),
             monitor: ShardMonitorConfig::default(),
@@ -256,6 +268,9 @@ impl NodeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.snapshot_every == 0 {
             return bad("snapshot_every must be > 0".into());
+        }
+        if self.idempotency_window_secs == 0 {
+            return bad("idempotency_window_secs must be > 0".into());
         }
         if self.replay_batch == 0 {
             return bad("replay_batch must be > 0".into());

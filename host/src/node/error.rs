@@ -88,6 +88,18 @@ pub enum NodeError {
     /// The durable layer failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A conditional append named a seq the realm is not at (optimistic
+    /// concurrency: another event was appended since the caller looked).
+    /// Nothing was stored.
+    #[error("realm {realm} is at seq {actual}, not the expected {expected}")]
+    SeqConflict {
+        /// The realm.
+        realm: RealmId,
+        /// The seq the append expected the realm to be at.
+        expected: u64,
+        /// The realm's seq (including events being committed).
+        actual: u64,
+    },
     /// The event was applied behind an earlier event of the same realm that
     /// was still being committed (pipelining), and that earlier event's
     /// commit failed: this one is not stored either. The realm is back at

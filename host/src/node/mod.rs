@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use admin::{ShadowFailure, ShadowReport, VerifyReport};
-pub use append::AppendReceipt;
+pub use append::{AppendOptions, AppendReceipt, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig, RateLimitConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
@@ -125,6 +125,8 @@ struct Counters {
     rebuilds: AtomicU64,
     /// Evicted dirty realms whose snapshot is not written yet.
     pending_snapshots: AtomicU64,
+    /// Appends answered with the receipt of an earlier one (same key).
+    replays: AtomicU64,
 }
 
 /// Node-level statistics.
@@ -157,6 +159,10 @@ pub struct NodeStats {
     /// Realms with events being committed right now.
     #[serde(default)]
     pub realms_in_flight: u64,
+    /// Appends answered with the receipt of an earlier append with the same
+    /// idempotency key (nothing appended).
+    #[serde(default)]
+    pub idempotent_replays: u64,
     /// Realms parked after repeated faults.
     #[serde(default)]
     pub parked_realms: u64,
@@ -597,6 +603,7 @@ impl Node {
             pipelined_appends: self.pipeline.pipelined.load(Ordering::Relaxed),
             pipeline_aborts: self.pipeline.aborted.load(Ordering::Relaxed),
             realms_in_flight: self.pipeline.realms_in_flight() as u64,
+            idempotent_replays: c.replays.load(Ordering::Relaxed),
             storage: self.storage.health(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),

@@ -61,6 +61,10 @@ struct Flight {
     published: u64,
     /// Seq of the first event of this flight that failed.
     failed_at: Option<u64>,
+    /// Idempotency keys of the flight's events: a retry with one of them
+    /// waits for the flight to settle, then finds the key in storage (or
+    /// not, if its event failed).
+    keys: Vec<String>,
     /// Woken when the flight ends.
     drained: Arc<Notify>,
 }
@@ -94,11 +98,18 @@ impl Pipeline {
     /// append lock held. `version_ok` tells whether a tip's plugin version
     /// is the active one (a tip built by another version cannot be extended:
     /// the rebuild reads the stored log, which does not hold the tip yet).
-    pub(super) fn base(&self, realm: &RealmId, version_ok: impl Fn(&RealmState) -> bool) -> Base {
+    /// An append whose idempotency `key` is in flight waits for the flight.
+    pub(super) fn base(
+        &self,
+        realm: &RealmId,
+        key: Option<&str>,
+        version_ok: impl Fn(&RealmState) -> bool,
+    ) -> Base {
         let Some(f) = self.flights.get(realm) else {
             return Base::Durable;
         };
-        if f.failed_at.is_none() && version_ok(&f.tip) {
+        let key_in_flight = key.is_some_and(|k| f.keys.iter().any(|x| x == k));
+        if f.failed_at.is_none() && !key_in_flight && version_ok(&f.tip) {
             self.pipelined.fetch_add(1, Ordering::Relaxed);
             return Base::Tip(Arc::clone(&f.tip));
         }
@@ -133,15 +144,24 @@ impl Pipeline {
     /// applied (its last event settled): the event then starts a new flight
     /// on that flight's last state, which is durable, or failed and then
     /// storage refuses the event (a gap) like any successor of a failure.
-    pub(super) fn enqueued(&self, realm: &RealmId, tip: Arc<RealmState>) -> u64 {
+    pub(super) fn enqueued(
+        &self,
+        realm: &RealmId,
+        tip: Arc<RealmState>,
+        key: Option<&str>,
+    ) -> u64 {
         let mut entry = self.flights.entry(realm.clone()).or_insert_with(|| Flight {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tip: Arc::clone(&tip),
             in_flight: 0,
             published: 0,
             failed_at: None,
+            keys: Vec::new(),
             drained: Arc::new(Notify::new()),
         });
+        if let Some(k) = key {
+            entry.keys.push(k.to_owned());
+        }
         entry.tip = tip;
         entry.in_flight += 1;
         entry.id

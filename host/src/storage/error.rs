@@ -26,6 +26,17 @@ pub enum StorageError {
         /// The realm's last stored seq.
         last_seq: u64,
     },
+    /// The append carries an idempotency key that an earlier, unexpired
+    /// append of the realm already stored: nothing was appended.
+    #[error("realm {realm}: idempotency key {} was used by event {seq}", crate::quote::Quoted(.key))]
+    IdempotencyKeyUsed {
+        /// The realm.
+        realm: RealmId,
+        /// The key.
+        key: String,
+        /// The event stored with it.
+        seq: u64,
+    },
     /// A seq is not the successor of the one before it (the realm's last
     /// stored seq, or the previous event in the same request).
     #[error("realm {realm}: expected seq {expected}, got {found}")]
@@ -218,6 +229,7 @@ impl StorageError {
         matches!(
             self,
             Self::Duplicate { .. }
+                | Self::IdempotencyKeyUsed { .. }
                 | Self::Gap { .. }
                 | Self::RealmTypeMismatch { .. }
                 | Self::InvalidRequest(_)

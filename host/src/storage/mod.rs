@@ -65,6 +65,28 @@ pub struct AppendRequest {
     pub events: Vec<EventRecord>,
 }
 
+/// An idempotency key stored with an append, in the same transaction (see
+/// [`Storage::append_idempotent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The caller's key, unique per realm while unexpired.
+    pub key: String,
+    /// When the key expires (ms since the Unix epoch); after that a lookup
+    /// ignores it and the key may be used again.
+    pub expires_ms: u64,
+    /// What the caller wants back on a retry (opaque to storage).
+    pub receipt: Vec<u8>,
+}
+
+/// A stored, unexpired idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyHit {
+    /// Seq of the event stored with the key (the last, for a batch).
+    pub seq: u64,
+    /// The receipt stored with it.
+    pub receipt: Vec<u8>,
+}
+
 /// What a successful append reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {
@@ -161,6 +183,32 @@ pub type RealmPage = Vec<RealmId>;
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Append events to one realm; resolves after they are durable.
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendAck, StorageError>>;
+
+    /// [`Storage::append`] with an idempotency key stored in the same
+    /// transaction. Refused with [`StorageError::IdempotencyKeyUsed`] (and
+    /// nothing appended) if the realm already has that key unexpired. A
+    /// backend without keys refuses every such append.
+    fn append_idempotent(
+        &self,
+        req: AppendRequest,
+        key: IdempotencyRecord,
+    ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        let _ = (req, key);
+        Box::pin(std::future::ready(Err(StorageError::InvalidRequest(
+            "this storage backend does not store idempotency keys".into(),
+        ))))
+    }
+
+    /// The unexpired key `key` of `realm` at `now_ms`, if stored.
+    fn idempotency_lookup(
+        &self,
+        realm: &RealmId,
+        key: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Option<IdempotencyHit>, StorageError>> {
+        let _ = (realm, key, now_ms);
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// Store the realm's snapshot (durable on return), whole or as a delta
     /// onto the stored one. The realm must exist, `snapshot.seq` must be at

@@ -190,6 +190,12 @@ impl From<NodeError> for ApiError {
             NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
             NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
             NodeError::Storage(ref e) => Self::storage(e),
+            NodeError::SeqConflict {
+                expected, actual, ..
+            } => Self {
+                detail: Some(json!({ "expected_seq": expected, "actual_seq": actual })),
+                ..Self::new(S::CONFLICT, "seq_conflict", msg)
+            },
             NodeError::PipelineAborted { .. } => {
                 Self::new(S::SERVICE_UNAVAILABLE, "pipeline_aborted", msg).retry_after(1)
             }

@@ -37,7 +37,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -82,49 +82,69 @@ pub struct AppendBody {
     /// Set for crossings.
     #[serde(default)]
     pub source_realm: Option<String>,
+    /// Makes retries safe (also accepted as the `Idempotency-Key` header):
+    /// a retry with the same key returns the original receipt and appends
+    /// nothing (the response then carries `Idempotent-Replayed: true`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Append only if the realm is at this seq (0: no events yet); else 409
+    /// `seq_conflict`.
+    #[serde(default)]
+    pub expected_seq: Option<u64>,
 }
 
 async fn append(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     body: Result<Json<AppendBody>, JsonRejection>,
-) -> ApiResult<super::AppendReceipt> {
+) -> Result<Response, ApiError> {
     let Json(b) = body?;
     node.http_guard().check_source(&b.source)?;
     let t = Instant::now();
     let id = realm_id(&b.realm_id)?;
     let source_realm = b.source_realm.as_deref().map(realm_id).transpose()?;
-    let r = match (b.payload, b.payload_hex) {
-        (Some(json), None) => {
-            let text = json.to_string();
-            node.append_json(id, &b.realm_type, &b.kind, &text, &b.source, source_realm)
-                .await
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", m);
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| bad("Idempotency-Key header is not visible ASCII".into()))?;
+    let idempotency_key = match (header_key, b.idempotency_key) {
+        (Some(h), Some(k)) if h != k => {
+            return Err(bad(
+                "the Idempotency-Key header and `idempotency_key` differ".into(),
+            ));
         }
+        (h, k) => h.or(k),
+    };
+    let options = super::AppendOptions {
+        idempotency_key,
+        expected_seq: b.expected_seq,
+    };
+    let payload = match (b.payload, b.payload_hex) {
+        (Some(json), None) => node.encode_json(&id, &b.realm_type, &b.kind, &json.to_string())?,
         (None, Some(hex)) => {
-            let payload = hex::decode(hex.trim()).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_input",
-                    format!("payload_hex: {e}"),
-                )
-            })?;
-            node.append(NewEvent {
+            hex::decode(hex.trim()).map_err(|e| bad(format!("payload_hex: {e}")))?
+        }
+        _ => {
+            return Err(bad(
+                "give exactly one of `payload` and `payload_hex`".into(),
+            ));
+        }
+    };
+    let r = node
+        .append_with(
+            NewEvent {
                 realm_id: id,
                 realm_type: b.realm_type,
                 kind: b.kind,
                 payload,
                 source: b.source,
                 source_realm,
-            })
-            .await
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_input",
-                "give exactly one of `payload` and `payload_hex`",
-            ));
-        }
-    };
+            },
+            options,
+        )
+        .await;
     metrics::histogram!("realmhost_append_seconds").record(t.elapsed().as_secs_f64());
     match &r {
         Ok(_) => metrics::counter!("realmhost_appends_total", "outcome" => "ok").increment(1),
@@ -133,7 +153,15 @@ async fn append(
         }
         Err(_) => metrics::counter!("realmhost_appends_total", "outcome" => "error").increment(1),
     }
-    Ok(Json(r?))
+    let receipt = r?;
+    let replayed = receipt.replayed;
+    let mut response = Json(receipt).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

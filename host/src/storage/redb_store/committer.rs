@@ -18,7 +18,9 @@ use super::{
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
-use crate::storage::{AppendAck, AppendRequest, SnapshotWrite, StorageError, codec};
+use crate::storage::{
+    AppendAck, AppendRequest, IdempotencyRecord, SnapshotWrite, StorageError, codec,
+};
 
 impl RedbStorage {
     fn submit(&self, op: Op) -> Result<(), StorageError> {
@@ -44,6 +46,33 @@ impl RedbStorage {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
         }
+    }
+
+    /// [`Self::append`] with an idempotency key stored in the same
+    /// transaction (see [`crate::storage::Storage::append_idempotent`]).
+    pub fn append_idempotent(
+        &self,
+        req: AppendRequest,
+        key: IdempotencyRecord,
+    ) -> impl Future<Output = Result<AppendAck, StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = encode_append(req).and_then(|mut req| {
+            req.idempotency = Some(key);
+            self.submit(Op::Append(req, reply))
+        });
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// [`Self::append_idempotent`] for synchronous callers.
+    pub fn append_idempotent_blocking(
+        &self,
+        req: AppendRequest,
+        key: IdempotencyRecord,
+    ) -> Result<AppendAck, StorageError> {
+        futures::executor::block_on(self.append_idempotent(req, key))
     }
 
     /// Enqueue a snapshot write; resolves after the commit.
@@ -133,6 +162,7 @@ fn encode_append(req: AppendRequest) -> Result<EncodedAppend, StorageError> {
         version: req.plugin_version,
         first_seq,
         entries,
+        idempotency: None,
     })
 }
 
@@ -293,6 +323,7 @@ impl Committer {
                     }
                 }
                 w.checkpoint(&mut batch, &self.config, full_checkpoint)?;
+                w.keys.prune(super::now_ms())?;
                 if batch.next_realm_no != self.counters.next_realm_no {
                     w.sys.insert(KEY_NEXT_REALM, batch.next_realm_no)?;
                 }

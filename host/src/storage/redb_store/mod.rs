@@ -14,6 +14,7 @@
 //! | `snapshot_entries` | `(realm_no, key)`       | value (maps too large to be inline)     |
 //! | `versions`         | `u32` version no        | plugin version (32 bytes)               |
 //! | `meta`             | `&str`                  | bytes (other modules' records)          |
+//! | `idempotency`, `idempotency_ttl` | see `idempotency.rs` | keys of idempotent appends       |
 //!
 //! **An append writes only at the right edge of the log.** The log is keyed by
 //! a global position that only grows, so every group commit appends to the
@@ -56,6 +57,7 @@
 pub mod check;
 mod committer;
 mod faults;
+mod idempotency;
 mod open;
 mod read;
 mod recovery;
@@ -78,6 +80,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 pub use self::faults::FaultInjector;
+use self::recovery::now_ms;
 use self::snapshots::PreparedSnapshot;
 use super::{AppendAck, StorageError};
 use crate::realm::RealmId;
@@ -105,6 +108,9 @@ const SNAPSHOT_ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> =
     TableDefinition::new("snapshot_entries");
 const VERSIONS: TableDefinition<u32, &[u8]> = TableDefinition::new("versions");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+const IDEMPOTENCY_TTL: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_ttl");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_NEXT_REALM: &str = "next_realm_no";
@@ -206,6 +212,8 @@ struct EncodedAppend {
     first_seq: u64,
     /// Log entries with a zeroed header ([`codec::encode_entry`]).
     entries: Vec<Vec<u8>>,
+    /// Stored with the events, in the same transaction.
+    idempotency: Option<super::IdempotencyRecord>,
 }
 
 /// A write waiting for the committer.

@@ -232,6 +232,8 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
         txn.open_table(SNAPSHOT_ENTRIES)?;
         txn.open_table(VERSIONS)?;
         txn.open_table(META)?;
+        txn.open_table(super::IDEMPOTENCY)?;
+        txn.open_table(super::IDEMPOTENCY_TTL)?;
     }
     txn.commit()?;
     Ok(())

@@ -9,7 +9,7 @@ use super::{BY_TYPE, INDEX, LOG, META, REALMS, RedbStorage, Tail, VERSIONS};
 use crate::realm::{EventRecord, RealmId};
 use crate::runtime::PluginVersion;
 use crate::storage::codec::{self, RealmRow};
-use crate::storage::{RealmLoad, RealmMeta, RealmPage, Snapshot, StorageError};
+use crate::storage::{IdempotencyHit, RealmLoad, RealmMeta, RealmPage, Snapshot, StorageError};
 
 impl RedbStorage {
     /// A consistent view of one realm: a read transaction, the realm's row,
@@ -186,6 +186,19 @@ impl RedbStorage {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// The unexpired idempotency key `key` of `realm` at `now_ms`.
+    pub fn idempotency_lookup(
+        &self,
+        realm: &RealmId,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<IdempotencyHit>, StorageError> {
+        guarded_read(Some(realm), || {
+            let txn = self.db.begin_read()?;
+            super::idempotency::lookup(&txn, realm, key, now_ms)
+        })
     }
 
     /// A record stored with [`Self::put_meta`].

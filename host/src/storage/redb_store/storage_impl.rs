@@ -6,13 +6,32 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendRequest, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
+    AppendAck, AppendRequest, IdempotencyHit, IdempotencyRecord, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
     StorageError,
 };
 
 impl Storage for RedbStorage {
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
         Box::pin(RedbStorage::append(self, req))
+    }
+
+    fn append_idempotent(
+        &self,
+        req: AppendRequest,
+        key: IdempotencyRecord,
+    ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        Box::pin(RedbStorage::append_idempotent(self, req, key))
+    }
+
+    fn idempotency_lookup(
+        &self,
+        realm: &RealmId,
+        key: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Option<IdempotencyHit>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::idempotency_lookup(
+            self, realm, key, now_ms,
+        )))
     }
 
     fn put_snapshot(

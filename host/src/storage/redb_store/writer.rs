@@ -4,10 +4,11 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::committer::BatchState;
+use super::idempotency::KeyTables;
 use super::read::last_indexed;
 use super::{
-    BY_TYPE, Counters, EncodedAppend, INDEX, KEY_INDEX_FLOOR, LOG, META, REALMS, SNAPSHOT_ENTRIES,
-    SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed, VERSIONS,
+    BY_TYPE, Counters, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INDEX, KEY_INDEX_FLOOR, LOG,
+    META, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed, VERSIONS,
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
@@ -25,6 +26,8 @@ pub(super) struct Writer<'t, 'c> {
     pub(super) snapshot_entries: redb::Table<'t, (u64, &'static [u8]), &'static [u8]>,
     pub(super) versions: redb::Table<'t, u32, &'static [u8]>,
     pub(super) meta: redb::Table<'t, &'static str, &'static [u8]>,
+    /// Idempotency keys of appends.
+    pub(super) keys: KeyTables<'t>,
     pub(super) counters: &'c Counters,
     pub(super) unindexed: &'c Unindexed,
     /// Largest map stored inline in its snapshot header.
@@ -52,6 +55,10 @@ impl<'t, 'c> Writer<'t, 'c> {
             snapshot_entries: txn.open_table(SNAPSHOT_ENTRIES)?,
             versions: txn.open_table(VERSIONS)?,
             meta: txn.open_table(META)?,
+            keys: KeyTables {
+                keys: txn.open_table(IDEMPOTENCY)?,
+                ttl: txn.open_table(IDEMPOTENCY_TTL)?,
+            },
             counters,
             unindexed,
             inline_snapshot_bytes: config.inline_snapshot_bytes,
@@ -137,6 +144,15 @@ impl<'t, 'c> Writer<'t, 'c> {
                 found: req.first_seq,
             }));
         }
+        if let Some(rec) = &req.idempotency
+            && let Some(seq) = self.keys.existing(realm, &rec.key, super::now_ms())?
+        {
+            return Ok(Err(StorageError::IdempotencyKeyUsed {
+                realm: realm.clone(),
+                key: rec.key.clone(),
+                seq,
+            }));
+        }
         let row_bytes = if created {
             match codec::encode_realm(&row) {
                 Ok(b) => Some(b),
@@ -164,6 +180,9 @@ impl<'t, 'c> Writer<'t, 'c> {
             positions: Vec::new(),
             version_no,
         });
+        if let Some(rec) = &req.idempotency {
+            self.keys.insert(realm, last_seq + count, rec)?;
+        }
         tail.positions.extend(first_pos..first_pos + count);
         tail.version_no = version_no;
         batch.next_pos += count;
