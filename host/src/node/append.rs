@@ -313,9 +313,8 @@ impl Node {
                 let record = IdempotencyRecord {
                     key: k.to_owned(),
                     expires_ms: timestamp_ms.saturating_add(window_ms),
-                    receipt: serde_json::to_vec(&receipt).map_err(|e| {
-                        NodeError::InvalidInput(format!("receipt encoding: {e}"))
-                    })?,
+                    receipt: serde_json::to_vec(&receipt)
+                        .map_err(|e| NodeError::InvalidInput(format!("receipt encoding: {e}")))?,
                 };
                 self.storage.append_idempotent(request, record)
             }
@@ -394,12 +393,11 @@ impl Node {
         let Some(hit) = self.storage.idempotency_lookup(id, key, now_ms()).await? else {
             return Ok(None);
         };
-        let mut receipt: AppendReceipt = serde_json::from_slice(&hit.receipt).map_err(|e| {
-            StorageError::RealmCorrupt {
+        let mut receipt: AppendReceipt =
+            serde_json::from_slice(&hit.receipt).map_err(|e| StorageError::RealmCorrupt {
                 realm: id.clone(),
                 reason: format!("idempotency receipt of event {}: {e}", hit.seq),
-            }
-        })?;
+            })?;
         receipt.replayed = true;
         Ok(Some(receipt))
     }

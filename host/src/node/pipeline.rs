@@ -144,12 +144,7 @@ impl Pipeline {
     /// applied (its last event settled): the event then starts a new flight
     /// on that flight's last state, which is durable, or failed and then
     /// storage refuses the event (a gap) like any successor of a failure.
-    pub(super) fn enqueued(
-        &self,
-        realm: &RealmId,
-        tip: Arc<RealmState>,
-        key: Option<&str>,
-    ) -> u64 {
+    pub(super) fn enqueued(&self, realm: &RealmId, tip: Arc<RealmState>, key: Option<&str>) -> u64 {
         let mut entry = self.flights.entry(realm.clone()).or_insert_with(|| Flight {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tip: Arc::clone(&tip),

@@ -127,9 +127,7 @@ async fn append(
             hex::decode(hex.trim()).map_err(|e| bad(format!("payload_hex: {e}")))?
         }
         _ => {
-            return Err(bad(
-                "give exactly one of `payload` and `payload_hex`".into(),
-            ));
+            return Err(bad("give exactly one of `payload` and `payload_hex`".into()));
         }
     };
     let r = node

@@ -6,8 +6,8 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendRequest, IdempotencyHit, IdempotencyRecord, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
-    StorageError,
+    AppendAck, AppendRequest, IdempotencyHit, IdempotencyRecord, RealmLoad, RealmMeta, RealmPage,
+    Snapshot, SnapshotWrite, Storage, StorageError,
 };
 
 impl Storage for RedbStorage {
