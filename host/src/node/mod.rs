@@ -2,21 +2,35 @@
 //! shard monitor together.
 //!
 //! ## The append path
-//! `append(event)`:
-//! 1. **validate** — id, sizes, known realm type (typed errors, nothing stored);
+//! `append(event)` (or `append_with(event, options)`):
+//! 1. **validate** — id, sizes, known realm type, the idempotency key (typed
+//!    errors, nothing stored);
 //! 2. **refuse quarantined crossings** — an event whose `source_realm` lives in
 //!    a quarantined shard is refused before any plugin runs;
 //! 3. **serialize per realm** — a striped async lock orders appends to one
-//!    realm (different realms proceed concurrently);
-//! 4. **current state** — from memory, or loaded (snapshot + tail replay);
-//!    a state built by an older plugin version is rebuilt with the active one;
-//! 5. **apply** — the plugin runs with the source shard's reputation in the
+//!    realm (different realms proceed concurrently); it is held while the
+//!    event is applied and enqueued, not while it commits;
+//! 4. **base state** — the realm's speculative tip if it has events being
+//!    committed ([`pipeline`]), else its durable state from memory, or
+//!    loaded (snapshot + tail replay); a state built by an older plugin
+//!    version is rebuilt with the active one;
+//! 5. **conditions** — an idempotency key already stored for the realm
+//!    answers with the original receipt; an expected seq that is not the
+//!    base's seq answers [`NodeError::SeqConflict`];
+//! 6. **apply** — the plugin runs with the source shard's reputation in the
 //!    event context and a fuel budget; a rejection is returned and nothing is
 //!    stored;
-//! 6. **durable commit** — group commit in storage; the ack waits for it;
-//! 7. **publish** — the new state replaces the old in the store, the monitor
-//!    records the event, the crossing outcome and the gas;
-//! 8. **acknowledge**.
+//! 7. **enqueue** — the event (with its idempotency key, and the realm's
+//!    snapshot when due) goes to storage's committer, in the realm's order;
+//!    the result becomes the realm's speculative tip and the lock is
+//!    released, so the realm's next event can be applied;
+//! 8. **durable commit** — group commit in storage; the ack waits for it;
+//! 9. **publish** — the new state replaces the old in the store (never a
+//!    newer one), the monitor records the event, the crossing outcome and the
+//!    gas. A failed commit fails the events queued behind it
+//!    ([`NodeError::PipelineAborted`]) and the realm goes back to its last
+//!    durable state;
+//! 10. **acknowledge**.
 //!
 //! Because a state enters the store only after its events are durable, any
 //! realm in memory may be evicted at any time without losing an event; a
