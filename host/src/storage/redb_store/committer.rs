@@ -198,6 +198,7 @@ impl Committer {
     pub(super) fn run(mut self, rx: &mpsc::Receiver<Op>, skip_final_checkpoint: &AtomicBool) {
         let max_batch = self.config.max_batch.max(1);
         let retry = std::time::Duration::from_millis(self.config.retry_ms.max(1));
+        let mut linger = Linger::new(self.config.commit_linger_us);
         loop {
             // While writes fail, wake up now and then to find out whether
             // the disk takes them again, so readiness recovers without
@@ -225,10 +226,16 @@ impl Committer {
             // start) lets closed-loop writers that were acknowledged by the
             // previous commit join this one instead of waiting for the next:
             // one fsync for all of them instead of two half-full commits.
-            let ops = std::iter::once(first)
+            let head = linger.gather(first, rx, max_batch);
+            let taken = std::cell::Cell::new(0usize);
+            let ops = head
+                .into_iter()
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-                .take(max_batch);
+                .take(max_batch)
+                .inspect(|_| taken.set(taken.get() + 1));
+            let started = std::time::Instant::now();
             self.commit_batch(ops, false);
+            linger.committed(taken.get(), started.elapsed());
         }
         // Clean shutdown: fold the whole tail into the index so that the next
         // open has no log to scan.
@@ -462,6 +469,55 @@ impl Committer {
                 self.db.close();
             }
         }
+    }
+}
+
+/// When to wait for a batch to fill (see [`StorageConfig::commit_linger_us`]).
+struct Linger {
+    max: std::time::Duration,
+    /// Requests the previous batch held.
+    last_batch: usize,
+    /// How long the previous batch took to commit.
+    last_commit: std::time::Duration,
+}
+
+impl Linger {
+    /// Batches smaller than this never make the next one wait.
+    const MIN_BATCH: usize = 8;
+
+    fn new(max_us: u64) -> Self {
+        Self {
+            max: std::time::Duration::from_micros(max_us),
+            last_batch: 0,
+            last_commit: std::time::Duration::ZERO,
+        }
+    }
+
+    /// `first` and what is queued; if that is under half the previous batch,
+    /// also what arrives until the batch is as large as the previous one or
+    /// the wait is over.
+    fn gather(&self, first: Op, rx: &mpsc::Receiver<Op>, max_batch: usize) -> Vec<Op> {
+        let mut head = vec![first];
+        head.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(max_batch - 1));
+        let wait = self.max.min(self.last_commit / 2);
+        if wait.is_zero() || self.last_batch < Self::MIN_BATCH || head.len() * 2 > self.last_batch
+        {
+            return head;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while head.len() < self.last_batch.min(max_batch) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(op) => head.push(op),
+                Err(_) => break,
+            }
+        }
+        head
+    }
+
+    fn committed(&mut self, batch: usize, took: std::time::Duration) {
+        self.last_batch = batch;
+        self.last_commit = took;
     }
 }
 

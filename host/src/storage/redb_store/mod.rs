@@ -129,6 +129,7 @@ const KEY_INDEX_FLOOR: &str = "index_floor";
 /// | `checkpoint_realms` | 1024 |
 /// | `inline_snapshot_bytes` | 4096 ([`INLINE_SNAPSHOT_BYTES`]) |
 /// | `retry_ms` | 1000 |
+/// | `commit_linger_us` | 1000 (0: never wait) |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -163,6 +164,14 @@ pub struct StorageConfig {
     /// tries to reopen the file and commit again while no request arrives
     /// (every request also tries). Milliseconds.
     pub retry_ms: u64,
+    /// Longest the committer waits for a batch to fill before it starts
+    /// writing, in microseconds; it waits only when far fewer requests are
+    /// queued than the previous batch held (at least 8), and never longer
+    /// than half the previous commit took. Closed-loop writers acknowledged
+    /// by one commit otherwise miss the next one, which starts at once with
+    /// the few requests that made it: commits alternate full and nearly
+    /// empty (measured on one hot realm pipelined from 64 writers).
+    pub commit_linger_us: u64,
 }
 
 impl Default for StorageConfig {
@@ -176,6 +185,7 @@ impl Default for StorageConfig {
             checkpoint_realms: 1024,
             inline_snapshot_bytes: INLINE_SNAPSHOT_BYTES,
             retry_ms: 1000,
+            commit_linger_us: 1000,
         }
     }
 }
@@ -194,6 +204,9 @@ impl StorageConfig {
         }
         if self.retry_ms == 0 {
             return Err("storage.retry_ms must be > 0".into());
+        }
+        if self.commit_linger_us > 100_000 {
+            return Err("storage.commit_linger_us must be at most 100000 (0.1 s)".into());
         }
         if self.inline_snapshot_bytes > (1 << 20) {
             return Err("storage.inline_snapshot_bytes must be at most 1 MiB".into());
