@@ -41,7 +41,7 @@ use futures::future::BoxFuture;
 pub use error::StorageError;
 pub use health::StorageHealth;
 pub use redb_store::{
-    DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
+    CommitterStats, DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
     check,
 };
 

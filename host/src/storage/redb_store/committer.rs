@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -12,6 +13,7 @@ use tokio::sync::oneshot;
 use super::open::{guarded, recover};
 use super::recovery::{self, DbCell};
 use super::snapshots::prepare_snapshot;
+use super::stats::{StatsCell, thread_cpu};
 use super::writer::{Step, Writer};
 use super::{
     Counters, EncodedAppend, KEY_NEXT_REALM, Op, RedbStorage, Reply, StorageConfig, Tail, Unindexed,
@@ -142,6 +144,7 @@ pub(super) struct Committer {
     pub(super) unindexed: Arc<RwLock<Unindexed>>,
     pub(super) counters: Counters,
     pub(super) config: StorageConfig,
+    pub(super) stats: Arc<StatsCell>,
 }
 
 /// Outcome of one request inside a batch, held until the commit decides.
@@ -167,7 +170,7 @@ pub(super) struct BatchState {
 impl Committer {
     pub(super) fn run(mut self, rx: &mpsc::Receiver<Op>, skip_final_checkpoint: &AtomicBool) {
         let max_batch = self.config.max_batch.max(1);
-        let retry = std::time::Duration::from_millis(self.config.retry_ms.max(1));
+        let retry = Duration::from_millis(self.config.retry_ms.max(1));
         loop {
             // While writes fail, wake up now and then to find out whether
             // the disk takes them again, so readiness recovers without
@@ -213,7 +216,31 @@ impl Committer {
     /// Process `ops` in one durable transaction; with `full_checkpoint`, also
     /// index every unindexed tail. `ops` is drained lazily, while the
     /// transaction is open.
+    ///
+    /// The thread CPU time of the whole batch, answering included, is
+    /// recorded in [`StatsCell`]: it is the serial work that bounds
+    /// throughput.
     fn commit_batch(&mut self, ops: impl Iterator<Item = Op>, full_checkpoint: bool) {
+        let cpu = thread_cpu();
+        let mut commit_cpu = Duration::ZERO;
+        let committed = self.process_batch(ops, full_checkpoint, &mut commit_cpu);
+        self.stats.record(
+            thread_cpu().saturating_sub(cpu),
+            commit_cpu,
+            committed.unwrap_or(0) as u64,
+            committed.is_some(),
+        );
+    }
+
+    /// [`Self::commit_batch`] without the accounting: the number of events
+    /// committed, `None` if the batch failed. `commit_cpu` receives the
+    /// thread CPU time spent inside redb's commit.
+    fn process_batch(
+        &mut self,
+        ops: impl Iterator<Item = Op>,
+        full_checkpoint: bool,
+        commit_cpu: &mut Duration,
+    ) -> Option<usize> {
         let span = tracing::info_span!(
             "storage.commit",
             batch = tracing::field::Empty,
@@ -250,7 +277,7 @@ impl Committer {
             for op in refused {
                 fail_op(op, &e);
             }
-            return;
+            return None;
         }
 
         let result = (|| -> Result<(), StorageError> {
@@ -297,7 +324,10 @@ impl Committer {
                     w.sys.insert(KEY_NEXT_REALM, batch.next_realm_no)?;
                 }
             }
-            txn.commit()?;
+            let cpu = thread_cpu();
+            let committed = txn.commit();
+            *commit_cpu = thread_cpu().saturating_sub(cpu);
+            committed?;
             Ok(())
         })();
         span.record("batch", done.len());
@@ -328,6 +358,7 @@ impl Committer {
                 self.counters.versions.extend(batch.new_versions);
                 self.db.mark_ok();
                 answer(done);
+                Some(batch.events)
             }
             Err(e) if e.is_corrupt() => {
                 // Damaged stored data met while checking a request (not a
@@ -345,6 +376,7 @@ impl Committer {
                         }
                     }
                 }
+                None
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage commit failed");
@@ -369,7 +401,7 @@ impl Committer {
                     );
                     self.db.mark_ok();
                     answer(done);
-                    return;
+                    return Some(batch.events);
                 }
                 // Nothing of this batch is stored; every waiter of it learns
                 // that. Requests not taken from the queue yet go into the
@@ -380,6 +412,7 @@ impl Committer {
                         Done::Unit(reply, _) => drop(reply.send(Err(failed.clone_transient()))),
                     }
                 }
+                None
             }
         }
     }

@@ -60,6 +60,7 @@ mod open;
 mod read;
 mod recovery;
 mod snapshots;
+mod stats;
 mod storage_impl;
 mod upgrade;
 mod writer;
@@ -78,6 +79,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 pub use self::faults::FaultInjector;
+pub use self::stats::CommitterStats;
 use self::snapshots::PreparedSnapshot;
 use super::{AppendAck, StorageError};
 use crate::realm::RealmId;
@@ -255,6 +257,8 @@ pub struct RedbStorage {
     unindexed: Arc<RwLock<Unindexed>>,
     tx: Option<mpsc::Sender<Op>>,
     committer: Option<JoinHandle<()>>,
+    /// The committer's CPU totals ([`RedbStorage::committer_stats`]).
+    stats: Arc<stats::StatsCell>,
     /// Tells the committer to stop without the final checkpoint (tests of the
     /// recovery scan).
     skip_final_checkpoint: Arc<AtomicBool>,
