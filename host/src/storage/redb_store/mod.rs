@@ -58,6 +58,7 @@ mod committer;
 mod faults;
 mod open;
 mod read;
+mod realm_cache;
 mod recovery;
 mod snapshots;
 mod stats;
@@ -79,8 +80,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 pub use self::faults::FaultInjector;
-pub use self::stats::CommitterStats;
 use self::snapshots::PreparedSnapshot;
+pub use self::stats::CommitterStats;
 use super::{AppendAck, StorageError};
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
@@ -125,6 +126,7 @@ const KEY_INDEX_FLOOR: &str = "index_floor";
 /// | `checkpoint_realms` | 1024 |
 /// | `inline_snapshot_bytes` | 4096 ([`INLINE_SNAPSHOT_BYTES`]) |
 /// | `retry_ms` | 1000 |
+/// | `realm_cache` | 262 144 realms |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -159,6 +161,11 @@ pub struct StorageConfig {
     /// tries to reopen the file and commit again while no request arrives
     /// (every request also tries). Milliseconds.
     pub retry_ms: u64,
+    /// Most realms whose number, type and last seq the committer keeps in
+    /// memory (about 80 bytes each), so that checking an append needs no
+    /// table lookup on the one thread all writes go through. Beyond it the
+    /// cache is emptied and refills; 0 turns it off.
+    pub realm_cache: usize,
 }
 
 impl Default for StorageConfig {
@@ -172,6 +179,7 @@ impl Default for StorageConfig {
             checkpoint_realms: 1024,
             inline_snapshot_bytes: INLINE_SNAPSHOT_BYTES,
             retry_ms: 1000,
+            realm_cache: 256 * 1024,
         }
     }
 }
@@ -321,6 +329,27 @@ impl Unindexed {
                     positions: positions.to_vec(),
                     version_no,
                 });
+                self.by_age.insert(oldest, no);
+            }
+        }
+    }
+
+    /// [`Self::push`] of a whole tail, moving its positions when the realm
+    /// has no tail yet (the common case: no copy on the committer).
+    fn push_tail(&mut self, no: u64, tail: Tail) {
+        let Some(&oldest) = tail.positions.first() else {
+            return;
+        };
+        match self.realms.entry(no) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                self.events += tail.positions.len();
+                let t = o.get_mut();
+                t.positions.extend_from_slice(&tail.positions);
+                t.version_no = tail.version_no;
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.events += tail.positions.len();
+                v.insert(tail);
                 self.by_age.insert(oldest, no);
             }
         }

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use super::committer::Committer;
 use super::faults::FaultInjector;
 use super::read::last_indexed;
+use super::realm_cache::RealmCache;
 use super::recovery::{self, DbCell};
 use super::stats::{CommitterStats, StatsCell};
 use super::upgrade;
@@ -128,8 +129,10 @@ impl RedbStorage {
                 db: db.clone(),
                 unindexed: unindexed.clone(),
                 counters,
+                cache: RealmCache::new(config.realm_cache),
                 config,
                 stats: stats.clone(),
+                acker: None,
             };
             let skip = skip_final_checkpoint.clone();
             std::thread::Builder::new()

@@ -22,6 +22,10 @@ pub struct CommitterStats {
     /// Of [`Self::busy`], the part inside redb's commit (page checksums and
     /// writes, the CPU side of the fsyncs).
     pub commit: Duration,
+    /// Thread CPU time of the acknowledger, which answers committed
+    /// batches beside the committer (waking the waiting tasks, freeing the
+    /// requests): a second serial stage, overlapping the first.
+    pub acks: Duration,
     /// Events committed.
     pub events: u64,
     /// Group commits that succeeded.
@@ -29,6 +33,11 @@ pub struct CommitterStats {
 }
 
 impl CommitterStats {
+    /// Acknowledger CPU per event, microseconds (`None` before any event).
+    pub fn acks_us_per_event(&self) -> Option<f64> {
+        (self.events > 0).then(|| self.acks.as_secs_f64() * 1e6 / self.events as f64)
+    }
+
     /// Committer CPU per event, microseconds (`None` before any event).
     pub fn busy_us_per_event(&self) -> Option<f64> {
         (self.events > 0).then(|| self.busy.as_secs_f64() * 1e6 / self.events as f64)
@@ -39,6 +48,7 @@ impl CommitterStats {
         Self {
             busy: self.busy.saturating_sub(earlier.busy),
             commit: self.commit.saturating_sub(earlier.commit),
+            acks: self.acks.saturating_sub(earlier.acks),
             events: self.events.saturating_sub(earlier.events),
             batches: self.batches.saturating_sub(earlier.batches),
         }
@@ -50,6 +60,7 @@ impl CommitterStats {
 pub(super) struct StatsCell {
     busy_ns: AtomicU64,
     commit_ns: AtomicU64,
+    acks_ns: AtomicU64,
     events: AtomicU64,
     batches: AtomicU64,
 }
@@ -69,10 +80,18 @@ impl StatsCell {
         }
     }
 
+    /// Add the acknowledger's CPU time for one batch.
+    pub(super) fn record_acks(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        self.acks_ns.fetch_add(ns, Ordering::Relaxed);
+        metrics::counter!("realmhost_storage_acker_busy_ns_total").increment(ns);
+    }
+
     pub(super) fn snapshot(&self) -> CommitterStats {
         CommitterStats {
             busy: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
             commit: Duration::from_nanos(self.commit_ns.load(Ordering::Relaxed)),
+            acks: Duration::from_nanos(self.acks_ns.load(Ordering::Relaxed)),
             events: self.events.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
         }
