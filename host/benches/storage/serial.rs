@@ -16,7 +16,10 @@
 //!   steady state, not realm creation.
 //!
 //! `REALMHOST_BENCH_SERIAL_REALMS` picks the realm counts (comma-separated,
-//! default `256,100000`; any count ≥ 256 spreads over the writers).
+//! default `256,100000`; any count ≥ 256 spreads over the writers);
+//! `REALMHOST_BENCH_SERIAL_CHECKPOINT_EVENTS` overrides
+//! `storage.checkpoint_events` (with many realms it decides how many events
+//! one index entry covers, hence the index pages each event dirties).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +82,14 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
         .enable_all()
         .build()
         .expect("runtime");
-    let storage = Arc::new(RedbStorage::open_with(dir, StorageConfig::default()).expect("open"));
+    let mut config = StorageConfig::default();
+    if let Some(n) = std::env::var("REALMHOST_BENCH_SERIAL_CHECKPOINT_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.checkpoint_events = n;
+    }
+    let storage = Arc::new(RedbStorage::open_with(dir, config).expect("open"));
     let version = PluginVersion([5; 32]);
     let realms = realms.max(WRITERS);
     let (events, elapsed, stats) = rt.block_on(async {
