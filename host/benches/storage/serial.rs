@@ -113,9 +113,9 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
                     plugin_version: version,
                     events: vec![small_event(seq, w)],
                 };
-                for i in 0..mine.len() {
+                for (i, seq) in seqs.iter_mut().enumerate() {
                     storage.append(append(i, 1)).await.expect("create");
-                    seqs[i] = 1;
+                    *seq = 1;
                 }
                 created.wait().await;
                 let mut counted = 0u64;
