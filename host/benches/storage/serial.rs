@@ -17,9 +17,17 @@
 //!
 //! `REALMHOST_BENCH_SERIAL_REALMS` picks the realm counts (comma-separated,
 //! default `256,100000`; any count ≥ 256 spreads over the writers);
+//! `REALMHOST_BENCH_SERIAL_PARTITIONS` (comma-separated, default `1`) also
+//! runs each load over that many independent storages, each in its own
+//! directory with its own committer, every realm in the one its id hashes
+//! to: what partitioning the durable log would do, emulated from outside.
+//! The serial figure is then the busiest committer's CPU divided by all the
+//! events (each committer runs on its own core);
 //! `REALMHOST_BENCH_SERIAL_CHECKPOINT_EVENTS` overrides
 //! `storage.checkpoint_events` (with many realms it decides how many events
-//! one index entry covers, hence the index pages each event dirties).
+//! one index entry covers, hence the index pages each event dirties);
+//! `REALMHOST_BENCH_SERIAL_QUICK_REPAIR=0` turns `quick_repair` off (one
+//! fsync per commit instead of two, and no allocator state written).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,18 +57,28 @@ fn small_event(seq: u64, w: usize) -> EventRecord {
 /// One load's figures over the measurement window.
 pub struct SerialFigures {
     pub realms: usize,
+    pub partitions: usize,
     pub events_per_s: f64,
+    /// Summed over the storages.
     pub stats: CommitterStats,
+    /// The storage whose committer used the most CPU.
+    pub busiest: CommitterStats,
 }
 
 impl SerialFigures {
-    /// Committer CPU per event, µs.
+    /// The busiest committer's CPU per event of all storages, µs: the
+    /// serial work that bounds throughput.
     pub fn busy_us(&self) -> f64 {
+        self.busiest.busy.as_secs_f64() * 1e6 / self.stats.events.max(1) as f64
+    }
+
+    /// Every committer's CPU per event, µs.
+    fn total_us(&self) -> f64 {
         self.stats.busy_us_per_event().unwrap_or(f64::NAN)
     }
 
     fn commit_us(&self) -> f64 {
-        self.stats.commit.as_secs_f64() * 1e6 / self.stats.events.max(1) as f64
+        self.busiest.commit.as_secs_f64() * 1e6 / self.stats.events.max(1) as f64
     }
 
     fn per_batch(&self) -> f64 {
@@ -75,9 +93,22 @@ fn realm_counts() -> Vec<usize> {
         .unwrap_or_else(|| vec![256, 100_000])
 }
 
-/// 256 writers over `realms` realms for `secs` after every realm exists
-/// and a 0.5 s warm-up.
-pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFigures {
+fn partition_counts() -> Vec<usize> {
+    std::env::var("REALMHOST_BENCH_SERIAL_PARTITIONS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1])
+}
+
+/// The partition of realm `r` among `n`: a fixed multiplicative hash, so
+/// that neighbouring realms (and a writer's realms) spread over all of them.
+fn partition_of(r: usize, n: usize) -> usize {
+    ((r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % n
+}
+
+/// 256 writers over `realms` realms spread over `parts` storages, for
+/// `secs` after every realm exists and a 0.5 s warm-up.
+pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64) -> SerialFigures {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,7 +120,18 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
     {
         config.checkpoint_events = n;
     }
-    let storage = Arc::new(RedbStorage::open_with(dir, config).expect("open"));
+    if std::env::var("REALMHOST_BENCH_SERIAL_QUICK_REPAIR").is_ok_and(|v| v == "0") {
+        config.quick_repair = false;
+    }
+    let parts = parts.max(1);
+    let storages: Arc<Vec<RedbStorage>> = Arc::new(
+        (0..parts)
+            .map(|p| {
+                RedbStorage::open_with(dir.join(format!("p{p}")), config.clone()).expect("open")
+            })
+            .collect(),
+    );
+    let all_stats = |s: &[RedbStorage]| s.iter().map(|s| s.committer_stats()).collect::<Vec<_>>();
     let version = PluginVersion([5; 32]);
     let realms = realms.max(WRITERS);
     let (events, elapsed, stats) = rt.block_on(async {
@@ -99,11 +141,15 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let (storage, created, stop) = (storage.clone(), created.clone(), stop.clone());
+            let (storages, created, stop) = (storages.clone(), created.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mine: Vec<RealmId> = (w..realms)
                     .step_by(WRITERS)
                     .map(|r| RealmId::new(format!("serial/realm-{r:06}")).expect("id"))
+                    .collect();
+                let part: Vec<usize> = (w..realms)
+                    .step_by(WRITERS)
+                    .map(|r| partition_of(r, parts))
                     .collect();
                 let mut seqs = vec![0u64; mine.len()];
                 let mut rng = SmallRng::seed_from_u64(w as u64);
@@ -114,7 +160,10 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
                     events: vec![small_event(seq, w)],
                 };
                 for (i, seq) in seqs.iter_mut().enumerate() {
-                    storage.append(append(i, 1)).await.expect("create");
+                    storages[part[i]]
+                        .append(append(i, 1))
+                        .await
+                        .expect("create");
                     *seq = 1;
                 }
                 created.wait().await;
@@ -123,7 +172,10 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
                     let counting = MEASURING.load(Ordering::Relaxed);
                     let i = rng.random_range(0..mine.len());
                     seqs[i] += 1;
-                    storage.append(append(i, seqs[i])).await.expect("append");
+                    storages[part[i]]
+                        .append(append(i, seqs[i]))
+                        .await
+                        .expect("append");
                     if counting {
                         counted += 1;
                     }
@@ -133,11 +185,11 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
         }
         created.wait().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = storage.committer_stats();
+        let before = all_stats(&storages);
         let t0 = Instant::now();
         MEASURING.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        let after = storage.committer_stats();
+        let after = all_stats(&storages);
         let elapsed = t0.elapsed();
         stop.store(true, Ordering::Relaxed);
         MEASURING.store(false, Ordering::SeqCst);
@@ -145,11 +197,29 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, secs: f64) -> SerialFig
         for t in tasks {
             events += t.await.expect("writer");
         }
-        (events, elapsed, after.since(&before))
+        let stats: Vec<CommitterStats> =
+            after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+        (events, elapsed, stats)
     });
-    drop(storage);
+    drop(storages);
+    let busiest = stats
+        .iter()
+        .copied()
+        .max_by_key(|s| s.busy)
+        .unwrap_or_default();
+    let stats = stats
+        .iter()
+        .fold(CommitterStats::default(), |t, s| CommitterStats {
+            busy: t.busy + s.busy,
+            commit: t.commit + s.commit,
+            acks: t.acks + s.acks,
+            events: t.events + s.events,
+            batches: t.batches + s.batches,
+        });
     SerialFigures {
         realms,
+        partitions: parts,
+        busiest,
         // Appends answered in the window, counted by the writers (a few in
         // flight at either edge blur it by < 0.1 %).
         events_per_s: events as f64 / elapsed.as_secs_f64(),
@@ -162,10 +232,19 @@ static MEASURING: AtomicBool = AtomicBool::new(false);
 
 pub fn print(f: &SerialFigures) {
     let us = f.busy_us();
-    let acks = f.stats.acks_us_per_event().unwrap_or(0.0);
+    let acks = f.busiest.acks.as_secs_f64() * 1e6 / f.stats.events.max(1) as f64;
+    let label = if f.partitions > 1 {
+        format!(
+            "{}_realms_{}_partitions: all committers {:.2} us/event; busiest:",
+            f.realms,
+            f.partitions,
+            f.total_us()
+        )
+    } else {
+        format!("{}_realms:", f.realms)
+    };
     println!(
-        "storage/serial_{}_realms: {:>9.0} events/s  committer {:.2} us/event (commit {:.2})  acks {:.2} us/event  ceiling {:>9.0} events/s  ({:.0} events/commit)",
-        f.realms,
+        "storage/serial_{label} {:>9.0} events/s  committer {:.2} us/event (commit {:.2})  acks {:.2} us/event  ceiling {:>9.0} events/s  ({:.0} events/commit)",
         f.events_per_s,
         us,
         f.commit_us(),
@@ -178,8 +257,10 @@ pub fn print(f: &SerialFigures) {
 
 /// Every configured load, one after another, in fresh directories.
 pub fn serial_bench(secs: f64, dir: impl Fn() -> tempfile::TempDir) {
-    for realms in realm_counts() {
-        let d = dir();
-        print(&serial_load(d.path(), realms, secs));
+    for parts in partition_counts() {
+        for realms in realm_counts() {
+            let d = dir();
+            print(&serial_load(d.path(), realms, parts, secs));
+        }
     }
 }
