@@ -50,8 +50,10 @@
 //!
 //! Files: `open` (creating, opening, recovering), `upgrade` (format checks and
 //! the format 2 → 3 upgrade), `committer` (the write API and group commit),
-//! `writer` (one transaction's appends and checkpoints), `snapshots` (snapshot
-//! writes and reads), `read` (the read path), `storage_impl` (the trait).
+//! `writer` (one transaction's appends and checkpoints), `realm_cache` (what
+//! the committer remembers per realm so checking an append needs no lookup),
+//! `stats` (the committer's CPU per event), `snapshots` (snapshot writes and
+//! reads), `read` (the read path), `storage_impl` (the trait).
 
 pub mod check;
 mod committer;
