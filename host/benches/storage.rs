@@ -12,11 +12,14 @@
 //!    of the same rows, in the same run.
 //! 3. A read of a realm's snapshot plus a 100-event tail
 //!    (`RedbStorage::load_realm`, page cache warm), via criterion.
+//! 4. Serial work per event (`serial`): the committer thread's CPU per event
+//!    with 256 and with 100 000 realms, and the ceiling it implies (see
+//!    `storage/serial.rs`).
 //!
 //! `cargo bench -p realmhost --bench storage`. `REALMHOST_BENCH_DIR` picks
 //! the directory (default: the system temp dir); `REALMHOST_BENCH_SECS` the
 //! measurement time of the append runs (default 5); `REALMHOST_BENCH_PARTS`
-//! a comma-separated subset of `append,snapshot,read` (default: all).
+//! a comma-separated subset of `serial,append,snapshot,read` (default: all).
 
 use std::fs::OpenOptions;
 use std::hint::black_box;
@@ -484,13 +487,25 @@ fn snapshot_bench() {
 }
 
 /// Which parts to run: `REALMHOST_BENCH_PARTS`, a comma-separated subset of
-/// `append,read,snapshot` (default: all).
+/// `serial,append,read,snapshot` (default: all).
 fn part(name: &str) -> bool {
     std::env::var("REALMHOST_BENCH_PARTS")
         .map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
 }
 
+#[path = "storage/serial.rs"]
+mod serial;
+
 fn main() {
+    if part("serial") {
+        serial::serial_bench(
+            std::env::var("REALMHOST_BENCH_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5.0),
+            bench_dir,
+        );
+    }
     if part("append") {
         append_bench();
     }

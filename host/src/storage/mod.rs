@@ -41,8 +41,8 @@ use futures::future::BoxFuture;
 pub use error::StorageError;
 pub use health::StorageHealth;
 pub use redb_store::{
-    DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES, RedbStorage, StorageConfig,
-    check,
+    CommitterStats, DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES,
+    RedbStorage, StorageConfig, check,
 };
 
 use crate::realm::{EventRecord, RealmId};

@@ -15,7 +15,9 @@ use rustc_hash::FxHashMap;
 use super::committer::Committer;
 use super::faults::FaultInjector;
 use super::read::last_indexed;
+use super::realm_cache::RealmCache;
 use super::recovery::{self, DbCell};
+use super::stats::{CommitterStats, StatsCell};
 use super::upgrade;
 use super::{
     BY_TYPE, Counters, DB_FILE_NAME, FORMAT_VERSION, INDEX, KEY_FORMAT, KEY_INDEX_FLOOR,
@@ -121,12 +123,16 @@ impl RedbStorage {
         let unindexed = Arc::new(RwLock::new(unindexed));
         let skip_final_checkpoint = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(StatsCell::default());
         let committer = {
             let committer = Committer {
                 db: db.clone(),
                 unindexed: unindexed.clone(),
                 counters,
+                cache: RealmCache::new(config.realm_cache),
                 config,
+                stats: stats.clone(),
+                acker: None,
             };
             let skip = skip_final_checkpoint.clone();
             std::thread::Builder::new()
@@ -139,6 +145,7 @@ impl RedbStorage {
             unindexed,
             tx: Some(tx),
             committer: Some(committer),
+            stats,
             skip_final_checkpoint,
             repaired,
             recovered_events,
@@ -162,6 +169,13 @@ impl RedbStorage {
     /// would leave for the next open to rebuild).
     pub fn unindexed_events(&self) -> usize {
         self.unindexed.read().events
+    }
+
+    /// The committer thread's CPU time and the events it committed since
+    /// open: CPU per event is the serial work that bounds write throughput
+    /// (see `stats.rs`).
+    pub fn committer_stats(&self) -> CommitterStats {
+        self.stats.snapshot()
     }
 
     /// The database file.

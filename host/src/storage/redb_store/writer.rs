@@ -6,6 +6,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::committer::BatchState;
 use super::idempotency::KeyTables;
 use super::read::last_indexed;
+use super::realm_cache::{Learned, RealmCache};
 use super::{
     BY_TYPE, Counters, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INDEX, KEY_INDEX_FLOOR, LOG,
     META, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed, VERSIONS,
@@ -30,6 +31,7 @@ pub(super) struct Writer<'t, 'c> {
     pub(super) keys: KeyTables<'t>,
     pub(super) counters: &'c Counters,
     pub(super) unindexed: &'c Unindexed,
+    pub(super) cache: &'c RealmCache,
     /// Largest map stored inline in its snapshot header.
     pub(super) inline_snapshot_bytes: u64,
 }
@@ -43,6 +45,7 @@ impl<'t, 'c> Writer<'t, 'c> {
         txn: &'t WriteTransaction,
         counters: &'c Counters,
         unindexed: &'c Unindexed,
+        cache: &'c RealmCache,
         config: &StorageConfig,
     ) -> Result<Self, StorageError> {
         Ok(Self {
@@ -61,6 +64,7 @@ impl<'t, 'c> Writer<'t, 'c> {
             },
             counters,
             unindexed,
+            cache,
             inline_snapshot_bytes: config.inline_snapshot_bytes,
         })
     }
@@ -102,33 +106,55 @@ impl<'t, 'c> Writer<'t, 'c> {
 
     pub(super) fn append(
         &mut self,
-        mut req: EncodedAppend,
+        req: &mut EncodedAppend,
         batch: &mut BatchState,
     ) -> Step<AppendAck> {
         // Everything that can reject the request happens before the first
         // write, so a rejection leaves the transaction as it found it.
         let realm = &req.realm_id;
-        let existing = self.row(realm)?;
-        let created = existing.is_none();
-        let row = match existing {
-            Some(row) if row.realm_type != req.realm_type => {
+        // The realm's number and last seq: from the committer's cache when
+        // it knows the realm (no B-tree lookup, no row decode), else from
+        // the tables.
+        let (no, new_row, cached_last, miss) = match self.cache.get(realm) {
+            Some(c) if *c.realm_type != *req.realm_type => {
                 return Ok(Err(StorageError::RealmTypeMismatch {
                     realm: realm.clone(),
-                    stored: row.realm_type,
+                    stored: c.realm_type.to_string(),
                     requested: req.realm_type.clone(),
                 }));
             }
-            Some(row) => row,
-            None => RealmRow {
-                no: batch.next_realm_no,
-                realm_type: req.realm_type.clone(),
-                last_snapshot_seq: 0,
+            Some(c) => (c.no, None, Some(c.last_seq), false),
+            None => match self.row(realm)? {
+                Some(row) if row.realm_type != req.realm_type => {
+                    return Ok(Err(StorageError::RealmTypeMismatch {
+                        realm: realm.clone(),
+                        stored: row.realm_type,
+                        requested: req.realm_type.clone(),
+                    }));
+                }
+                Some(row) => (row.no, None, None, true),
+                None => {
+                    let row = RealmRow {
+                        no: batch.next_realm_no,
+                        realm_type: req.realm_type.clone(),
+                        last_snapshot_seq: 0,
+                    };
+                    (row.no, Some(row), None, true)
+                }
             },
         };
+        let created = new_row.is_some();
+        // This batch's own appends come first (they are in `tails` until
+        // the checkpoint, which runs after the last append); then the
+        // cached committed seq; then the tables.
         let last_seq = if created {
             0
+        } else if let Some(t) = batch.tails.get(&no) {
+            t.last_seq()
+        } else if let Some(last) = cached_last {
+            last
         } else {
-            self.last_seq(row.no, batch)?
+            self.last_seq(no, batch)?
         };
         if req.first_seq <= last_seq {
             return Ok(Err(StorageError::Duplicate {
@@ -153,20 +179,19 @@ impl<'t, 'c> Writer<'t, 'c> {
                 seq,
             }));
         }
-        let row_bytes = if created {
-            match codec::encode_realm(&row) {
+        let row_bytes = match &new_row {
+            Some(row) => match codec::encode_realm(row) {
                 Ok(b) => Some(b),
                 Err(e) => return Ok(Err(e)),
-            }
-        } else {
-            None
+            },
+            None => None,
         };
 
         let version_no = self.version_no(req.version, batch)?;
         let count = req.entries.len() as u64;
         let first_pos = batch.next_pos;
         for (i, entry) in req.entries.iter_mut().enumerate() {
-            codec::set_entry_header(entry, row.no, version_no);
+            codec::set_entry_header(entry, no, version_no);
             self.log.insert(first_pos + i as u64, entry.as_slice())?;
         }
         if let Some(row_bytes) = row_bytes {
@@ -175,7 +200,7 @@ impl<'t, 'c> Writer<'t, 'c> {
                 .insert((req.realm_type.as_str(), realm.as_str()), ())?;
             batch.next_realm_no += 1;
         }
-        let tail = batch.tails.entry(row.no).or_insert_with(|| Tail {
+        let tail = batch.tails.entry(no).or_insert_with(|| Tail {
             first_seq: req.first_seq,
             positions: Vec::new(),
             version_no,
@@ -187,6 +212,12 @@ impl<'t, 'c> Writer<'t, 'c> {
         tail.version_no = version_no;
         batch.next_pos += count;
         batch.events += req.entries.len();
+        batch.learned.push(Learned {
+            realm: req.realm_id.clone(),
+            no,
+            last_seq: last_seq + count,
+            realm_type: miss.then(|| req.realm_type.clone()),
+        });
         Ok(Ok(AppendAck {
             last_seq: last_seq + count,
             created,

@@ -180,6 +180,58 @@ fn seq_continuity_is_enforced_per_request() {
     assert_eq!(s.realm_meta(&rid("b")).unwrap(), None);
 }
 
+/// The committer accounts its CPU time and the events it committed (the
+/// storage bench's serial figure); rejected requests count no events.
+#[test]
+fn committer_stats_count_committed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStorage::open(dir.path()).unwrap();
+    assert_eq!(s.committer_stats().events, 0);
+    s.append_blocking(req("a", "t", 1..=3)).unwrap();
+    s.append_blocking(req("a", "t", 4..=4)).unwrap();
+    assert!(s.append_blocking(req("a", "t", 4..=4)).is_err());
+    let st = s.committer_stats();
+    assert_eq!(st.events, 4);
+    assert!(st.batches >= 2, "{st:?}");
+    if cfg!(unix) {
+        assert!(st.busy > std::time::Duration::ZERO, "{st:?}");
+        assert!(st.busy >= st.commit, "{st:?}");
+    }
+    let later = s.committer_stats().since(&st);
+    assert_eq!(later.events, 0);
+}
+
+/// A cache of one realm is emptied at every other realm: continuity and
+/// types are still checked against the tables, before and after a restart.
+#[test]
+fn a_tiny_realm_cache_still_checks_every_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        realm_cache: 1,
+        ..StorageConfig::default()
+    };
+    for round in 0..2u64 {
+        let s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
+        for i in 0..4u64 {
+            for r in ["a", "b", "c"] {
+                let seq = round * 4 + i + 1;
+                assert_eq!(
+                    s.append_blocking(req(r, "t", seq..=seq)).unwrap().last_seq,
+                    seq
+                );
+                assert!(matches!(
+                    s.append_blocking(req(r, "t", seq..=seq)),
+                    Err(StorageError::Duplicate { .. })
+                ));
+                assert!(matches!(
+                    s.append_blocking(req(r, "u", seq + 1..=seq + 1)),
+                    Err(StorageError::RealmTypeMismatch { .. })
+                ));
+            }
+        }
+    }
+}
+
 /// Rejected requests share a commit with good ones without spoiling it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejections_do_not_spoil_the_batch() {

@@ -157,6 +157,8 @@ proptest! {
         checkpoint_events in 0..8usize,
         checkpoint_realms in 1..3usize,
         inline in inline_limit(),
+        // Off, a cache emptied every couple of realms, and the default.
+        realm_cache in prop_oneof![Just(0usize), 1..3usize, Just(256 * 1024)],
     ) {
         let dir = tempfile::tempdir().unwrap();
         // Tiny checkpoint thresholds, so that runs mix indexed and unindexed
@@ -165,6 +167,7 @@ proptest! {
             checkpoint_events,
             checkpoint_realms,
             inline_snapshot_bytes: inline,
+            realm_cache,
             ..StorageConfig::default()
         };
         let rows_for = |map: &BTreeMap<Vec<u8>, Vec<u8>>, limit: u64| {
