@@ -43,7 +43,9 @@ mod append;
 mod config;
 mod error;
 mod events;
+mod exec;
 mod health;
+mod jobs;
 pub mod metrics;
 mod parking;
 mod plugins;
@@ -63,7 +65,9 @@ pub use append::AppendReceipt;
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig, RateLimitConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
+pub use exec::{ExecConfig, ExecStats, ExecTypeStats};
 pub use health::Readiness;
+pub use jobs::{JobKind, JobProgress, JobState, JobView};
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
@@ -158,6 +162,9 @@ pub struct NodeStats {
     /// Whether storage accepts writes (failing since when, last error).
     #[serde(default)]
     pub storage: crate::storage::StorageHealth,
+    /// The plugin-execution pool: slots, busy, queued, refusals.
+    #[serde(default)]
+    pub exec: ExecStats,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -188,6 +195,10 @@ pub struct Node {
     unservable: unservable::Unservable,
     /// Authentication and client limits of the HTTP API.
     http_guard: api::guard::Guard,
+    /// Where every plugin call runs (never on an async worker).
+    exec: exec::ExecPool,
+    /// Verify, shadow and preload jobs: progress, results, cancellation.
+    jobs: jobs::Jobs,
 }
 
 impl std::fmt::Debug for Node {
@@ -287,6 +298,7 @@ impl Node {
 
         let config_parking = config.parking.clone();
         let config_http = config.http.clone();
+        let config_exec = config.exec.clone();
         let node = Arc::new(Self {
             config,
             registry,
@@ -304,6 +316,8 @@ impl Node {
             plugin_startup,
             unservable: unservable::Unservable::default(),
             http_guard: api::guard::Guard::new(&config_http),
+            exec: exec::ExecPool::new(&config_exec),
+            jobs: jobs::Jobs::default(),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
@@ -321,6 +335,26 @@ impl Node {
     /// The HTTP API's authentication and client limits.
     pub fn http_guard(&self) -> &api::guard::Guard {
         &self.http_guard
+    }
+
+    /// Run `f` — a plugin call, or a replay — on the plugin-execution pool
+    /// on behalf of `realm_type`, never on an async worker.
+    ///
+    /// Waits (without blocking a worker) for one of the pool's slots, within
+    /// the realm type's share of them ([`ExecConfig::max_per_type`]); the
+    /// result is `f`'s. Fails at once with [`NodeError::Overloaded`] when the
+    /// wait queue is full (in all, or for this realm type); fails with
+    /// [`NodeError::ExecPanicked`] if `f` panics (only this call; the pool
+    /// carries on). If the returned future is dropped while `f` runs, `f`
+    /// still runs to its end and keeps its slot until then, so the bound
+    /// holds. `f` must own what it uses: move in clones (`Arc<Plugin>`,
+    /// `Arc<RealmState>`, a `StateMap` — a cheap persistent-map clone).
+    pub async fn run_plugin<R: Send + 'static>(
+        &self,
+        realm_type: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        self.exec.run(realm_type, f).await
     }
 
     /// The configuration.
@@ -367,6 +401,7 @@ impl Node {
         let replay_batch = self.config.replay_batch;
         let replay = self.config.sharding.event_replay_on_load;
         let registry = &self.registry;
+        let exec = &self.exec;
         let r = self
             .store
             .get_or_load(id.as_str(), || {
@@ -375,8 +410,9 @@ impl Node {
                 async move {
                     counters.loads.fetch_add(1, Ordering::Relaxed);
                     state::load_realm(
-                        &*storage,
+                        &storage,
                         registry,
+                        exec,
                         id,
                         replay_batch,
                         replay,
@@ -441,7 +477,8 @@ impl Node {
             return Ok(s);
         }
         let rebuilt = state::rebuild(
-            &*self.storage,
+            &self.storage,
+            &self.exec,
             plugin,
             id,
             s.seq(),
@@ -543,13 +580,16 @@ impl Node {
         }
         let s = self.state(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
-        plugin
-            .query(Scope::new(id.as_str(), s.map()), request)
-            .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
-            .map_err(|message| NodeError::PluginInvalid {
-                realm_type: s.realm_type().to_owned(),
-                message,
-            })
+        let (rid, request, state) = (id.clone(), request.to_owned(), s.clone());
+        self.run_plugin(s.realm_type(), move || {
+            plugin.query(Scope::new(rid.as_str(), state.map()), &request)
+        })
+        .await?
+        .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
+        .map_err(|message| NodeError::PluginInvalid {
+            realm_type: s.realm_type().to_owned(),
+            message,
+        })
     }
 
     /// Realms of one type, in id order, after `after`.
@@ -581,6 +621,7 @@ impl Node {
             load_fallbacks: c.load_fallbacks.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
             storage: self.storage.health(),
+            exec: self.exec.stats(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),
         }

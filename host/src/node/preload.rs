@@ -189,8 +189,9 @@ impl Node {
     async fn preload_one(&self, id: &RealmId) -> Result<(), BoxError> {
         let room = self.store.reserve(id.as_str())?;
         let loaded = state::load_realm(
-            &*self.storage,
+            &self.storage,
             &self.registry,
+            &self.exec,
             id,
             self.config.replay_batch,
             self.config.sharding.event_replay_on_load,

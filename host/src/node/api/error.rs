@@ -190,7 +190,16 @@ impl From<NodeError> for ApiError {
             NodeError::Store(_) => Self::new(S::INTERNAL_SERVER_ERROR, "store", msg),
             NodeError::EvictionDisabled => Self::new(S::CONFLICT, "eviction_disabled", msg),
             NodeError::Storage(ref e) => Self::storage(e),
-            NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
+            NodeError::Setup(_) | NodeError::ExecPanicked { .. } => {
+                Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+            NodeError::Cancelled { job } => Self {
+                detail: Some(json!({ "job": job })),
+                ..Self::new(S::CONFLICT, "cancelled", msg)
+            },
+            NodeError::Overloaded { .. } => {
+                Self::new(S::SERVICE_UNAVAILABLE, "overloaded", msg).retry_after(1)
+            }
             NodeError::ShadowFailed(report) => Self {
                 detail: serde_json::to_value(&*report).ok(),
                 ..Self::new(S::CONFLICT, "shadow_failed", msg)
