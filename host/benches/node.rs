@@ -3,7 +3,7 @@
 //! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
 //! change the measurement time per case, default 3;
 //! `REALMHOST_NODE_BENCH_SECTIONS` to a comma-separated subset of
-//! `appends,cold,swap,keyed` to run only those, default all;
+//! `appends,cold,swap,keyed,noisy` to run only those, default all;
 //! `REALMHOST_NODE_BENCH_MAX_ACCOUNTS` to leave out the larger keyed realms,
 //! default 1 000 000).
 //!
@@ -31,6 +31,12 @@
 //!      a tiny record;
 //!    - a cold load of the 100 000-account realm (snapshot + 100-event tail)
 //!      against the bare storage read of the same rows.
+//! 5. **Noisy neighbour** (`noisy`): 8 writers appending to counter and
+//!    ledger realms, p50/p99 ack latency alone, then while 8 callers keep the
+//!    hostile fixture looping to its fuel limit on every call — submitted
+//!    through `Node::run_plugin` (the plugin-execution pool) and through
+//!    `Node::append` — twice each, interleaved, on one node; prints
+//!    p99(noisy)/p99(baseline).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -465,6 +471,9 @@ async fn swap_under_load(d: Duration) {
 mod keyed;
 use keyed::*;
 
+#[path = "node/noisy.rs"]
+mod noisy;
+
 /// `REALMHOST_NODE_BENCH_PROFILE=apply|load|replay`: one case in a loop for
 /// `REALMHOST_BENCH_SECS`, for `perf record` (see `docs/BENCHMARKS.md`).
 /// `apply`: `Plugin::apply` on a realm of `REALMHOST_NODE_BENCH_MAX_ACCOUNTS`
@@ -573,5 +582,9 @@ fn main() {
     if section("keyed") {
         println!();
         rt.block_on(keyed_state());
+    }
+    if section("noisy") {
+        println!();
+        rt.block_on(noisy::noisy_neighbour(d));
     }
 }

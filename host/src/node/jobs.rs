@@ -137,6 +137,10 @@ impl Job {
         }
     }
 
+    pub(crate) fn add_realms_total(&self, n: u64) {
+        self.realms_total.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_realms_total(&self, n: u64) {
         self.realms_total.store(n, Ordering::Relaxed);
     }
@@ -192,8 +196,13 @@ impl Job {
         self.ending.lock().is_some()
     }
 
+    /// Record `e` as the job's ending.
+    pub(crate) fn fail(&self, e: &NodeError) {
+        self.end(JobState::Failed, None, Some(e.to_string()));
+    }
+
     /// Record `r` as the job's ending.
-    fn finish<T: Serialize>(&self, r: &Result<T, NodeError>) {
+    pub(crate) fn finish<T: Serialize>(&self, r: &Result<T, NodeError>) {
         match r {
             Ok(v) => self.end(JobState::Done, serde_json::to_value(v).ok(), None),
             Err(NodeError::Cancelled { .. }) => self.end(

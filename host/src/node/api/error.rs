@@ -243,3 +243,25 @@ impl From<QueryRejection> for ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_503_with_retry_after() {
+        let e = ApiError::from(NodeError::Overloaded {
+            realm_type: "hostile".into(),
+            queued: 4096,
+            limit: 4096,
+        });
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        );
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        let e = ApiError::from(NodeError::Cancelled { job: 3 });
+        assert_eq!((e.status(), e.code()), (StatusCode::CONFLICT, "cancelled"));
+    }
+}
