@@ -35,8 +35,8 @@
 //!    ledger realms, p50/p99 ack latency alone, then while 8 callers keep the
 //!    hostile fixture looping to its fuel limit on every call — submitted
 //!    through `Node::run_plugin` (the plugin-execution pool) and through
-//!    `Node::append` — twice each, interleaved, on one node; prints
-//!    p99(noisy)/p99(baseline).
+//!    `Node::append` — three rounds, interleaved, on one node; prints
+//!    p99(noisy)/p99(baseline) per round.
 
 use std::io::Write;
 use std::sync::Arc;

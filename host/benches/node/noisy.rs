@@ -8,6 +8,8 @@ use super::*;
 pub(super) const HEALTHY_WRITERS: usize = 8;
 /// Callers that keep the hostile plugin looping to its fuel limit.
 pub(super) const NOISY_CALLERS: usize = 8;
+/// Rounds of (baseline, noise via the pool, noise via append).
+pub(super) const ROUNDS: usize = 3;
 
 /// Where the fuel-burning calls come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +101,7 @@ async fn phase(node: &Arc<Node>, noise: Noise, round: usize, d: Duration) -> (f6
     for w in 0..HEALTHY_WRITERS {
         let (node, stop) = (node.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let realm = RealmId::new(format!("healthy-{round}-{w:02}")).unwrap();
+            let realm = RealmId::new(format!("healthy-{round}-{noise:?}-{w:02}")).unwrap();
             let start = Instant::now();
             let mut lat = Vec::new();
             let mut first = true;
@@ -132,8 +134,8 @@ async fn phase(node: &Arc<Node>, noise: Noise, round: usize, d: Duration) -> (f6
     )
 }
 
-/// The section: baseline, noise through the append path, noise through the
-/// pool, twice each, interleaved, on one node.
+/// The section: baseline, noise through the pool, noise through the append
+/// path, [`ROUNDS`] times, interleaved, on one node.
 pub(super) async fn noisy_neighbour(d: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::with_data_dir(dir.path());
@@ -158,7 +160,7 @@ pub(super) async fn noisy_neighbour(d: Duration) {
         exec.threads, exec.max_per_type
     );
     let mut rows: Vec<(Noise, (f64, f64, f64, u64))> = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         for noise in [Noise::Quiet, Noise::Pool, Noise::Appends] {
             rows.push((noise, phase(&node, noise, round, d).await));
         }
@@ -173,23 +175,27 @@ pub(super) async fn noisy_neighbour(d: Duration) {
             }
         );
     }
-    let p99 = |n: Noise| {
-        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == n).map(|r| r.1.2).collect();
-        median(&mut v)
-    };
-    let p50 = |n: Noise| {
-        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == n).map(|r| r.1.1).collect();
-        median(&mut v)
-    };
-    let base = (p50(Noise::Quiet), p99(Noise::Quiet));
+    // Per round: each noisy phase against the baseline just before it.
     for (name, n) in [
         ("noise via the pool", Noise::Pool),
         ("noise via append", Noise::Appends),
     ] {
+        let mut p99s = Vec::new();
+        let mut p50s = Vec::new();
+        for round in rows.chunks(3) {
+            let base = round[0].1;
+            let noisy = round.iter().find(|r| r.0 == n).unwrap().1;
+            p99s.push(noisy.2 / base.2);
+            p50s.push(noisy.1 / base.1);
+        }
         println!(
-            "  {name}: p99(noisy)/p99(baseline) = {:.2}  (p50 ratio {:.2}; target p99 ≤ 1.5)",
-            p99(n) / base.1,
-            p50(n) / base.0
+            "  {name}: p99(noisy)/p99(baseline) per round {}, median {}  (p50 ratio median {}; target p99 ≤ 1.5)",
+            p99s.iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            spread(&mut p99s),
+            spread(&mut p50s)
         );
     }
     node.shutdown().await.unwrap();

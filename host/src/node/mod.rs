@@ -437,6 +437,20 @@ impl Node {
                 self.note_unservable(&e);
                 return Err(e);
             }
+            // The pool refused the rebuild: the node is busy, not the realm
+            // broken.
+            if let state::LoadFailure::Node(NodeError::Overloaded {
+                realm_type,
+                queued,
+                limit,
+            }) = f
+            {
+                return Err(NodeError::Overloaded {
+                    realm_type: realm_type.clone(),
+                    queued: *queued,
+                    limit: *limit,
+                });
+            }
             // A stored realm whose type has no plugin (reported at start).
             if let state::LoadFailure::Node(NodeError::UnknownRealmType(t)) = f {
                 return Err(NodeError::UnknownRealmType(t.clone()));
