@@ -27,6 +27,14 @@
 //!   per type). Past either bound the call fails at once with
 //!   [`NodeError::Overloaded`] (HTTP 503 with `Retry-After`), so a flood
 //!   turns into fast refusals instead of unbounded memory and latency.
+//! - **CPU priority**: slots bound how many calls run, not how much CPU a
+//!   type takes; on a small machine one type's share of the slots is a
+//!   large share of the cores. So a realm type whose recent calls averaged
+//!   at least [`ExecConfig::heavy_call_micros`] (a plugin burning its fuel,
+//!   a long replay) runs on the pool's background threads, which the OS
+//!   schedules at a lower priority (nice +10 on Linux): they use the idle
+//!   CPU, and yield it to the async workers, the committer and light calls
+//!   whenever those need it. Light calls run on tokio's blocking threads.
 //! - **Panics**: a panicking closure fails its own call with
 //!   [`NodeError::ExecPanicked`]; permits are released by unwinding, and the
 //!   pool carries on.
@@ -48,6 +56,7 @@ use super::NodeError;
 /// | `max_per_type` | 0: `threads - 1` (at least 1), so one realm type never holds every slot |
 /// | `max_queued` | 4096 calls waiting in all; more answer `Overloaded` |
 /// | `max_queued_per_type` | 0: half of `max_queued` (at least 1) |
+/// | `heavy_call_micros` | 2000: a type whose calls average this long runs at a lower CPU priority (0: never) |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecConfig {
@@ -59,6 +68,9 @@ pub struct ExecConfig {
     pub max_queued: usize,
     /// Calls of one realm type that may wait (0: half of `max_queued`).
     pub max_queued_per_type: usize,
+    /// A realm type whose recent calls averaged at least this many µs runs
+    /// on the lower-priority background threads (0: never).
+    pub heavy_call_micros: u64,
 }
 
 impl Default for ExecConfig {
@@ -68,6 +80,7 @@ impl Default for ExecConfig {
             max_per_type: 0,
             max_queued: 4096,
             max_queued_per_type: 0,
+            heavy_call_micros: 2_000,
         }
     }
 }
@@ -79,6 +92,7 @@ pub(crate) struct ExecLimits {
     pub(crate) max_per_type: usize,
     pub(crate) max_queued: usize,
     pub(crate) max_queued_per_type: usize,
+    pub(crate) heavy_call_micros: u64,
 }
 
 impl ExecConfig {
@@ -118,6 +132,7 @@ impl ExecConfig {
             max_per_type,
             max_queued: self.max_queued,
             max_queued_per_type,
+            heavy_call_micros: self.heavy_call_micros,
         }
     }
 }
@@ -130,6 +145,16 @@ struct Lane {
     busy: AtomicUsize,
     completed: AtomicU64,
     rejected: AtomicU64,
+    /// Moving average of its calls' duration (µs, weight 1/8 per call).
+    avg_micros: AtomicU64,
+}
+
+impl Lane {
+    fn record(&self, micros: u64) {
+        let old = self.avg_micros.load(Ordering::Relaxed);
+        let new = old - old / 8 + micros / 8;
+        self.avg_micros.store(new, Ordering::Relaxed);
+    }
 }
 
 /// Counters shared by the pool and the guards its calls hold.
@@ -140,6 +165,7 @@ struct Totals {
     completed: AtomicU64,
     rejected: AtomicU64,
     panicked: AtomicU64,
+    background: AtomicU64,
 }
 
 /// What the pool is doing, for `/v1/stats` and `/metrics`.
@@ -161,6 +187,9 @@ pub struct ExecStats {
     pub rejected: u64,
     /// Calls whose closure panicked since start.
     pub panicked: u64,
+    /// Calls run on the lower-priority background threads since start.
+    #[serde(default)]
+    pub background: u64,
     /// Per realm type (those that used the pool), by name.
     pub by_type: Vec<ExecTypeStats>,
 }
@@ -178,6 +207,9 @@ pub struct ExecTypeStats {
     pub completed: u64,
     /// Its calls refused since start.
     pub rejected: u64,
+    /// Moving average of its calls' duration, µs.
+    #[serde(default)]
+    pub avg_micros: u64,
 }
 
 /// The bounded pool; see the module docs.
@@ -187,6 +219,72 @@ pub(crate) struct ExecPool {
     slots: Arc<Semaphore>,
     lanes: DashMap<String, Arc<Lane>>,
     totals: Arc<Totals>,
+    background: Background,
+}
+
+/// A unit of work for the background threads.
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Threads at a lower CPU priority for heavy realm types; they exit when
+/// the pool (and so the sender) is dropped.
+#[derive(Debug)]
+struct Background {
+    tx: parking_lot::Mutex<std::sync::mpsc::Sender<Task>>,
+}
+
+impl Background {
+    fn start(threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Task>();
+        let rx = Arc::new(parking_lot::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("realmhost-bg-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let task = rx.lock().recv();
+                        match task {
+                            Ok(task) => task(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "background plugin thread not started");
+            }
+        }
+        Self {
+            tx: parking_lot::Mutex::new(tx),
+        }
+    }
+
+    /// Queue `task`; false if no background thread is left.
+    fn send(&self, task: Task) -> bool {
+        self.tx.lock().send(task).is_ok()
+    }
+}
+
+/// Lower the calling thread's CPU priority (Linux: nice +10 for this thread
+/// only). Best effort: a refusal leaves it as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes plain integers; `who = 0` is the calling
+        // thread on Linux.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        if r != 0 {
+            tracing::debug!("background plugin thread keeps its priority");
+        }
+    }
+}
+
+/// The panic message of a failed call.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".to_owned())
 }
 
 /// Leaves the wait queue when dropped (started, refused or abandoned).
@@ -207,6 +305,7 @@ impl Drop for Waiting<'_> {
 struct Running {
     totals: Arc<Totals>,
     lane: Arc<Lane>,
+    started: std::time::Instant,
     _type_slot: OwnedSemaphorePermit,
     _slot: OwnedSemaphorePermit,
 }
@@ -217,6 +316,8 @@ impl Drop for Running {
         self.lane.busy.fetch_sub(1, Ordering::AcqRel);
         self.totals.completed.fetch_add(1, Ordering::Relaxed);
         self.lane.completed.fetch_add(1, Ordering::Relaxed);
+        self.lane
+            .record(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 }
 
@@ -229,6 +330,7 @@ impl ExecPool {
             slots: Arc::new(Semaphore::new(limits.threads)),
             lanes: DashMap::new(),
             totals: Arc::new(Totals::default()),
+            background: Background::start(limits.threads),
         }
     }
 
@@ -251,6 +353,7 @@ impl ExecPool {
                     busy: AtomicUsize::new(0),
                     completed: AtomicU64::new(0),
                     rejected: AtomicU64::new(0),
+                    avg_micros: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -267,29 +370,48 @@ impl ExecPool {
         let (type_slot, slot) = self.acquire(realm_type, &lane).await?;
         self.totals.busy.fetch_add(1, Ordering::AcqRel);
         lane.busy.fetch_add(1, Ordering::AcqRel);
+        let heavy = self.limits.heavy_call_micros > 0
+            && lane.avg_micros.load(Ordering::Relaxed) >= self.limits.heavy_call_micros;
         let running = Running {
             totals: self.totals.clone(),
             lane,
+            started: std::time::Instant::now(),
             _type_slot: type_slot,
             _slot: slot,
         };
         let span = tracing::Span::current();
-        let joined = tokio::task::spawn_blocking(move || {
-            let _running = running;
-            span.in_scope(f)
-        })
-        .await;
-        joined.map_err(|e| {
-            self.totals.panicked.fetch_add(1, Ordering::Relaxed);
-            let message = if e.is_panic() {
-                let p = e.into_panic();
-                p.downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-text panic".to_owned())
+        let outcome: Result<R, String> = if heavy {
+            self.totals.background.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task: Task = Box::new(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let _running = running;
+                    span.in_scope(f)
+                }));
+                let _ = tx.send(r.map_err(|p| panic_message(&*p)));
+            });
+            if self.background.send(task) {
+                rx.await
+                    .unwrap_or_else(|_| Err("the background thread is gone".to_owned()))
             } else {
-                "the runtime is shutting down".to_owned()
-            };
+                Err("no background thread is running".to_owned())
+            }
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let _running = running;
+                span.in_scope(f)
+            })
+            .await
+            .map_err(|e| {
+                if e.is_panic() {
+                    panic_message(&*e.into_panic())
+                } else {
+                    "the runtime is shutting down".to_owned()
+                }
+            })
+        };
+        outcome.map_err(|message| {
+            self.totals.panicked.fetch_add(1, Ordering::Relaxed);
             tracing::error!(realm_type, %message, "plugin call panicked on the pool");
             NodeError::ExecPanicked {
                 realm_type: realm_type.to_owned(),
@@ -362,6 +484,7 @@ impl ExecPool {
                 queued: e.queued.load(Ordering::Relaxed),
                 completed: e.completed.load(Ordering::Relaxed),
                 rejected: e.rejected.load(Ordering::Relaxed),
+                avg_micros: e.avg_micros.load(Ordering::Relaxed),
             })
             .collect();
         by_type.sort_by(|a, b| a.realm_type.cmp(&b.realm_type));
@@ -374,6 +497,7 @@ impl ExecPool {
             completed: t.completed.load(Ordering::Relaxed),
             rejected: t.rejected.load(Ordering::Relaxed),
             panicked: t.panicked.load(Ordering::Relaxed),
+            background: t.background.load(Ordering::Relaxed),
             by_type,
         }
     }

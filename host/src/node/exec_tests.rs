@@ -11,6 +11,7 @@ fn pool(threads: usize, max_per_type: usize, max_queued: usize) -> Arc<ExecPool>
         max_per_type,
         max_queued,
         max_queued_per_type: max_queued,
+        heavy_call_micros: 2_000,
     }))
 }
 
@@ -141,6 +142,7 @@ async fn a_per_type_queue_bound_spares_other_types() {
         max_per_type: 1,
         max_queued: 8,
         max_queued_per_type: 1,
+        heavy_call_micros: 2_000,
     }));
     let (release, held) = hold(&pool, "noisy").await;
     let p = pool.clone();
@@ -177,4 +179,41 @@ async fn a_panicking_call_fails_alone() {
     assert_eq!(pool.run("other", || 2).await.unwrap(), 2);
     let s = pool.stats();
     assert_eq!((s.busy, s.queued, s.panicked, s.completed), (0, 0, 1, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_types_move_to_the_background_threads() {
+    let pool = Arc::new(ExecPool::new(&ExecConfig {
+        threads: 2,
+        heavy_call_micros: 1,
+        ..ExecConfig::default()
+    }));
+    let spin = || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_micros(200) {
+            std::hint::spin_loop();
+        }
+        std::thread::current().name().map(str::to_owned)
+    };
+    // The first call has no history: a blocking thread.
+    let first = pool.run("heavy", spin).await.unwrap();
+    assert_ne!(
+        first.as_deref().map(|n| n.starts_with("realmhost-bg")),
+        Some(true)
+    );
+    // Past the threshold, its calls run on the background threads.
+    let mut on_bg = false;
+    for _ in 0..4 {
+        let name = pool.run("heavy", spin).await.unwrap();
+        on_bg |= name.is_some_and(|n| n.starts_with("realmhost-bg"));
+    }
+    assert!(on_bg);
+    assert!(pool.stats().background > 0);
+    // A panic there fails one call too, and the threads carry on.
+    let r = pool
+        .run("heavy", || -> u32 { panic!("deliberate background panic") })
+        .await;
+    assert!(matches!(r, Err(NodeError::ExecPanicked { .. })), "{r:?}");
+    assert_eq!(pool.run("heavy", || 5).await.unwrap(), 5);
+    assert_eq!(pool.stats().busy, 0);
 }
