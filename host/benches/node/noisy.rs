@@ -175,6 +175,11 @@ pub(super) async fn noisy_neighbour(d: Duration) {
             }
         );
     }
+    let exec = node.stats().exec;
+    println!(
+        "  pool calls: {} done, {} on the lower-priority background threads, {} refused",
+        exec.completed, exec.background, exec.rejected
+    );
     // Per round: each noisy phase against the baseline just before it.
     for (name, n) in [
         ("noise via the pool", Noise::Pool),

@@ -32,9 +32,10 @@
 //!   large share of the cores. So a realm type whose recent calls averaged
 //!   at least [`ExecConfig::heavy_call_micros`] (a plugin burning its fuel,
 //!   a long replay) runs on the pool's background threads, which the OS
-//!   schedules at a lower priority (nice +10 on Linux): they use the idle
-//!   CPU, and yield it to the async workers, the committer and light calls
-//!   whenever those need it. Light calls run on tokio's blocking threads.
+//!   schedules at a lower priority (`SCHED_IDLE` on Linux): they use the
+//!   idle CPU, and yield it to the async workers, the committer and light
+//!   calls whenever those wake up. Light calls run on tokio's blocking
+//!   threads.
 //! - **Panics**: a panicking closure fails its own call with
 //!   [`NodeError::ExecPanicked`]; permits are released by unwinding, and the
 //!   pool carries on.
@@ -265,15 +266,20 @@ impl Background {
     }
 }
 
-/// Lower the calling thread's CPU priority (Linux: nice +10 for this thread
-/// only). Best effort: a refusal leaves it as it was.
+/// Lower the calling thread's CPU priority. Linux: `SCHED_IDLE` for this
+/// thread only — any normal thread that wakes up preempts it at once, which
+/// a nice value alone does not promise (a woken thread may wait out the
+/// running one's slice) — falling back to nice +10. Best effort: a refusal
+/// leaves the thread as it was.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: setpriority takes plain integers; `who = 0` is the calling
-        // thread on Linux.
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-        if r != 0 {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain integers and a valid pointer to a local; `pid = 0`
+        // is the calling thread on Linux.
+        let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+        // SAFETY: as above.
+        if !idle && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0 {
             tracing::debug!("background plugin thread keeps its priority");
         }
     }
