@@ -239,3 +239,75 @@ async fn jobs_report_progress_and_can_be_cancelled() {
     );
     node.shutdown().await.unwrap();
 }
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", "Bearer jobs-read-token")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_over_http_start_show_list_and_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.http.read_token = Some("jobs-read-token".into());
+    let node = Node::open(c).await.unwrap();
+    seed(&node, "r", 30).await;
+    let app = realmhost::node::api::router(node.clone());
+
+    let (status, job) = call(
+        &app,
+        "POST",
+        "/v1/admin/jobs",
+        Some(serde_json::json!({ "kind": "verify", "realm_id": "r" })),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_u64().unwrap();
+    node.wait_job(id).await.unwrap();
+    let (status, job) = call(&app, "GET", &format!("/v1/admin/jobs/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["result"]["matches"], true);
+    assert_eq!(job["progress"]["events_replayed"], 30);
+
+    let (status, job) = call(
+        &app,
+        "POST",
+        "/v1/admin/jobs",
+        Some(serde_json::json!({ "kind": "shadow", "realm_type": "ledger", "version": "ledger-no-such" })),
+    )
+    .await;
+    assert!(matches!(status, 400 | 404), "{status} {job}");
+
+    let (status, list) = call(&app, "GET", "/v1/admin/jobs", None).await;
+    assert_eq!(status, 200);
+    assert!(!list["jobs"].as_array().unwrap().is_empty());
+    // Cancelling a finished job leaves it as it was.
+    let (status, job) = call(&app, "DELETE", &format!("/v1/admin/jobs/{id}"), None).await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("done")));
+    let (status, err) = call(&app, "GET", "/v1/admin/jobs/999999", None).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("job_not_found"))
+    );
+    node.shutdown().await.unwrap();
+}
