@@ -129,3 +129,33 @@ pub fn jobs(conn: &Conn, cmd: JobsCmd) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::Cli;
+
+    #[test]
+    fn jobs_commands_parse() {
+        Cli::command().debug_assert();
+        for args in [
+            &["realmhost", "jobs", "list"][..],
+            &["realmhost", "jobs", "show", "3", "--wait"],
+            &["realmhost", "jobs", "cancel", "3"],
+            &["realmhost", "jobs", "verify", "some/realm"],
+            &[
+                "realmhost",
+                "jobs",
+                "shadow",
+                "ledger",
+                "1.2.0",
+                "--sample",
+                "10",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["realmhost", "jobs", "show", "x"]).is_err());
+    }
+}
