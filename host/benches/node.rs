@@ -3,7 +3,7 @@
 //! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
 //! change the measurement time per case, default 3;
 //! `REALMHOST_NODE_BENCH_SECTIONS` to a comma-separated subset of
-//! `appends,cold,swap,keyed,hot` to run only those, default all;
+//! `appends,cold,swap,keyed,hot,noisy` to run only those, default all;
 //! `REALMHOST_NODE_BENCH_MAX_ACCOUNTS` to leave out the larger keyed realms,
 //! default 1 000 000).
 //!
@@ -34,6 +34,12 @@
 //! 5. **Hot realms and skew** (`hot`): one counter realm from 64 writers
 //!    with and without pipelining; Zipf(0.99) against uniform traffic over
 //!    100 000 counter realms from 256 writers (see `node/hot.rs`).
+//! 6. **Noisy neighbour** (`noisy`): 8 writers appending to counter and
+//!    ledger realms, p50/p99 ack latency alone, then while 8 callers keep the
+//!    hostile fixture looping to its fuel limit on every call — submitted
+//!    through `Node::run_plugin` (the plugin-execution pool) and through
+//!    `Node::append` — three rounds, interleaved, on one node; prints
+//!    p99(noisy)/p99(baseline) per round.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -470,6 +476,8 @@ use keyed::*;
 
 #[path = "node/hot.rs"]
 mod hot;
+#[path = "node/noisy.rs"]
+mod noisy;
 
 /// `REALMHOST_NODE_BENCH_PROFILE=apply|load|replay`: one case in a loop for
 /// `REALMHOST_BENCH_SECS`, for `perf record` (see `docs/BENCHMARKS.md`).
@@ -583,5 +591,9 @@ fn main() {
     if section("hot") {
         println!();
         rt.block_on(hot::hot_section(d));
+    }
+    if section("noisy") {
+        println!();
+        rt.block_on(noisy::noisy_neighbour(d));
     }
 }

@@ -4,11 +4,12 @@
 //!   fresh data directory under a realistic workload, with progress bars and a
 //!   summary of what was measured.
 //! - `realmhost serve` runs a node with its HTTP API.
-//! - `realmhost shard|plugin|realm …` are the operator commands; they talk to
+//! - `realmhost shard|plugin|realm|jobs …` are the operator commands; they talk to
 //!   a running node over HTTP.
 
 mod client;
 mod demo;
+mod jobs;
 pub mod new;
 mod plugin;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Realm operations on a running node.
     #[command(subcommand)]
     Realm(client::RealmCmd),
+    /// Background jobs (verify, shadow replay, preload) on a running node: list, show, cancel, start.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCmd),
     /// Inspect a plugin component: load it under the sandbox's rules and describe it.
     Inspect {
         /// Path of a `.wasm` component.
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Shard(cmd) => client::shard(&cli.conn, cmd),
         Command::Plugin(cmd) => plugin::plugin(&cli.conn, cmd),
         Command::Realm(cmd) => client::realm(&cli.conn, cmd),
+        Command::Jobs(cmd) => jobs::jobs(&cli.conn, cmd),
         Command::Inspect { path } => inspect(&path),
         Command::New(cmd) => new::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),

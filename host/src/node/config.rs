@@ -10,7 +10,7 @@ use crate::runtime::RuntimeConfig;
 use crate::storage::StorageConfig;
 use crate::store::ShardingConfig;
 
-use super::ParkingConfig;
+use super::{ExecConfig, ParkingConfig};
 
 /// Limits on what a client may send.
 ///
@@ -156,6 +156,7 @@ impl Default for RateLimitConfig {
 /// | `monitor` | `ShardMonitorConfig::default()` |
 /// | `storage` | `StorageConfig::default()` (redb cache, group commit, checkpoints) |
 /// | `parking` | `ParkingConfig::default()` (3 faults in 300 s park a realm) |
+/// | `exec` | `ExecConfig::default()` (plugin calls: one slot per core, one realm type holds all but one) |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
@@ -193,6 +194,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// When a realm whose events keep faulting is parked.
     pub parking: ParkingConfig,
+    /// The pool plugin calls run on (off the async workers).
+    pub exec: ExecConfig,
 }
 
 impl Default for NodeConfig {
@@ -213,6 +216,7 @@ impl Default for NodeConfig {
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             parking: ParkingConfig::default(),
+            exec: ExecConfig::default(),
         }
     }
 }
@@ -319,6 +323,7 @@ impl NodeConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.runtime.validate().map_err(ConfigError::Invalid)?;
         self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.exec.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -339,5 +344,16 @@ mod tests {
         let err = NodeConfig::from_toml_str("[storage]\ncheckpoint_realms = 0\n").unwrap_err();
         assert!(err.to_string().contains("checkpoint_realms"), "{err}");
         assert!(NodeConfig::from_toml_str("[storage]\ncache = 1\n").is_err());
+    }
+
+    #[test]
+    fn exec_section_is_read_and_checked() {
+        let c = NodeConfig::from_toml_str("[exec]\nthreads = 3\nmax_per_type = 2\n").unwrap();
+        assert_eq!((c.exec.threads, c.exec.max_per_type), (3, 2));
+        assert_eq!(c.exec.max_queued, ExecConfig::default().max_queued);
+        let err = NodeConfig::from_toml_str("[exec]\nthreads = 2\nmax_per_type = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_per_type"), "{err}");
+        assert!(NodeConfig::from_toml_str("[exec]\nmax_queued = 0\n").is_err());
+        assert!(NodeConfig::from_toml_str("[exec]\nworkers = 1\n").is_err());
     }
 }

@@ -134,6 +134,35 @@ pub enum NodeError {
     /// Shadow replay found realms the candidate cannot rebuild; not promoted.
     #[error("candidate {} refused: {} of {} realms failed shadow replay", .0.candidate, .0.failures.len(), .0.realms_checked)]
     ShadowFailed(Box<ShadowReport>),
+    /// The plugin-execution pool is full: too many calls wait for a slot
+    /// (in all, or of this realm type). Nothing ran and nothing was stored;
+    /// retry shortly.
+    #[error("overloaded: {queued} plugin calls already wait for {}; the limit is {limit}", crate::quote::Quoted(.realm_type))]
+    Overloaded {
+        /// The realm type the call was for.
+        realm_type: String,
+        /// Calls waiting when this one was refused.
+        queued: usize,
+        /// The bound that was reached.
+        limit: usize,
+    },
+    /// Host code run on the plugin-execution pool panicked (a bug, not a
+    /// plugin fault: plugin traps are [`NodeError::Plugin`]). Only this call
+    /// failed; the pool carries on.
+    #[error("internal error running work for {}: {message}", crate::quote::Quoted(.realm_type))]
+    ExecPanicked {
+        /// The realm type the call was for (empty for storage reads).
+        realm_type: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The job doing this work (a verify, a shadow replay) was cancelled by
+    /// an operator before it finished.
+    #[error("job {job} was cancelled")]
+    Cancelled {
+        /// The job.
+        job: u64,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

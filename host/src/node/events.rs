@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Node, NodeError};
+use super::{Node, NodeError, exec};
 use crate::realm::RealmId;
 
 /// Most events one page holds.
@@ -63,51 +63,58 @@ impl Node {
         after: u64,
         limit: usize,
     ) -> Result<EventsPage, NodeError> {
-        let meta = self
-            .storage
-            .realm_meta(id)
-            .await?
-            .ok_or_else(|| NodeError::RealmNotFound(id.clone()))?;
         let limit = limit.clamp(1, MAX_EVENTS_PAGE);
-        let records = self.storage.events_page(id, after, limit).await?;
+        // The reads may touch the disk: on a blocking thread.
+        let (storage, rid) = (self.storage.clone(), id.clone());
+        let handle = tokio::runtime::Handle::current();
+        let (meta, records) = exec::blocking_io("events read", move || {
+            handle.block_on(async {
+                let Some(meta) = storage.realm_meta(&rid).await? else {
+                    return Err(NodeError::RealmNotFound(rid.clone()));
+                };
+                let records = storage.events_page(&rid, after, limit).await?;
+                Ok((meta, records))
+            })
+        })
+        .await??;
         let plugin = self
             .registry
             .get(&meta.realm_type)
             .map_err(|e| e.to_string());
-        // One sandbox call per event: off the async workers.
-        let events = tokio::task::spawn_blocking(move || {
-            records
-                .into_iter()
-                .map(|r| {
-                    let decoded = match &plugin {
-                        Err(e) => Err(e.clone()),
-                        Ok(p) => match p.decode_event(&r.kind, &r.payload) {
-                            Ok(Ok(text)) => Ok(serde_json::from_str(&text)
-                                .unwrap_or(serde_json::Value::String(text))),
-                            Ok(Err(e)) => Err(e),
-                            Err(e) => Err(e.to_string()),
-                        },
-                    };
-                    let (payload, payload_hex, decode_error) = match decoded {
-                        Ok(v) => (Some(v), None, None),
-                        Err(e) => (None, Some(hex::encode(&r.payload)), Some(e)),
-                    };
-                    EventView {
-                        seq: r.seq,
-                        kind: r.kind,
-                        source: r.source,
-                        source_realm: r.source_realm,
-                        timestamp_ms: r.timestamp_ms,
-                        source_reputation: r.source_reputation,
-                        payload,
-                        payload_hex,
-                        decode_error,
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| NodeError::Setup(format!("event decoding panicked: {e}")))?;
+        // One sandbox call per event: on the plugin-execution pool.
+        let events = self
+            .run_plugin(&meta.realm_type, move || {
+                records
+                    .into_iter()
+                    .map(|r| {
+                        let decoded = match &plugin {
+                            Err(e) => Err(e.clone()),
+                            Ok(p) => match p.decode_event(&r.kind, &r.payload) {
+                                Ok(Ok(text)) => Ok(serde_json::from_str(&text)
+                                    .unwrap_or(serde_json::Value::String(text))),
+                                Ok(Err(e)) => Err(e),
+                                Err(e) => Err(e.to_string()),
+                            },
+                        };
+                        let (payload, payload_hex, decode_error) = match decoded {
+                            Ok(v) => (Some(v), None, None),
+                            Err(e) => (None, Some(hex::encode(&r.payload)), Some(e)),
+                        };
+                        EventView {
+                            seq: r.seq,
+                            kind: r.kind,
+                            source: r.source,
+                            source_realm: r.source_realm,
+                            timestamp_ms: r.timestamp_ms,
+                            source_reputation: r.source_reputation,
+                            payload,
+                            payload_hex,
+                            decode_error,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
         let next_after = events.last().map(|e| e.seq).filter(|&s| s < meta.last_seq);
         Ok(EventsPage {
             realm_id: id.to_string(),

@@ -3,7 +3,8 @@
 //! Counters and histograms on the hot path (append latency, outcomes) are
 //! recorded where they happen through the `metrics` facade. Per-shard gauges
 //! (loaded realms, hits, misses, evictions, reputation, quarantine) and
-//! per-plugin counters (calls, faults, fuel) are refreshed from the node's
+//! per-plugin counters (calls, faults, fuel) and the plugin-execution pool
+//! (busy, queued, refused, per realm type) are refreshed from the node's
 //! statistics at scrape time, so the hot path pays nothing for them.
 
 use std::sync::OnceLock;
@@ -66,6 +67,22 @@ pub fn render(node: &Node) -> Option<String> {
     metrics::gauge!("realmhost_parked_realms").set(stats.parked_realms as f64);
     metrics::gauge!("realmhost_unservable_realms").set(stats.unservable_realms as f64);
     metrics::gauge!("realmhost_unserved_realm_types").set(stats.unserved_realm_types.len() as f64);
+    let exec = &stats.exec;
+    metrics::gauge!("realmhost_exec_threads").set(exec.threads as f64);
+    metrics::gauge!("realmhost_exec_busy").set(exec.busy as f64);
+    metrics::gauge!("realmhost_exec_queued").set(exec.queued as f64);
+    metrics::gauge!("realmhost_exec_completed").set(exec.completed as f64);
+    metrics::gauge!("realmhost_exec_rejected").set(exec.rejected as f64);
+    metrics::gauge!("realmhost_exec_panicked").set(exec.panicked as f64);
+    for t in &exec.by_type {
+        let realm_type = t.realm_type.clone();
+        metrics::gauge!("realmhost_exec_type_busy", "realm_type" => realm_type.clone())
+            .set(t.busy as f64);
+        metrics::gauge!("realmhost_exec_type_queued", "realm_type" => realm_type.clone())
+            .set(t.queued as f64);
+        metrics::gauge!("realmhost_exec_type_rejected", "realm_type" => realm_type)
+            .set(t.rejected as f64);
+    }
     for p in node.plugins().list() {
         let labels = [
             ("realm_type", p.info.realm_type.clone()),

@@ -57,7 +57,9 @@ mod append;
 mod config;
 mod error;
 mod events;
+mod exec;
 mod health;
+mod jobs;
 pub mod metrics;
 mod parking;
 mod pipeline;
@@ -78,7 +80,9 @@ pub use append::{AppendOptions, AppendReceipt, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use config::{ConfigError, HttpConfig, InputLimits, NodeConfig, RateLimitConfig};
 pub use error::{NodeError, Unservable};
 pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
+pub use exec::{ExecConfig, ExecStats, ExecTypeStats};
 pub use health::Readiness;
+pub use jobs::{JobKind, JobProgress, JobState, JobView};
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
@@ -189,6 +193,9 @@ pub struct NodeStats {
     /// Whether storage accepts writes (failing since when, last error).
     #[serde(default)]
     pub storage: crate::storage::StorageHealth,
+    /// The plugin-execution pool: slots, busy, queued, refusals.
+    #[serde(default)]
+    pub exec: ExecStats,
     /// The store.
     pub sharding: ShardingStats,
     /// The shard monitor.
@@ -221,6 +228,10 @@ pub struct Node {
     unservable: unservable::Unservable,
     /// Authentication and client limits of the HTTP API.
     http_guard: api::guard::Guard,
+    /// Where every plugin call runs (never on an async worker).
+    exec: exec::ExecPool,
+    /// Verify, shadow and preload jobs: progress, results, cancellation.
+    jobs: jobs::Jobs,
 }
 
 impl std::fmt::Debug for Node {
@@ -320,6 +331,7 @@ impl Node {
 
         let config_parking = config.parking.clone();
         let config_http = config.http.clone();
+        let config_exec = config.exec.clone();
         let node = Arc::new(Self {
             config,
             registry,
@@ -338,6 +350,8 @@ impl Node {
             plugin_startup,
             unservable: unservable::Unservable::default(),
             http_guard: api::guard::Guard::new(&config_http),
+            exec: exec::ExecPool::new(&config_exec),
+            jobs: jobs::Jobs::default(),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
@@ -355,6 +369,26 @@ impl Node {
     /// The HTTP API's authentication and client limits.
     pub fn http_guard(&self) -> &api::guard::Guard {
         &self.http_guard
+    }
+
+    /// Run `f` — a plugin call, or a replay — on the plugin-execution pool
+    /// on behalf of `realm_type`, never on an async worker.
+    ///
+    /// Waits (without blocking a worker) for one of the pool's slots, within
+    /// the realm type's share of them ([`ExecConfig::max_per_type`]); the
+    /// result is `f`'s. Fails at once with [`NodeError::Overloaded`] when the
+    /// wait queue is full (in all, or for this realm type); fails with
+    /// [`NodeError::ExecPanicked`] if `f` panics (only this call; the pool
+    /// carries on). If the returned future is dropped while `f` runs, `f`
+    /// still runs to its end and keeps its slot until then, so the bound
+    /// holds. `f` must own what it uses: move in clones (`Arc<Plugin>`,
+    /// `Arc<RealmState>`, a `StateMap` — a cheap persistent-map clone).
+    pub async fn run_plugin<R: Send + 'static>(
+        &self,
+        realm_type: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        self.exec.run(realm_type, f).await
     }
 
     /// The configuration.
@@ -401,6 +435,7 @@ impl Node {
         let replay_batch = self.config.replay_batch;
         let replay = self.config.sharding.event_replay_on_load;
         let registry = &self.registry;
+        let exec = &self.exec;
         let r = self
             .store
             .get_or_load(id.as_str(), || {
@@ -409,8 +444,9 @@ impl Node {
                 async move {
                     counters.loads.fetch_add(1, Ordering::Relaxed);
                     state::load_realm(
-                        &*storage,
+                        &storage,
                         registry,
+                        exec,
                         id,
                         replay_batch,
                         replay,
@@ -434,6 +470,20 @@ impl Node {
             if let Some(e) = f.unservable(id) {
                 self.note_unservable(&e);
                 return Err(e);
+            }
+            // The pool refused the rebuild: the node is busy, not the realm
+            // broken.
+            if let state::LoadFailure::Node(NodeError::Overloaded {
+                realm_type,
+                queued,
+                limit,
+            }) = f
+            {
+                return Err(NodeError::Overloaded {
+                    realm_type: realm_type.clone(),
+                    queued: *queued,
+                    limit: *limit,
+                });
             }
             // A stored realm whose type has no plugin (reported at start).
             if let state::LoadFailure::Node(NodeError::UnknownRealmType(t)) = f {
@@ -475,7 +525,8 @@ impl Node {
             return Ok(s);
         }
         let rebuilt = state::rebuild(
-            &*self.storage,
+            &self.storage,
+            &self.exec,
             plugin,
             id,
             s.seq(),
@@ -577,13 +628,16 @@ impl Node {
         }
         let s = self.state(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
-        plugin
-            .query(Scope::new(id.as_str(), s.map()), request)
-            .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
-            .map_err(|message| NodeError::PluginInvalid {
-                realm_type: s.realm_type().to_owned(),
-                message,
-            })
+        let (rid, request, state) = (id.clone(), request.to_owned(), s.clone());
+        self.run_plugin(s.realm_type(), move || {
+            plugin.query(Scope::new(rid.as_str(), state.map()), &request)
+        })
+        .await?
+        .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
+        .map_err(|message| NodeError::PluginInvalid {
+            realm_type: s.realm_type().to_owned(),
+            message,
+        })
     }
 
     /// Realms of one type, in id order, after `after`.
@@ -619,6 +673,7 @@ impl Node {
             realms_in_flight: self.pipeline.realms_in_flight() as u64,
             idempotent_replays: c.replays.load(Ordering::Relaxed),
             storage: self.storage.health(),
+            exec: self.exec.stats(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),
         }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::jobs::JobKind;
 use super::{Node, NodeError, state};
 use crate::realm::RealmId;
 use crate::store::BoxError;
@@ -97,17 +98,27 @@ impl Node {
         };
         let mut failed = HashMap::new();
         let mut last_progress = Instant::now();
+        // Shown in `/v1/admin/jobs` once the API is up.
+        let job = self.jobs.create(JobKind::Preload, realm_types.join(","));
         for realm_type in &realm_types {
             let mut after: Option<RealmId> = None;
             loop {
                 let page = self
                     .storage
                     .list_realms(realm_type, after.as_ref(), PAGE)
-                    .await?;
+                    .await
+                    .map_err(NodeError::from)
+                    .inspect_err(|e| job.fail(e))?;
                 let done = page.len() < PAGE;
                 after = page.last().cloned();
                 report.realms += page.len() as u64;
-                for (id, outcome) in self.load_page(page, workers).await? {
+                job.add_realms_total(page.len() as u64);
+                let outcomes = self
+                    .load_page(page, workers)
+                    .await
+                    .inspect_err(|e| job.fail(e))?;
+                for (id, outcome) in outcomes {
+                    job.realm_done();
                     match outcome {
                         Ok(()) => report.loaded += 1,
                         Err(error) => {
@@ -155,6 +166,7 @@ impl Node {
                 "loaded stored realms; the failed ones answer with a load error until a restart loads them"
             );
         }
+        job.finish(&Ok::<_, NodeError>(&report));
         Ok(Preloaded { report, failed })
     }
 
@@ -189,8 +201,9 @@ impl Node {
     async fn preload_one(&self, id: &RealmId) -> Result<(), BoxError> {
         let room = self.store.reserve(id.as_str())?;
         let loaded = state::load_realm(
-            &*self.storage,
+            &self.storage,
             &self.registry,
+            &self.exec,
             id,
             self.config.replay_batch,
             self.config.sharding.event_replay_on_load,

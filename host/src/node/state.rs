@@ -26,6 +26,7 @@ use crate::storage::{RealmLoad, SnapshotBody, SnapshotWrite, Storage, StorageErr
 use crate::store::StoreValue;
 
 use super::NodeError;
+use super::exec::{self, ExecPool};
 
 /// Heap bytes one remembered changed key costs (a B+tree slot; the key bytes
 /// are shared with the map).
@@ -276,6 +277,30 @@ fn replay_tail(
     }
 }
 
+/// The entries the plugin's `init` writes for a new realm.
+pub(crate) fn init_map(plugin: &Plugin, id: &RealmId) -> Result<StateMap, LoadFailure> {
+    match plugin.init(id.as_str()).map_err(NodeError::from)?.value {
+        Ok(w) => Ok(w.map),
+        Err(reason) => Err(LoadFailure::replay(
+            plugin,
+            id,
+            0,
+            format!("init failed: {reason}"),
+        )),
+    }
+}
+
+/// Replay one stretch of a log onto `map` (see [`init_map`] for the start).
+pub(crate) fn replay_part(
+    plugin: &Plugin,
+    id: &RealmId,
+    map: StateMap,
+    events: &[EventRecord],
+    batch: usize,
+) -> Result<StateMap, LoadFailure> {
+    Ok(replay_tail(plugin, id, map, events, batch)?.0)
+}
+
 /// The realm's map as of `upto`, built from `init` and the whole log.
 pub(crate) fn replay_from_init(
     plugin: &Plugin,
@@ -283,18 +308,8 @@ pub(crate) fn replay_from_init(
     events: &[EventRecord],
     batch: usize,
 ) -> Result<StateMap, LoadFailure> {
-    let init = match plugin.init(id.as_str()).map_err(NodeError::from)?.value {
-        Ok(w) => w.map,
-        Err(reason) => {
-            return Err(LoadFailure::replay(
-                plugin,
-                id,
-                0,
-                format!("init failed: {reason}"),
-            ));
-        }
-    };
-    Ok(replay_tail(plugin, id, init, events, batch)?.0)
+    let init = init_map(plugin, id)?;
+    replay_part(plugin, id, init, events, batch)
 }
 
 /// Build from the snapshot: entries → map → `migrate` if older → tail.
@@ -397,17 +412,53 @@ async fn build(
     ))
 }
 
-/// Load a realm from storage: `Ok(None)` if it has no events.
+/// Read what storage holds for a realm on a blocking thread (the read may
+/// touch the disk; an async worker must not wait for it).
+async fn read_realm(
+    storage: &Arc<dyn Storage>,
+    id: &RealmId,
+) -> Result<Option<RealmLoad>, LoadFailure> {
+    let (storage, id) = (storage.clone(), id.clone());
+    let handle = tokio::runtime::Handle::current();
+    Ok(exec::blocking_io("realm read", move || {
+        handle.block_on(storage.load_realm(&id))
+    })
+    .await??)
+}
+
+/// [`build`] on the plugin-execution pool: the migrate and replay calls run
+/// in the sandbox, and a fallback re-reads the log, so none of it belongs on
+/// an async worker.
+async fn build_on_pool(
+    storage: &Arc<dyn Storage>,
+    exec: &ExecPool,
+    plugin: &Arc<Plugin>,
+    id: &RealmId,
+    load: RealmLoad,
+    upto: u64,
+    batch: usize,
+) -> Result<(RealmState, bool), LoadFailure> {
+    let (storage, plugin_c, rid) = (storage.clone(), plugin.clone(), id.clone());
+    let handle = tokio::runtime::Handle::current();
+    exec.run(plugin.realm_type(), move || {
+        handle.block_on(build(&*storage, &plugin_c, &rid, load, upto, batch))
+    })
+    .await?
+}
+
+/// Load a realm from storage: `Ok(None)` if it has no events. The read runs
+/// on a blocking thread and the rebuild on the plugin-execution pool.
 #[tracing::instrument(name = "node.load", skip_all, fields(realm = %id, tail, snapshot_seq))]
 pub(crate) async fn load_realm(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     registry: &PluginRegistry,
+    exec: &ExecPool,
     id: &RealmId,
     batch: usize,
     replay_enabled: bool,
     fallbacks: &AtomicU64,
 ) -> Result<Option<RealmState>, LoadFailure> {
-    let Some(load) = storage.load_realm(id).await? else {
+    let Some(load) = read_realm(storage, id).await? else {
         return Ok(None);
     };
     let plugin = registry
@@ -418,7 +469,7 @@ pub(crate) async fn load_realm(
         return Err(LoadFailure::ReplayDisabled(id.to_string()));
     }
     let upto = load.meta.last_seq;
-    let (state, fell_back) = build(storage, &plugin, id, load, upto, batch).await?;
+    let (state, fell_back) = build_on_pool(storage, exec, &plugin, id, load, upto, batch).await?;
     if fell_back {
         fallbacks.fetch_add(1, Ordering::Relaxed);
     }
@@ -429,17 +480,19 @@ pub(crate) async fn load_realm(
 /// snapshot (migrated if the new version's state version is newer) plus the
 /// tail, or the whole log.
 pub(crate) async fn rebuild(
-    storage: &dyn Storage,
-    plugin: &Plugin,
+    storage: &Arc<dyn Storage>,
+    exec: &ExecPool,
+    plugin: &Arc<Plugin>,
     id: &RealmId,
     seq: u64,
     batch: usize,
 ) -> Result<RealmState, NodeError> {
-    let load = storage
-        .load_realm(id)
-        .await?
-        .ok_or_else(|| NodeError::RealmNotFound(id.clone()))?;
-    match build(storage, plugin, id, load, seq, batch).await {
+    let load = match read_realm(storage, id).await {
+        Ok(Some(load)) => load,
+        Ok(None) => return Err(NodeError::RealmNotFound(id.clone())),
+        Err(e) => return Err(load_failure_to_node(e, plugin, id)),
+    };
+    match build_on_pool(storage, exec, plugin, id, load, seq, batch).await {
         Ok((state, _)) => Ok(state),
         Err(e) => Err(load_failure_to_node(e, plugin, id)),
     }

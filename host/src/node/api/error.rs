@@ -199,7 +199,16 @@ impl From<NodeError> for ApiError {
             NodeError::PipelineAborted { .. } => {
                 Self::new(S::SERVICE_UNAVAILABLE, "pipeline_aborted", msg).retry_after(1)
             }
-            NodeError::Setup(_) => Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg),
+            NodeError::Setup(_) | NodeError::ExecPanicked { .. } => {
+                Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+            NodeError::Cancelled { job } => Self {
+                detail: Some(json!({ "job": job })),
+                ..Self::new(S::CONFLICT, "cancelled", msg)
+            },
+            NodeError::Overloaded { .. } => {
+                Self::new(S::SERVICE_UNAVAILABLE, "overloaded", msg).retry_after(1)
+            }
             NodeError::ShadowFailed(report) => Self {
                 detail: serde_json::to_value(&*report).ok(),
                 ..Self::new(S::CONFLICT, "shadow_failed", msg)
@@ -241,5 +250,27 @@ impl From<BytesRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_503_with_retry_after() {
+        let e = ApiError::from(NodeError::Overloaded {
+            realm_type: "hostile".into(),
+            queued: 4096,
+            limit: 4096,
+        });
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        );
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        let e = ApiError::from(NodeError::Cancelled { job: 3 });
+        assert_eq!((e.status(), e.code()), (StatusCode::CONFLICT, "cancelled"));
     }
 }

@@ -8,7 +8,7 @@
 //! | scope | routes | token |
 //! |---|---|---|
 //! | public | health, appends, realm views and events, queries, listings, stats, metrics | none |
-//! | read | verify, shadow replay, parked and unservable realms | `read_token` or `admin_token` |
+//! | read | verify, shadow replay, jobs, parked and unservable realms | `read_token` or `admin_token` |
 //! | admin | everything else under `/v1/admin` | `admin_token` |
 //!
 //! Tokens are compared in constant time. Public routes are bounded by:

@@ -26,6 +26,8 @@
 //! | POST | `/v1/admin/plugins/{type}/swap` · `/rollback` | promote / roll back, each after a shadow replay unless `force` (token) |
 //! | DELETE | `/v1/admin/plugins/{type}/{version}?force=` | unload a version that serves nothing (token) |
 //! | GET | `/v1/admin/realms/parked` · `/unservable` | realms parked after faults / that the active version cannot rebuild |
+//! | GET · POST | `/v1/admin/jobs` | background jobs (verify, shadow, preload) / start one: `{"kind":"verify","realm_id":…}` or `{"kind":"shadow","realm_type":…,"version":…,"sample":…}` → 202 (read scope) |
+//! | GET · DELETE | `/v1/admin/jobs/{id}` | a job's state, progress and result / cancel it (read scope) |
 //!
 //! Versions are named by semantic version (when one build carries it), full
 //! hash, or an unambiguous hash prefix (at least 4 hex characters).
@@ -47,6 +49,7 @@ use serde_json::json;
 mod error;
 pub mod guard;
 mod health;
+mod jobs;
 mod plugins;
 
 pub use error::ApiError;
@@ -396,6 +399,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
         .route("/v1/admin/realms/parked", get(parked_realms))
         .route("/v1/admin/realms/unservable", get(plugins::unservable))
+        .route("/v1/admin/jobs", get(jobs::list).post(jobs::start))
+        .route("/v1/admin/jobs/{id}", get(jobs::show).delete(jobs::cancel))
         .route_layer(layer(node.clone(), guard::read_scope))
         .layer(DefaultBodyLimit::max(body_limit));
     let admin = Router::new()
