@@ -51,7 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ledger",
         "tx",
         r#"{"deposit":{"account":"alice","amount":40}}"#,
-    )?;
+    )
+    .await?;
     let deposit = NewEvent {
         realm_id: bank.clone(),
         realm_type: "ledger".into(),

@@ -212,11 +212,15 @@ impl Node {
             });
         }
         // A new realm starts from the entries its plugin's `init` writes.
-        let init_map;
+        // Plugin calls run on the execution pool, never on this async worker.
         let base_map = match &base {
-            Some(s) => s.map(),
+            Some(s) => s.map().clone(),
             None => {
-                init_map = match plugin.init(id.as_str())?.value {
+                let (p, rid) = (Arc::clone(&plugin), id.clone());
+                let init = self
+                    .run_plugin(plugin.realm_type(), move || p.init(rid.as_str()))
+                    .await??;
+                match init.value {
                     Ok(w) => w.map,
                     Err(message) => {
                         return Err(NodeError::PluginInvalid {
@@ -224,8 +228,7 @@ impl Node {
                             message: format!("init failed: {message}"),
                         });
                     }
-                };
-                &init_map
+                }
             }
         };
 
@@ -249,9 +252,14 @@ impl Node {
                 self.monitor.record_crossing(source_shard, false);
             }
         };
-        let metered = plugin
-            .apply(Scope::new(id.as_str(), base_map), &record)
-            .inspect_err(|_| crossing_failed())?;
+        let (p, rid) = (Arc::clone(&plugin), id.clone());
+        let (applied, record) = self
+            .run_plugin(plugin.realm_type(), move || {
+                let applied = p.apply(Scope::new(rid.as_str(), &base_map), &record);
+                (applied, record)
+            })
+            .await?;
+        let metered = applied.inspect_err(|_| crossing_failed())?;
         let gas = if watch {
             self.monitor.record_gas(source_shard, metered.fuel)
         } else {
@@ -444,7 +452,7 @@ impl Node {
         source: &str,
         source_realm: Option<RealmId>,
     ) -> Result<AppendReceipt, NodeError> {
-        let payload = self.encode_json(&realm_id, realm_type, kind, json)?;
+        let payload = self.encode_json(&realm_id, realm_type, kind, json).await?;
         self.append(NewEvent {
             realm_id,
             realm_type: realm_type.to_owned(),
@@ -457,8 +465,8 @@ impl Node {
     }
 
     /// The payload bytes of an event given as JSON, encoded by the realm
-    /// type's plugin (for [`Self::append_with`]).
-    pub fn encode_json(
+    /// type's plugin (on the execution pool; for [`Self::append_with`]).
+    pub async fn encode_json(
         &self,
         realm_id: &RealmId,
         realm_type: &str,
@@ -475,14 +483,14 @@ impl Node {
         // A parked realm costs no plugin work, not even the encoding.
         self.check_parked(realm_id)?;
         let plugin = self.registry.get(realm_type)?;
-        let payload =
-            plugin
-                .encode_event(kind, json)?
-                .map_err(|message| NodeError::PluginInvalid {
-                    realm_type: realm_type.to_owned(),
-                    message,
-                })?;
-        Ok(payload)
+        let (kind, json) = (kind.to_owned(), json.to_owned());
+        let encoded = self
+            .run_plugin(realm_type, move || plugin.encode_event(&kind, &json))
+            .await??;
+        encoded.map_err(|message| NodeError::PluginInvalid {
+            realm_type: realm_type.to_owned(),
+            message,
+        })
     }
 }
 

@@ -120,6 +120,7 @@ async fn one_type_at_its_cap_leaves_room_for_another() {
     // another type from running.
     let pool = pool(2, 1, 16);
     assert_eq!(pool.limits().max_per_type, 1);
+    pool.mark_heavy("noisy");
     let (release, held) = hold(&pool, "noisy").await;
     let p = pool.clone();
     let noisy_waiter = tokio::spawn(async move { p.run("noisy", || "second").await });
@@ -144,6 +145,7 @@ async fn a_per_type_queue_bound_spares_other_types() {
         max_queued_per_type: 1,
         heavy_call_micros: 2_000,
     }));
+    pool.mark_heavy("noisy");
     let (release, held) = hold(&pool, "noisy").await;
     let p = pool.clone();
     let waiter = tokio::spawn(async move { p.run("noisy", || ()).await });
@@ -216,4 +218,20 @@ async fn heavy_types_move_to_the_background_threads() {
     assert!(matches!(r, Err(NodeError::ExecPanicked { .. })), "{r:?}");
     assert_eq!(pool.run("heavy", || 5).await.unwrap(), 5);
     assert_eq!(pool.stats().busy, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_type_may_use_every_slot() {
+    // Two slots, one per type — but the cap binds heavy types only: a type
+    // whose calls are short takes both slots when it needs them.
+    let pool = pool(2, 1, 16);
+    let (release_a, held_a) = hold(&pool, "light").await;
+    let (release_b, held_b) = hold(&pool, "light").await;
+    let s = pool.stats();
+    let light = s.by_type.iter().find(|t| t.realm_type == "light").unwrap();
+    assert_eq!((s.busy, light.busy), (2, 2));
+    release_a.send(()).unwrap();
+    release_b.send(()).unwrap();
+    held_a.await.unwrap().unwrap();
+    held_b.await.unwrap().unwrap();
 }
