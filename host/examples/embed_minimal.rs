@@ -46,13 +46,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     // ... or as payload bytes, here with an idempotency key: sending the same
     // event again with the same key appends nothing.
-    let payload = node.encode_json(
-        &bank,
-        "ledger",
-        "tx",
-        r#"{"deposit":{"account":"alice","amount":40}}"#,
-    )
-    .await?;
+    let payload = node
+        .encode_json(
+            &bank,
+            "ledger",
+            "tx",
+            r#"{"deposit":{"account":"alice","amount":40}}"#,
+        )
+        .await?;
     let deposit = NewEvent {
         realm_id: bank.clone(),
         realm_type: "ledger".into(),

@@ -218,7 +218,7 @@ impl Node {
             None => {
                 let (p, rid) = (Arc::clone(&plugin), id.clone());
                 let init = self
-                    .run_plugin(plugin.realm_type(), move || p.init(rid.as_str()))
+                    .call_plugin(plugin.realm_type(), move || p.init(rid.as_str()))
                     .await??;
                 match init.value {
                     Ok(w) => w.map,
@@ -254,7 +254,7 @@ impl Node {
         };
         let (p, rid) = (Arc::clone(&plugin), id.clone());
         let (applied, record) = self
-            .run_plugin(plugin.realm_type(), move || {
+            .call_plugin(plugin.realm_type(), move || {
                 let applied = p.apply(Scope::new(rid.as_str(), &base_map), &record);
                 (applied, record)
             })
@@ -485,7 +485,7 @@ impl Node {
         let plugin = self.registry.get(realm_type)?;
         let (kind, json) = (kind.to_owned(), json.to_owned());
         let encoded = self
-            .run_plugin(realm_type, move || plugin.encode_event(&kind, &json))
+            .call_plugin(realm_type, move || plugin.encode_event(&kind, &json))
             .await??;
         encoded.map_err(|message| NodeError::PluginInvalid {
             realm_type: realm_type.to_owned(),

@@ -18,16 +18,22 @@
 //!   free the slot before the work is really done.
 //! - **Fairness**: each realm type has its own semaphore of
 //!   [`ExecConfig::max_per_type`] permits (default: all slots but one), taken
-//!   *before* a slot by a *heavy* type (one whose recent calls averaged at
-//!   least [`ExecConfig::heavy_call_micros`]). A realm type whose every call
-//!   burns its whole fuel thus holds at most that many slots, and its
-//!   surplus callers wait on their own type's semaphore rather than in the
-//!   shared slot queue: other types' calls always find a slot within one
-//!   call's time. A light type's calls end within microseconds, so it
-//!   starves nobody and may use every slot: a node serving one realm type
-//!   uses all its cores (measured: capping light types too cut appends over
-//!   100 000 counter realms from ~35k/s to ~7k/s on 2 cores). With
-//!   `heavy_call_micros = 0` every type is capped.
+//!   *before* a slot. A realm type whose every call burns its whole fuel thus
+//!   holds at most that many slots, and its surplus callers wait on their
+//!   own type's semaphore rather than in the shared slot queue: other types'
+//!   calls always find a slot within one call's time.
+//! - **Light calls in place**: the single plugin calls of the append and
+//!   query paths ([`ExecPool::call`]) of a *light* type — its recent calls
+//!   averaged under [`ExecConfig::heavy_call_micros`] — run where they are
+//!   asked for: they end within microseconds, and a hop to a pool thread
+//!   costs more than the call (measured: with every append's `apply` on the
+//!   pool, durable appends through the node fell from ~110k/s to ~33k/s on
+//!   2 cores; semaphore wake-ups serialize the calls). A call's duration
+//!   feeds its type's average either way, so a type whose calls grow long
+//!   (a plugin starting to burn its fuel) turns heavy after a call or two
+//!   and from then on runs on the pool, capped, at low priority. Replays,
+//!   loads and batch decoding always run on the pool ([`ExecPool::run`]).
+//!   With `heavy_call_micros = 0` nothing runs in place.
 //! - **Back-pressure**: callers that cannot start at once wait in a bounded
 //!   queue ([`ExecConfig::max_queued`] in all, [`ExecConfig::max_queued_per_type`]
 //!   per type). Past either bound the call fails at once with
@@ -173,6 +179,8 @@ struct Totals {
     rejected: AtomicU64,
     panicked: AtomicU64,
     background: AtomicU64,
+    /// Light calls run where they were asked for.
+    inline: AtomicU64,
 }
 
 /// What the pool is doing, for `/v1/stats` and `/metrics`.
@@ -197,6 +205,10 @@ pub struct ExecStats {
     /// Calls run on the lower-priority background threads since start.
     #[serde(default)]
     pub background: u64,
+    /// Light calls run where they were asked for (not on a pool thread)
+    /// since start.
+    #[serde(default)]
+    pub inline: u64,
     /// Per realm type (those that used the pool), by name.
     pub by_type: Vec<ExecTypeStats>,
 }
@@ -318,7 +330,7 @@ struct Running {
     totals: Arc<Totals>,
     lane: Arc<Lane>,
     started: std::time::Instant,
-    _type_slot: Option<OwnedSemaphorePermit>,
+    _type_slot: OwnedSemaphorePermit,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -432,39 +444,72 @@ impl ExecPool {
         })
     }
 
-    /// Whether the type's calls are capped at `max_per_type` slots: heavy
-    /// types only (see the module docs).
+    /// One plugin call (not a replay or anything else long by nature): a
+    /// light type's call runs where it is asked for ([`Self::run_light`]),
+    /// a heavy type's on the pool ([`Self::run`]).
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        realm_type: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let lane = self.lane(realm_type);
+        if self.capped(&lane) {
+            self.run(realm_type, f).await
+        } else {
+            self.run_light(realm_type, &lane, f)
+        }
+    }
+
+    /// A light type's call, run where it is asked for: it ends within
+    /// microseconds, and moving it to another thread costs more than it
+    /// does (measured: durable appends through the node fell from ~100k/s
+    /// to ~33k/s on 2 cores with every call on the pool). Its duration still
+    /// feeds the type's average, so a type whose calls grow long turns heavy
+    /// and moves to the pool.
+    fn run_light<R>(
+        &self,
+        realm_type: &str,
+        lane: &Lane,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, NodeError> {
+        self.totals.inline.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        lane.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        r.map_err(|p| {
+            let message = panic_message(&*p);
+            self.totals.panicked.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(realm_type, %message, "plugin call panicked");
+            NodeError::ExecPanicked {
+                realm_type: realm_type.to_owned(),
+                message,
+            }
+        })
+    }
+
+    /// Whether the type's calls are heavy: they go to the pool even through
+    /// [`Self::call`] (see the module docs).
     fn capped(&self, lane: &Lane) -> bool {
         let heavy = self.limits.heavy_call_micros;
         heavy == 0 || lane.avg_micros.load(Ordering::Relaxed) >= heavy
     }
 
-    /// Take the type's permit (if the type is capped), then a slot: at once
-    /// when both are free, otherwise through the bounded queue.
+    /// Take the type's permit, then a slot: at once when both are free,
+    /// otherwise through the bounded queue.
     async fn acquire(
         &self,
         realm_type: &str,
         lane: &Lane,
-    ) -> Result<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit), NodeError> {
-        let capped = self.capped(lane);
-        let type_slot = if capped {
-            lane.slots.clone().try_acquire_owned().ok()
-        } else {
-            None
-        };
-        if (type_slot.is_some() || !capped)
-            && let Ok(s) = self.slots.clone().try_acquire_owned()
-        {
-            return Ok((type_slot, s));
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), NodeError> {
+        if let Ok(t) = lane.slots.clone().try_acquire_owned() {
+            if let Ok(s) = self.slots.clone().try_acquire_owned() {
+                return Ok((t, s));
+            }
+            drop(t);
         }
-        drop(type_slot);
         let waiting = self.enqueue(realm_type, lane)?;
         let closed = |_| NodeError::ShuttingDown;
-        let t = if capped {
-            Some(lane.slots.clone().acquire_owned().await.map_err(closed)?)
-        } else {
-            None
-        };
+        let t = lane.slots.clone().acquire_owned().await.map_err(closed)?;
         let s = self.slots.clone().acquire_owned().await.map_err(closed)?;
         drop(waiting);
         Ok((t, s))
@@ -535,6 +580,7 @@ impl ExecPool {
             rejected: t.rejected.load(Ordering::Relaxed),
             panicked: t.panicked.load(Ordering::Relaxed),
             background: t.background.load(Ordering::Relaxed),
+            inline: t.inline.load(Ordering::Relaxed),
             by_type,
         }
     }

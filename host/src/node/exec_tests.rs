@@ -81,6 +81,7 @@ fn automatic_limits_leave_a_slot_for_other_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_overloaded() {
     let pool = pool(1, 1, 2);
+    pool.mark_heavy("a");
     let (release, held) = hold(&pool, "a").await;
     // Two callers wait (the queue's bound)…
     let mut waiting = Vec::new();
@@ -176,11 +177,17 @@ async fn a_panicking_call_fails_alone() {
         }
         other => panic!("expected ExecPanicked, got {other:?}"),
     }
-    // The slot came back: the pool still runs calls of every type.
+    // The pool still runs calls of every type.
     assert_eq!(pool.run("boom", || 1).await.unwrap(), 1);
     assert_eq!(pool.run("other", || 2).await.unwrap(), 2);
     let s = pool.stats();
     assert_eq!((s.busy, s.queued, s.panicked, s.completed), (0, 0, 1, 3));
+    // A light call that panics in place fails alone too.
+    let r = pool
+        .call("light", || -> u32 { panic!("deliberate test panic") })
+        .await;
+    assert!(matches!(r, Err(NodeError::ExecPanicked { .. })), "{r:?}");
+    assert_eq!(pool.stats().panicked, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +204,8 @@ async fn heavy_types_move_to_the_background_threads() {
         }
         std::thread::current().name().map(str::to_owned)
     };
-    // The first call has no history: a blocking thread.
+    // The first call has no history: a blocking thread (`run` is always on
+    // the pool; `call` would have run it in place).
     let first = pool.run("heavy", spin).await.unwrap();
     assert_ne!(
         first.as_deref().map(|n| n.starts_with("realmhost-bg")),
@@ -220,18 +228,38 @@ async fn heavy_types_move_to_the_background_threads() {
     assert_eq!(pool.stats().busy, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_light_type_may_use_every_slot() {
-    // Two slots, one per type — but the cap binds heavy types only: a type
-    // whose calls are short takes both slots when it needs them.
-    let pool = pool(2, 1, 16);
-    let (release_a, held_a) = hold(&pool, "light").await;
-    let (release_b, held_b) = hold(&pool, "light").await;
+#[tokio::test]
+async fn a_light_type_runs_in_place_and_turns_heavy_when_its_calls_grow() {
+    let pool = Arc::new(ExecPool::new(&ExecConfig {
+        threads: 2,
+        heavy_call_micros: 1_000,
+        ..ExecConfig::default()
+    }));
+    // Light calls take no slot: they run where they are asked for.
+    let here = std::thread::current().id();
+    for _ in 0..4 {
+        let id = pool
+            .call("t", || std::thread::current().id())
+            .await
+            .unwrap();
+        assert_eq!(id, here);
+    }
+    assert_eq!(pool.stats().inline, 4);
+    // One long call lifts the type's average past the threshold…
+    pool.call("t", || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+    })
+    .await
+    .unwrap();
+    // …so its next calls run on the pool, capped.
+    let id = pool
+        .call("t", || std::thread::current().id())
+        .await
+        .unwrap();
+    assert_ne!(id, here);
     let s = pool.stats();
-    let light = s.by_type.iter().find(|t| t.realm_type == "light").unwrap();
-    assert_eq!((s.busy, light.busy), (2, 2));
-    release_a.send(()).unwrap();
-    release_b.send(()).unwrap();
-    held_a.await.unwrap().unwrap();
-    held_b.await.unwrap().unwrap();
+    assert_eq!((s.inline, s.completed), (5, 1));
 }

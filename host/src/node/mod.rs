@@ -391,6 +391,20 @@ impl Node {
         self.exec.run(realm_type, f).await
     }
 
+    /// One plugin call on the append and query paths: in place if the realm
+    /// type's calls are light (they average under
+    /// [`ExecConfig::heavy_call_micros`], so they end within microseconds
+    /// and a thread hop would cost more than the call), on the pool like
+    /// [`Self::run_plugin`] once they are heavy. `f` must not block on the
+    /// runtime.
+    pub(crate) async fn call_plugin<R: Send + 'static>(
+        &self,
+        realm_type: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        self.exec.call(realm_type, f).await
+    }
+
     /// The configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
@@ -629,7 +643,7 @@ impl Node {
         let s = self.state(id).await?;
         let plugin = self.registry.get(s.realm_type())?;
         let (rid, request, state) = (id.clone(), request.to_owned(), s.clone());
-        self.run_plugin(s.realm_type(), move || {
+        self.call_plugin(s.realm_type(), move || {
             plugin.query(Scope::new(rid.as_str(), state.map()), &request)
         })
         .await?

@@ -125,9 +125,10 @@ async fn append(
         expected_seq: b.expected_seq,
     };
     let payload = match (b.payload, b.payload_hex) {
-        (Some(json), None) => node
-            .encode_json(&id, &b.realm_type, &b.kind, &json.to_string())
-            .await?,
+        (Some(json), None) => {
+            node.encode_json(&id, &b.realm_type, &b.kind, &json.to_string())
+                .await?
+        }
         (None, Some(hex)) => {
             hex::decode(hex.trim()).map_err(|e| bad(format!("payload_hex: {e}")))?
         }

@@ -620,8 +620,7 @@ impl Linger {
         let mut head = vec![first];
         head.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(max_batch - 1));
         let wait = self.max.min(self.last_commit / 2);
-        if wait.is_zero() || self.last_batch < Self::MIN_BATCH || head.len() * 2 > self.last_batch
-        {
+        if wait.is_zero() || self.last_batch < Self::MIN_BATCH || head.len() * 2 > self.last_batch {
             return head;
         }
         let deadline = std::time::Instant::now() + wait;
