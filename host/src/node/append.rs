@@ -113,7 +113,12 @@ impl Node {
             Err(NodeError::Rejected { .. }) => {
                 self.counters.rejections.fetch_add(1, Ordering::Relaxed)
             }
-            Err(_) => self.counters.failures.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                if matches!(e, NodeError::PipelineAborted { .. }) {
+                    self.pipeline.aborted.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.failures.fetch_add(1, Ordering::Relaxed)
+            }
         };
         result
     }

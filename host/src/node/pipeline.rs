@@ -74,7 +74,8 @@ struct Flight {
 pub(super) struct Pipeline {
     flights: DashMap<RealmId, Flight, FxBuildHasher>,
     next_id: AtomicU64,
-    /// Events that failed because an earlier event of their flight failed.
+    /// Appends answered `PipelineAborted` (counted by the append path, which
+    /// also learns of aborts from storage's gap check).
     pub(super) aborted: AtomicU64,
     /// Appends that found a flight in progress and were applied to its tip.
     pub(super) pipelined: AtomicU64,
@@ -210,9 +211,6 @@ impl Pipeline {
         }
         if let Some(id) = ended {
             self.end(realm, id);
-        }
-        if earlier.is_some() {
-            self.aborted.fetch_add(1, Ordering::Relaxed);
         }
         earlier
     }
