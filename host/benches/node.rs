@@ -3,7 +3,8 @@
 //! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
 //! change the measurement time per case, default 3;
 //! `REALMHOST_NODE_BENCH_SECTIONS` to a comma-separated subset of
-//! `appends,cold,swap,keyed,hot,noisy` to run only those, default all;
+//! `appends,partitions,cold,swap,keyed,hot,noisy` to run only those,
+//! default all;
 //! `REALMHOST_NODE_BENCH_MAX_ACCOUNTS` to leave out the larger keyed realms,
 //! default 1 000 000).
 //!
@@ -12,6 +13,8 @@
 //!    group commit, publish), against the bare `write 4 KiB + fdatasync`
 //!    rate of the same disk. Also with the shard monitor off, for the
 //!    monitor's overhead.
+//!    **By partitions** (`partitions`): the same over 1, 2, 4 and 8
+//!    storage partitions with 256 and 1024 writers, against one partition.
 //! 2. **Cold load and replay** (`cold`): a small ledger realm with a
 //!    snapshot and a ~100-event tail, evicted, then read through the node
 //!    (storage read + snapshot entries to a map + `apply-batch` in the
@@ -195,15 +198,27 @@ async fn fill_ledger(node: &Node, realm: &RealmId, n: u64) {
 
 /// 256 writers, distinct realms: (events/s, p50 ms, p99 ms).
 async fn appends(monitor: bool, d: Duration) -> (f64, f64, f64) {
+    appends_with(monitor, d, 0, 256).await
+}
+
+/// `writers` writers on distinct realms, `partitions` storage partitions
+/// (0: the default): (events/s, p50 ms, p99 ms).
+async fn appends_with(
+    monitor: bool,
+    d: Duration,
+    partitions: usize,
+    writers: usize,
+) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::with_data_dir(dir.path());
     cfg.plugins_dir = None;
     cfg.monitor_enabled = monitor;
+    cfg.storage.partitions = partitions;
     let node = Node::open(cfg).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let warm = Duration::from_millis(500);
     let mut tasks = Vec::new();
-    for w in 0..256 {
+    for w in 0..writers {
         let (node, stop) = (node.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let realm = RealmId::new(format!("bench-{w:04}")).unwrap();
@@ -257,6 +272,29 @@ fn appends_section(rt: &tokio::runtime::Runtime, d: Duration) {
         "  monitor on / off (best of 2 each): {:.3}",
         best(&on) / best(&off)
     );
+}
+
+/// Node appends over 1, 2, 4 and 8 storage partitions, 256 and 1024
+/// writers on distinct realms, interleaved over two rounds; each figure
+/// against one partition in the same round.
+fn partitions_section(rt: &tokio::runtime::Runtime, d: Duration) {
+    let counts = [1usize, 2, 4, 8];
+    println!("durable appends through the node by storage partitions (distinct counter realms):");
+    for writers in [256usize, 1024] {
+        for round in 1..=2 {
+            let runs: Vec<(f64, f64, f64)> = counts
+                .iter()
+                .map(|&n| rt.block_on(appends_with(true, d, n, writers)))
+                .collect();
+            let base = runs[0].0;
+            for (n, (rate, p50, p99)) in counts.iter().zip(&runs) {
+                println!(
+                    "  {writers:>4} writers, round {round}, {n} partition(s): {rate:>8.0} events/s ({:.2}× one)  ack p50 {p50:.1} ms  p99 {p99:.1} ms",
+                    rate / base
+                );
+            }
+        }
+    }
 }
 
 async fn cold_load() {
@@ -575,6 +613,10 @@ fn main() {
     if section("appends") {
         println!();
         appends_section(&rt, d);
+    }
+    if section("partitions") {
+        println!();
+        partitions_section(&rt, d);
     }
     if section("cold") {
         println!();

@@ -8,7 +8,9 @@
 //!   live state against a replay of the whole log) matches;
 //! - no repair step is needed: the node simply starts.
 //!
-//! 20 kills in CI; `REALMHOST_SOAK=1` makes it 200.
+//! 20 kills in CI; `REALMHOST_SOAK=1` makes it 200. This first test runs on
+//! a log split into 3 partitions (`storage.partitions`), so the kills land
+//! while three committers commit independently; the others on one.
 
 mod common;
 
@@ -32,12 +34,16 @@ fn acknowledged_events_survive_sigkill() {
         20
     };
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[storage]\npartitions = 3\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let args = ["--config", config.as_str()];
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let mut rng = rand::rng();
     let mut total_acks = 0usize;
 
     for round in 0..rounds {
-        let node = NodeProc::start(dir.path(), &[]);
+        let node = NodeProc::start(dir.path(), &args);
         check(&node, &acked.lock().unwrap(), round);
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -81,12 +87,14 @@ fn acknowledged_events_survive_sigkill() {
             total_acks += w.join().unwrap();
         }
     }
-    let node = NodeProc::start(dir.path(), &[]);
+    let node = NodeProc::start(dir.path(), &args);
     check(&node, &acked.lock().unwrap(), rounds);
     assert!(
         total_acks > rounds * 10,
         "too few acknowledged appends ({total_acks}) to mean anything"
     );
+    let layout = std::fs::read_to_string(dir.path().join("storage-layout.toml")).unwrap();
+    assert!(layout.contains("partitions = 3"), "{layout}");
     eprintln!("{rounds} kills, {total_acks} acknowledged appends, all present exactly once");
 }
 

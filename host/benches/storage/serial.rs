@@ -18,11 +18,10 @@
 //! `REALMHOST_BENCH_SERIAL_REALMS` picks the realm counts (comma-separated,
 //! default `256,100000`; any count ≥ 256 spreads over the writers);
 //! `REALMHOST_BENCH_SERIAL_PARTITIONS` (comma-separated, default `1`) also
-//! runs each load over that many independent storages, each in its own
-//! directory with its own committer, every realm in the one its id hashes
-//! to: what partitioning the durable log would do, emulated from outside.
-//! The serial figure is then the busiest committer's CPU divided by all the
-//! events (each committer runs on its own core);
+//! runs each load over a [`PartitionedStorage`] of that many partitions
+//! (`storage.partitions`: files with a committer each, every realm in the
+//! one its id hashes to). The serial figure is then the busiest committer's
+//! CPU divided by all the events (each committer runs on its own core);
 //! `REALMHOST_BENCH_SERIAL_CHECKPOINT_EVENTS` overrides
 //! `storage.checkpoint_events` (with many realms it decides how many events
 //! one index entry covers, hence the index pages each event dirties);
@@ -36,10 +35,21 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use realmhost::runtime::PluginVersion;
-use realmhost::storage::{AppendRequest, CommitterStats, RedbStorage, StorageConfig};
+use realmhost::storage::{
+    AppendRequest, CommitterStats, PartitionedStorage, Storage, StorageConfig,
+};
 use realmhost::{EventRecord, RealmId};
 
-const WRITERS: usize = 256;
+/// Closed-loop writers (`REALMHOST_BENCH_SERIAL_WRITERS`, default 256): a
+/// machine with more cores serves more clients, and each partition's
+/// batches grow with them.
+fn writers() -> usize {
+    std::env::var("REALMHOST_BENCH_SERIAL_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(256)
+}
 
 /// A small event: ~50 bytes of payload, as a counter or ledger event.
 fn small_event(seq: u64, w: usize) -> EventRecord {
@@ -57,6 +67,7 @@ fn small_event(seq: u64, w: usize) -> EventRecord {
 /// One load's figures over the measurement window.
 pub struct SerialFigures {
     pub realms: usize,
+    pub writers: usize,
     pub partitions: usize,
     pub events_per_s: f64,
     /// Summed over the storages.
@@ -100,13 +111,7 @@ fn partition_counts() -> Vec<usize> {
         .unwrap_or_else(|| vec![1])
 }
 
-/// The partition of realm `r` among `n`: a fixed multiplicative hash, so
-/// that neighbouring realms (and a writer's realms) spread over all of them.
-fn partition_of(r: usize, n: usize) -> usize {
-    ((r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % n
-}
-
-/// 256 writers over `realms` realms spread over `parts` storages, for
+/// [`writers`] writers over `realms` realms in a storage of `parts` partitions, for
 /// `secs` after every realm exists and a 0.5 s warm-up.
 pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64) -> SerialFigures {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -123,33 +128,25 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
     if std::env::var("REALMHOST_BENCH_SERIAL_QUICK_REPAIR").is_ok_and(|v| v == "0") {
         config.quick_repair = false;
     }
-    let parts = parts.max(1);
-    let storages: Arc<Vec<RedbStorage>> = Arc::new(
-        (0..parts)
-            .map(|p| {
-                RedbStorage::open_with(dir.join(format!("p{p}")), config.clone()).expect("open")
-            })
-            .collect(),
-    );
-    let all_stats = |s: &[RedbStorage]| s.iter().map(|s| s.committer_stats()).collect::<Vec<_>>();
+    config.partitions = parts.max(1);
+    let storage = Arc::new(PartitionedStorage::open_with(dir, config).expect("open"));
+    let parts = storage.partitions();
+    let all_stats = |s: &PartitionedStorage| s.committer_stats();
     let version = PluginVersion([5; 32]);
-    let realms = realms.max(WRITERS);
+    let writers = writers();
+    let realms = realms.max(writers);
     let (events, elapsed, stats) = rt.block_on(async {
         // Writer w owns realms w, w + 256, ...: one append in flight per
         // realm, uniform over all of them.
-        let created = Arc::new(tokio::sync::Barrier::new(WRITERS + 1));
+        let created = Arc::new(tokio::sync::Barrier::new(writers + 1));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let (storages, created, stop) = (storages.clone(), created.clone(), stop.clone());
+        for w in 0..writers {
+            let (storage, created, stop) = (storage.clone(), created.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mine: Vec<RealmId> = (w..realms)
-                    .step_by(WRITERS)
+                    .step_by(writers)
                     .map(|r| RealmId::new(format!("serial/realm-{r:06}")).expect("id"))
-                    .collect();
-                let part: Vec<usize> = (w..realms)
-                    .step_by(WRITERS)
-                    .map(|r| partition_of(r, parts))
                     .collect();
                 let mut seqs = vec![0u64; mine.len()];
                 let mut rng = SmallRng::seed_from_u64(w as u64);
@@ -160,10 +157,7 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
                     events: vec![small_event(seq, w)],
                 };
                 for (i, seq) in seqs.iter_mut().enumerate() {
-                    storages[part[i]]
-                        .append(append(i, 1))
-                        .await
-                        .expect("create");
+                    storage.append(append(i, 1)).await.expect("create");
                     *seq = 1;
                 }
                 created.wait().await;
@@ -172,10 +166,7 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
                     let counting = MEASURING.load(Ordering::Relaxed);
                     let i = rng.random_range(0..mine.len());
                     seqs[i] += 1;
-                    storages[part[i]]
-                        .append(append(i, seqs[i]))
-                        .await
-                        .expect("append");
+                    storage.append(append(i, seqs[i])).await.expect("append");
                     if counting {
                         counted += 1;
                     }
@@ -185,11 +176,11 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
         }
         created.wait().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = all_stats(&storages);
+        let before = all_stats(&storage);
         let t0 = Instant::now();
         MEASURING.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        let after = all_stats(&storages);
+        let after = all_stats(&storage);
         let elapsed = t0.elapsed();
         stop.store(true, Ordering::Relaxed);
         MEASURING.store(false, Ordering::SeqCst);
@@ -201,7 +192,7 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
             after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
         (events, elapsed, stats)
     });
-    drop(storages);
+    drop(storage);
     let busiest = stats
         .iter()
         .copied()
@@ -218,6 +209,7 @@ pub fn serial_load(dir: &std::path::Path, realms: usize, parts: usize, secs: f64
         });
     SerialFigures {
         realms,
+        writers,
         partitions: parts,
         busiest,
         // Appends answered in the window, counted by the writers (a few in
@@ -233,15 +225,20 @@ static MEASURING: AtomicBool = AtomicBool::new(false);
 pub fn print(f: &SerialFigures) {
     let us = f.busy_us();
     let acks = f.busiest.acks.as_secs_f64() * 1e6 / f.stats.events.max(1) as f64;
+    let writers = if f.writers == 256 {
+        String::new()
+    } else {
+        format!("_{}_writers", f.writers)
+    };
     let label = if f.partitions > 1 {
         format!(
-            "{}_realms_{}_partitions: all committers {:.2} us/event; busiest:",
+            "{}_realms{writers}_{}_partitions: all committers {:.2} us/event; busiest:",
             f.realms,
             f.partitions,
             f.total_us()
         )
     } else {
-        format!("{}_realms:", f.realms)
+        format!("{}_realms{writers}:", f.realms)
     };
     println!(
         "storage/serial_{label} {:>9.0} events/s  committer {:.2} us/event (commit {:.2})  acks {:.2} us/event  ceiling {:>9.0} events/s  ({:.0} events/commit)",

@@ -10,9 +10,10 @@ use crate::storage::check::{self, CheckReport};
 /// Storage operations (offline: the node must be stopped).
 #[derive(Debug, Subcommand)]
 pub(super) enum StorageCmd {
-    /// Scrub the whole database file: redb's page checks, then every table
-    /// (rows decode, each realm's log is continuous and matches its index,
-    /// metadata and snapshot). Exits non-zero when anything is damaged. A
+    /// Scrub every database file (partition) of the data directory: redb's
+    /// page checks, then every table (rows decode, each realm's log is
+    /// continuous and matches its index, metadata and snapshot, and the realm
+    /// is in the partition its id hashes to). Exits non-zero when anything is damaged. A
     /// running node answers the same (without the page checks) at
     /// `POST /v1/admin/storage/check`.
     Check {

@@ -97,7 +97,7 @@ use crate::runtime::Scope;
 use crate::runtime::{
     Plugin, PluginRegistry, PluginRuntime, PluginVersion, RuntimeConfig, RuntimeError,
 };
-use crate::storage::{RedbStorage, Storage};
+use crate::storage::{PartitionedStorage, Storage};
 use crate::store::{Evicted, LoadError, ShardedStore, ShardingStats};
 
 /// Number of per-realm append lock stripes.
@@ -260,7 +260,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             NodeError::Setup(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
-        let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open_with(
+        let storage: Arc<dyn Storage> = Arc::new(PartitionedStorage::open_with(
             &config.data_dir,
             config.storage.clone(),
         )?);

@@ -127,6 +127,16 @@ pub enum StorageError {
         /// The version this build reads.
         supported: u64,
     },
+    /// The data directory's storage layout manifest is damaged or names
+    /// something this release cannot read, or a partition file it lists is
+    /// missing. Nothing was modified.
+    #[error("storage layout {path}: {reason}")]
+    Layout {
+        /// The manifest or partition file concerned.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The file is a redb database but not one of ours (no format record).
     #[error("{0} is not a realmhost database")]
     NotRealmhost(String),

@@ -2,7 +2,9 @@
 //! realm inventory by type, and a small key/value table for other modules.
 //!
 //! [`Storage`] is the contract the node programs against; [`RedbStorage`] is
-//! the embedded default (one redb file in the data directory). The trait is
+//! one redb file with its own committer, and [`PartitionedStorage`], the
+//! embedded default, splits the log by realm over one or more of them so
+//! that write throughput grows with cores. The trait is
 //! object-safe and every method returns a boxed future so a distributed
 //! backend (where a read is a network round trip) fits behind the same
 //! `Arc<dyn Storage>` without changing callers.
@@ -29,6 +31,7 @@
 mod codec;
 mod error;
 mod health;
+pub mod partitioned;
 mod redb_store;
 
 #[cfg(test)]
@@ -40,6 +43,8 @@ use futures::future::BoxFuture;
 
 pub use error::StorageError;
 pub use health::StorageHealth;
+pub use partitioned::PartitionedStorage;
+pub use partitioned::layout::{LAYOUT_FILE_NAME, MAX_PARTITIONS, partition_of};
 pub use redb_store::{
     CommitterStats, DB_FILE_NAME, FORMAT_VERSION, FaultInjector, INLINE_SNAPSHOT_BYTES,
     RedbStorage, StorageConfig, check,

@@ -41,6 +41,10 @@ const MAX_DAMAGE: usize = 1000;
 /// One damaged record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Damage {
+    /// The partition (database file) it was found in, for a data directory
+    /// of more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<usize>,
     /// The table it was found in (`redb` for the file-level check).
     pub table: String,
     /// The realm it belongs to, when known.
@@ -88,6 +92,7 @@ impl CheckReport {
         }
         if self.damage.len() < MAX_DAMAGE {
             self.damage.push(Damage {
+                partition: None,
                 table: table.to_owned(),
                 realm: realm.map(str::to_owned),
                 seq,
@@ -95,14 +100,46 @@ impl CheckReport {
             });
         }
     }
+
+    /// Fold partition `i`'s report into this one (of a data directory of
+    /// `n` partitions): counts add up, damage records name the partition.
+    pub(crate) fn merge_partition(&mut self, i: usize, n: usize, other: CheckReport) {
+        self.realms += other.realms;
+        self.events += other.events;
+        self.snapshots += other.snapshots;
+        self.damage_count += other.damage_count;
+        for mut d in other.damage {
+            if self.damage.len() >= MAX_DAMAGE {
+                break;
+            }
+            d.partition = (n > 1).then_some(i);
+            self.damage.push(d);
+        }
+        for r in other.damaged_realms {
+            if !self.damaged_realms.contains(&r) {
+                self.damaged_realms.push(r);
+            }
+        }
+    }
 }
 
-/// Scrub the database in `dir` of a stopped node: redb's integrity check,
-/// then every table. An error means the file could not be checked at all
-/// (missing, locked by a running node, not a database); damage found is in
-/// the report.
-#[tracing::instrument(name = "storage.check", skip_all, fields(dir = %dir.display()))]
+/// Scrub the data directory `dir` of a stopped node: for every partition
+/// (database file), redb's integrity check, then every table, then whether
+/// each realm is in the partition its id hashes to. An error means the
+/// directory could not be checked at all (missing, locked by a running node,
+/// not a database, a damaged layout manifest); damage found is in the
+/// report.
 pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
+    crate::storage::partitioned::check_dir(dir)
+}
+
+/// [`check`] of the one database file in `dir`. `placement`, `(i, n)` for
+/// partition `i` of `n`, adds the check that each realm hashes to it.
+#[tracing::instrument(name = "storage.check", skip_all, fields(dir = %dir.display()))]
+pub(crate) fn check_file(
+    dir: &Path,
+    placement: Option<(usize, usize)>,
+) -> Result<CheckReport, StorageError> {
     let path = dir.join(DB_FILE_NAME);
     if !path.exists() {
         return Err(StorageError::Io(std::io::Error::new(
@@ -119,7 +156,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
     let mut report = guarded("reading", || {
         upgrade::check_format(&db, &path)?;
         let txn = db.begin_read()?;
-        Ok(scrub(&txn))
+        Ok(scrub(&txn, placement))
     })
     .unwrap_or_else(|e| {
         let mut r = CheckReport::default();
@@ -139,7 +176,16 @@ impl RedbStorage {
     /// one read transaction: run it off the async workers.
     #[tracing::instrument(name = "storage.scrub", skip_all)]
     pub fn scrub(&self) -> Result<CheckReport, StorageError> {
-        let mut report = guarded("reading", || Ok(scrub(&self.db.begin_read()?)))?;
+        self.scrub_placed(None)
+    }
+
+    /// [`Self::scrub`] of partition `i` of `n` (`placement`), which also
+    /// checks that each realm hashes to it.
+    pub(crate) fn scrub_placed(
+        &self,
+        placement: Option<(usize, usize)>,
+    ) -> Result<CheckReport, StorageError> {
+        let mut report = guarded("reading", || Ok(scrub(&self.db.begin_read()?, placement)))?;
         report.integrity = "skipped".into();
         Ok(report)
     }
@@ -155,7 +201,7 @@ struct RealmInfo {
 
 /// The logical scrub over one read transaction. Never fails: what cannot be
 /// read is damage.
-fn scrub(txn: &ReadTransaction) -> CheckReport {
+fn scrub(txn: &ReadTransaction, placement: Option<(usize, usize)>) -> CheckReport {
     let mut report = CheckReport::default();
     let mut realms: HashMap<u64, RealmInfo> = HashMap::new();
     let step = |report: &mut CheckReport, table: &str, r: Result<(), StorageError>| {
@@ -193,7 +239,7 @@ fn scrub(txn: &ReadTransaction) -> CheckReport {
     })();
     step(&mut report, "versions", r);
 
-    let r = scrub_realms(txn, next_realm_no, &mut realms, &mut report);
+    let r = scrub_realms(txn, next_realm_no, placement, &mut realms, &mut report);
     step(&mut report, "realms", r);
     let r = scrub_log(txn, &versions, &mut realms, &mut report);
     step(&mut report, "log", r);
@@ -208,6 +254,7 @@ fn scrub(txn: &ReadTransaction) -> CheckReport {
 fn scrub_realms(
     txn: &ReadTransaction,
     next_realm_no: u64,
+    placement: Option<(usize, usize)>,
     realms: &mut HashMap<u64, RealmInfo>,
     report: &mut CheckReport,
 ) -> Result<(), StorageError> {
@@ -217,6 +264,14 @@ fn scrub_realms(
         let id = k.value().to_owned();
         if let Err(e) = RealmId::new(&id) {
             report.add("realms", Some(&id), None, format!("invalid realm id: {e}"));
+        }
+        if let Some((i, n)) = placement {
+            let home = crate::storage::partitioned::layout::partition_of(&id, n);
+            if home != i {
+                let reason =
+                    format!("stored in partition {i}, but its id hashes to partition {home}");
+                report.add("realms", Some(&id), None, reason);
+            }
         }
         let row = match codec::decode_realm(v.value()) {
             Ok(row) => row,

@@ -136,6 +136,7 @@ const KEY_INDEX_FLOOR: &str = "index_floor";
 /// | `retry_ms` | 1000 |
 /// | `commit_linger_us` | 1000 (0: never wait) |
 /// | `realm_cache` | 262 144 realms |
+/// | `partitions` | 0: half the cores, at least 1 (fixed when the data directory is created) |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -183,6 +184,12 @@ pub struct StorageConfig {
     /// table lookup on the one thread all writes go through. Beyond it the
     /// cache is emptied and refills; 0 turns it off.
     pub realm_cache: usize,
+    /// How many files ([`PartitionedStorage`](crate::storage::PartitionedStorage)
+    /// partitions) a *new* data directory splits the log into, each with
+    /// its own committer thread; 0 picks half the cores (at least 1). An
+    /// existing directory keeps the count it was created with. A single
+    /// [`RedbStorage`] ignores it.
+    pub partitions: usize,
 }
 
 impl Default for StorageConfig {
@@ -198,6 +205,7 @@ impl Default for StorageConfig {
             retry_ms: 1000,
             commit_linger_us: 1000,
             realm_cache: 256 * 1024,
+            partitions: 0,
         }
     }
 }
@@ -219,6 +227,12 @@ impl StorageConfig {
         }
         if self.commit_linger_us > 100_000 {
             return Err("storage.commit_linger_us must be at most 100000 (0.1 s)".into());
+        }
+        if self.partitions > crate::storage::MAX_PARTITIONS {
+            return Err(format!(
+                "storage.partitions must be at most {}",
+                crate::storage::MAX_PARTITIONS
+            ));
         }
         if self.inline_snapshot_bytes > (1 << 20) {
             return Err("storage.inline_snapshot_bytes must be at most 1 MiB".into());
