@@ -169,6 +169,15 @@ impl PartitionedStorage {
         self.parts.iter().any(RedbStorage::opened_with_repair)
     }
 
+    /// Close every partition as a crash would leave it (see
+    /// [`RedbStorage::close_without_checkpoint`]).
+    #[doc(hidden)]
+    pub fn close_without_checkpoint(self) {
+        for p in self.parts {
+            p.close_without_checkpoint();
+        }
+    }
+
     /// The worst partition's health: not writable if any is not, with the
     /// failure counts summed.
     pub fn health(&self) -> StorageHealth {

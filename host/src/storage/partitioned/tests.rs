@@ -240,3 +240,15 @@ fn health_is_the_worst_partitions() {
     block(Storage::append(&s, req(&other, "counter", 1, 1))).unwrap();
     s.partition(1).fault_injector().set_disk_full(false);
 }
+
+/// The model test's realms (`m/0` … `m/3`) land in more than one partition
+/// for every count it draws, so it exercises the routing.
+#[test]
+fn the_model_tests_realms_spread_over_partitions() {
+    for n in 2..4 {
+        let homes: BTreeSet<usize> = (0..4)
+            .map(|r| super::layout::partition_of(&format!("m/{r}"), n))
+            .collect();
+        assert!(homes.len() > 1, "{n} partitions: all in {homes:?}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Model-based property test: random appends, full and delta snapshots,
-//! reads, clean reopens and crash-like reopens against a `BTreeMap` model.
+//! reads, clean reopens and crash-like reopens against a `BTreeMap` model,
+//! through the `Storage` trait of a [`PartitionedStorage`] of one to three
+//! partitions (one is exactly a single [`RedbStorage`]).
 
 use std::collections::BTreeMap;
 
@@ -149,6 +151,11 @@ fn refusal_kind(e: &StorageError) -> &'static str {
     }
 }
 
+/// Wait for a storage future (the test drives the storage synchronously).
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
@@ -159,6 +166,7 @@ proptest! {
         inline in inline_limit(),
         // Off, a cache emptied every couple of realms, and the default.
         realm_cache in prop_oneof![Just(0usize), 1..3usize, Just(256 * 1024)],
+        partitions in 1..4usize,
     ) {
         let dir = tempfile::tempdir().unwrap();
         // Tiny checkpoint thresholds, so that runs mix indexed and unindexed
@@ -168,13 +176,15 @@ proptest! {
             checkpoint_realms,
             inline_snapshot_bytes: inline,
             realm_cache,
+            partitions,
             ..StorageConfig::default()
         };
         let rows_for = |map: &BTreeMap<Vec<u8>, Vec<u8>>, limit: u64| {
             let bytes: u64 = map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
             if bytes > limit { map.len() } else { 0 }
         };
-        let mut s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
+        let mut s = PartitionedStorage::open_with(dir.path(), config.clone()).unwrap();
+        prop_assert_eq!(s.partitions(), partitions);
         let mut m = Model::default();
         for st in steps {
             match st {
@@ -184,12 +194,12 @@ proptest! {
                     let last = log.len() as u64;
                     let first = (last as i64 + 1 + skew).max(1) as u64;
                     let events: Vec<_> = (first..first + n).map(|q| ev(q, &realm_name(r))).collect();
-                    let res = s.append_blocking(AppendRequest {
+                    let res = run(Storage::append(&s, AppendRequest {
                         realm_id: rid(&realm_name(r)),
                         realm_type: realm_type(r).into(),
                         plugin_version: version,
                         events: events.clone(),
-                    });
+                    }));
                     if first == last + 1 {
                         prop_assert_eq!(res.unwrap(), AppendAck { last_seq: last + n, created: last == 0 });
                         log.extend(events);
@@ -218,12 +228,12 @@ proptest! {
                         }
                         _ => false,
                     };
-                    let res = s.put_snapshot_blocking(&rid(&realm_name(r)), SnapshotWrite {
+                    let res = run(Storage::put_snapshot(&s, &rid(&realm_name(r)), SnapshotWrite {
                         seq,
                         plugin_version: V2,
                         state_version,
                         body: SnapshotBody::Full(entries),
-                    });
+                    }));
                     // Key order is checked before anything else.
                     let want = if unsorted { Some("unsorted") } else { common_refusal(last, seq, stored) };
                     match want {
@@ -246,7 +256,7 @@ proptest! {
                     let base_seq = (stored as i64 + base_skew).max(0) as u64;
                     // The state version is the snapshot's own, whatever the base had.
                     let state_version = (seq % 3) as u32;
-                    let res = s.put_snapshot_blocking(&rid(&realm_name(r)), SnapshotWrite {
+                    let res = run(Storage::put_snapshot(&s, &rid(&realm_name(r)), SnapshotWrite {
                         seq,
                         plugin_version: V2,
                         state_version,
@@ -254,7 +264,7 @@ proptest! {
                             base_seq,
                             changes: changes.iter().map(|(k, v)| (b(k), v.as_deref().map(b))).collect(),
                         },
-                    });
+                    }));
                     let want = common_refusal(last, seq, stored)
                         .or((base_seq != stored).then_some("base"));
                     match want {
@@ -278,25 +288,25 @@ proptest! {
                 }
                 Step::Read { r, after } => {
                     let want: Vec<_> = m.logs.get(&r).map_or(vec![], |l| l.iter().filter(|e| e.seq > after).cloned().collect());
-                    prop_assert_eq!(s.events_since(&rid(&realm_name(r)), after).unwrap(), want);
+                    prop_assert_eq!(run(Storage::events_since(&s, &rid(&realm_name(r)), after)).unwrap(), want);
                 }
                 Step::Reopen { inline } => {
                     drop(s);
                     config.inline_snapshot_bytes = inline;
-                    s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
+                    s = PartitionedStorage::open_with(dir.path(), config.clone()).unwrap();
                     prop_assert_eq!(s.recovered_events(), 0);
                 }
                 Step::CrashReopen { inline } => {
                     s.close_without_checkpoint();
                     config.inline_snapshot_bytes = inline;
-                    s = RedbStorage::open_with(dir.path(), config.clone()).unwrap();
+                    s = PartitionedStorage::open_with(dir.path(), config.clone()).unwrap();
                 }
             }
             // Invariants after every step.
             for r in 0..4 {
                 let id = rid(&realm_name(r));
                 let log = m.logs.get(&r).cloned().unwrap_or_default();
-                let meta = s.realm_meta(&id).unwrap();
+                let meta = run(Storage::realm_meta(&s, &id)).unwrap();
                 if log.is_empty() {
                     prop_assert_eq!(meta, None);
                     continue;
@@ -307,23 +317,24 @@ proptest! {
                 prop_assert_eq!(meta.plugin_version, m.versions[&r]);
                 let snap = m.snaps.get(&r).map(ModelSnap::stored);
                 prop_assert_eq!(meta.last_snapshot_seq, snap.as_ref().map_or(0, |s| s.seq));
-                let load = s.load_realm(&id).unwrap().unwrap();
+                let load = run(Storage::load_realm(&s, &id)).unwrap().unwrap();
                 let from = snap.as_ref().map_or(0, |s| s.seq);
                 prop_assert_eq!(&load.snapshot, &snap);
-                prop_assert_eq!(s.load_snapshot(&id).unwrap(), snap);
+                prop_assert_eq!(run(Storage::load_snapshot(&s, &id)).unwrap(), snap);
                 prop_assert_eq!(load.tail, log.iter().filter(|e| e.seq > from).cloned().collect::<Vec<_>>());
                 // The layout follows the map's size when it was written:
                 // rows only for a map larger than the inline limit, one per
                 // entry.
                 let want_rows = m.snaps.get(&r).map_or(0, |s| s.rows);
-                prop_assert_eq!(s.snapshot_rows(&id).unwrap(), want_rows);
+                let home = s.partition(s.partition_of(&id));
+                prop_assert_eq!(home.snapshot_rows(&id).unwrap(), want_rows);
             }
             for ty in ["even", "odd"] {
                 let want: Vec<RealmId> = m.logs.iter()
                     .filter(|(r, l)| realm_type(**r) == ty && !l.is_empty())
                     .map(|(r, _)| rid(&realm_name(*r)))
                     .collect();
-                prop_assert_eq!(s.list_realms(ty, None, 100).unwrap(), want);
+                prop_assert_eq!(run(Storage::list_realms(&s, ty, None, 100)).unwrap(), want);
             }
         }
     }
