@@ -344,6 +344,10 @@ mod tests {
         let err = NodeConfig::from_toml_str("[storage]\ncheckpoint_realms = 0\n").unwrap_err();
         assert!(err.to_string().contains("checkpoint_realms"), "{err}");
         assert!(NodeConfig::from_toml_str("[storage]\ncache = 1\n").is_err());
+        let c = NodeConfig::from_toml_str("[storage]\npartitions = 8\n").unwrap();
+        assert_eq!(c.storage.partitions, 8);
+        let err = NodeConfig::from_toml_str("[storage]\npartitions = 65\n").unwrap_err();
+        assert!(err.to_string().contains("partitions"), "{err}");
     }
 
     #[test]
