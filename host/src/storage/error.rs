@@ -58,6 +58,22 @@ pub enum StorageError {
         /// Type in the request.
         requested: String,
     },
+    /// The append delivers a message the realm already took from that sender
+    /// (at or below its inbox cursor). Nothing was written; `cursor` is
+    /// what was recorded, outcome included.
+    #[error("realm {realm}: message {sender}@{seq}.{index} was already delivered (cursor at {}.{})", .cursor.seq, .cursor.index)]
+    AlreadyDelivered {
+        /// The target realm.
+        realm: RealmId,
+        /// The sender.
+        sender: RealmId,
+        /// Seq of the sender's producing event.
+        seq: u64,
+        /// Index of the message in that event.
+        index: u32,
+        /// The target's cursor for this sender.
+        cursor: crate::storage::InboxCursor,
+    },
     /// A request that can never succeed (no events, empty realm type, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -31,6 +31,7 @@
 mod codec;
 mod error;
 mod health;
+mod messages;
 pub mod partitioned;
 mod redb_store;
 
@@ -43,6 +44,9 @@ use futures::future::BoxFuture;
 
 pub use error::StorageError;
 pub use health::StorageHealth;
+pub use messages::{
+    AppendExtras, DeliveryRecord, InboxCursor, OutboxKey, OutboxRecord, PendingMessage,
+};
 pub use partitioned::PartitionedStorage;
 pub use partitioned::layout::{LAYOUT_FILE_NAME, MAX_PARTITIONS, partition_of};
 pub use redb_store::{
@@ -202,6 +206,63 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Box::pin(std::future::ready(Err(StorageError::InvalidRequest(
             "this storage backend does not store idempotency keys".into(),
         ))))
+    }
+
+    /// [`Storage::append`] with everything in `extras` stored in the same
+    /// transaction: an idempotency key, the messages the events send (the
+    /// realm's outbox), the delivery the append makes (the realm's inbox
+    /// cursor for the sender moves to it; a delivery at or below the cursor
+    /// is refused with [`StorageError::AlreadyDelivered`]). All or nothing.
+    /// A backend without messages refuses extras that carry any.
+    fn append_with(
+        &self,
+        req: AppendRequest,
+        extras: AppendExtras,
+    ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        if !extras.without_messages() {
+            return Box::pin(std::future::ready(Err(StorageError::InvalidRequest(
+                "this storage backend does not store messages".into(),
+            ))));
+        }
+        match extras.idempotency {
+            Some(key) => self.append_idempotent(req, key),
+            None => self.append(req),
+        }
+    }
+
+    /// Remove `sender`'s outbox messages up to and including `(seq, index)`
+    /// (their outcomes are recorded at their targets). Resolves when
+    /// durable. A backend without messages has nothing to remove.
+    fn ack_outbox(
+        &self,
+        sender: &RealmId,
+        seq: u64,
+        index: u32,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
+        let _ = (sender, seq, index);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Messages still in outboxes, in [`OutboxKey`] order, starting after
+    /// `after` (exclusive), at most `limit`.
+    fn pending_messages(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingMessage>, StorageError>> {
+        let _ = (after, limit);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// `target`'s inbox cursor for `sender`: the last message it took from
+    /// it, `None` if none.
+    fn inbox_cursor(
+        &self,
+        target: &RealmId,
+        sender: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<InboxCursor>, StorageError>> {
+        let _ = (target, sender);
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// The unexpired key `key` of `realm` at `now_ms`, if stored.

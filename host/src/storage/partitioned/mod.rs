@@ -30,9 +30,9 @@ use futures::future::BoxFuture;
 use self::layout::{Layout, partition_dir, partition_file, partition_of};
 use super::redb_store::check::{self, CheckReport};
 use super::{
-    AppendAck, AppendRequest, CommitterStats, IdempotencyHit, IdempotencyRecord, RealmLoad,
-    RealmMeta, RealmPage, RedbStorage, Snapshot, SnapshotWrite, Storage, StorageConfig,
-    StorageError, StorageHealth,
+    AppendAck, AppendExtras, AppendRequest, CommitterStats, IdempotencyHit, IdempotencyRecord,
+    InboxCursor, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, RedbStorage, Snapshot,
+    SnapshotWrite, Storage, StorageConfig, StorageError, StorageHealth,
 };
 use crate::realm::{EventRecord, RealmId};
 
@@ -232,6 +232,28 @@ impl PartitionedStorage {
         Ok(all)
     }
 
+    /// Messages still in outboxes after `after`, in key order: each
+    /// partition's page, merged (a sender's messages are all in its
+    /// partition).
+    pub fn pending_messages(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<PendingMessage>, StorageError> {
+        if let [only] = self.parts.as_slice() {
+            return only.pending_messages(after, limit);
+        }
+        let mut all = Vec::new();
+        for p in &self.parts {
+            all.extend(p.pending_messages(after, limit)?);
+        }
+        all.sort_unstable_by(|a, b| {
+            (a.sender.as_str(), a.seq, a.index).cmp(&(b.sender.as_str(), b.seq, b.index))
+        });
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// Every realm type stored in any partition, in order.
     pub fn realm_types(&self) -> Result<Vec<String>, StorageError> {
         let mut types = BTreeSet::new();
@@ -317,6 +339,43 @@ impl Storage for PartitionedStorage {
         key: IdempotencyRecord,
     ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
         Box::pin(self.part(&req.realm_id).append_idempotent(req, key))
+    }
+
+    fn append_with(
+        &self,
+        req: AppendRequest,
+        extras: AppendExtras,
+    ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        Box::pin(self.part(&req.realm_id).append_with(req, extras))
+    }
+
+    fn ack_outbox(
+        &self,
+        sender: &RealmId,
+        seq: u64,
+        index: u32,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(self.part(sender).ack_outbox(sender, seq, index))
+    }
+
+    fn pending_messages(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingMessage>, StorageError>> {
+        Box::pin(std::future::ready(PartitionedStorage::pending_messages(
+            self, after, limit,
+        )))
+    }
+
+    fn inbox_cursor(
+        &self,
+        target: &RealmId,
+        sender: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<InboxCursor>, StorageError>> {
+        Box::pin(std::future::ready(
+            self.part(target).inbox_cursor(target, sender),
+        ))
     }
 
     fn idempotency_lookup(

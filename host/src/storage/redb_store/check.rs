@@ -83,7 +83,13 @@ impl CheckReport {
         self.damage_count == 0
     }
 
-    fn add(&mut self, table: &str, realm: Option<&str>, seq: Option<u64>, reason: String) {
+    pub(super) fn add(
+        &mut self,
+        table: &str,
+        realm: Option<&str>,
+        seq: Option<u64>,
+        reason: String,
+    ) {
         self.damage_count += 1;
         if let Some(r) = realm
             && !self.damaged_realms.iter().any(|d| d == r)
@@ -247,6 +253,17 @@ fn scrub(txn: &ReadTransaction, placement: Option<(usize, usize)>) -> CheckRepor
     step(&mut report, "log_index", r);
     let r = scrub_snapshots(txn, &realms, &mut report);
     step(&mut report, "snapshots", r);
+    let last_seqs: HashMap<&str, u64> = realms
+        .values()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.log.iter().map(|&(seq, _)| seq).max().unwrap_or(0),
+            )
+        })
+        .collect();
+    let r = super::messages::scrub(txn, &last_seqs, &mut report);
+    step(&mut report, "outbox", r);
     report.realms = realms.len() as u64;
     report
 }

@@ -22,7 +22,7 @@ use super::{
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
 use crate::storage::{
-    AppendAck, AppendRequest, IdempotencyRecord, SnapshotWrite, StorageError, codec,
+    AppendAck, AppendExtras, AppendRequest, IdempotencyRecord, SnapshotWrite, StorageError, codec,
 };
 
 impl RedbStorage {
@@ -67,6 +67,53 @@ impl RedbStorage {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
         }
+    }
+
+    /// [`Self::append`] with everything in `extras` in the same transaction
+    /// (see [`crate::storage::Storage::append_with`]).
+    pub fn append_with(
+        &self,
+        req: AppendRequest,
+        extras: AppendExtras,
+    ) -> impl Future<Output = Result<AppendAck, StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = encode_append(req).and_then(|mut req| {
+            let last_seq = req.first_seq + req.entries.len() as u64 - 1;
+            super::messages::validate(&req.realm_id, req.first_seq, last_seq, &extras.outbox)?;
+            req.idempotency = extras.idempotency;
+            req.outbox = extras.outbox;
+            req.delivery = extras.delivery;
+            self.submit(Op::Append(req, reply))
+        });
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// Remove `sender`'s outbox messages up to and including `(seq,
+    /// index)`; resolves after the commit.
+    pub fn ack_outbox(
+        &self,
+        sender: &RealmId,
+        seq: u64,
+        index: u32,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.submit(Op::AckOutbox(sender.clone(), seq, index, reply));
+        async move {
+            sent?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
+    }
+
+    /// [`Self::append_with`] for synchronous callers.
+    pub fn append_with_blocking(
+        &self,
+        req: AppendRequest,
+        extras: AppendExtras,
+    ) -> Result<AppendAck, StorageError> {
+        futures::executor::block_on(self.append_with(req, extras))
     }
 
     /// [`Self::append_idempotent`] for synchronous callers.
@@ -166,6 +213,8 @@ fn encode_append(req: AppendRequest) -> Result<EncodedAppend, StorageError> {
         first_seq,
         entries,
         idempotency: None,
+        outbox: Vec::new(),
+        delivery: None,
     })
 }
 
@@ -424,6 +473,11 @@ impl Committer {
                             done.push(Done::Unit(reply, r));
                             fatal
                         }
+                        Op::AckOutbox(sender, seq, index, reply) => {
+                            let (r, fatal) = split(w.messages.ack(&sender, seq, index).map(Ok));
+                            done.push(Done::Unit(reply, r));
+                            fatal
+                        }
                         Op::Meta(key, value, reply) => {
                             let r = match value {
                                 Some(v) => w.meta.insert(key.as_str(), v.as_slice()).map(drop),
@@ -657,6 +711,7 @@ fn fail_op(op: Op, e: &StorageError) {
         Op::Append(_, reply) => drop(reply.send(Err(e.clone_transient()))),
         Op::Snapshot(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
         Op::Meta(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
+        Op::AckOutbox(_, _, _, reply) => drop(reply.send(Err(e.clone_transient()))),
     }
 }
 

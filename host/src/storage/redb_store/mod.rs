@@ -15,6 +15,7 @@
 //! | `versions`         | `u32` version no        | plugin version (32 bytes)               |
 //! | `meta`             | `&str`                  | bytes (other modules' records)          |
 //! | `idempotency`, `idempotency_ttl` | see `idempotency.rs` | keys of idempotent appends       |
+//! | `outbox`, `inbox`  | see `messages.rs`       | messages sent, deliveries taken         |
 //!
 //! **An append writes only at the right edge of the log.** The log is keyed by
 //! a global position that only grows, so every group commit appends to the
@@ -60,6 +61,7 @@ pub mod check;
 mod committer;
 mod faults;
 mod idempotency;
+mod messages;
 mod open;
 mod read;
 mod realm_cache;
@@ -116,6 +118,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 const IDEMPOTENCY_TTL: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("idempotency_ttl");
+
+const OUTBOX: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("outbox");
+const INBOX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inbox");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_NEXT_REALM: &str = "next_realm_no";
@@ -253,6 +258,10 @@ struct EncodedAppend {
     entries: Vec<Vec<u8>>,
     /// Stored with the events, in the same transaction.
     idempotency: Option<super::IdempotencyRecord>,
+    /// The messages the events send (checked by `messages::validate`).
+    outbox: Vec<super::OutboxRecord>,
+    /// The delivery this append takes.
+    delivery: Option<super::DeliveryRecord>,
 }
 
 /// A write waiting for the committer.
@@ -260,6 +269,8 @@ enum Op {
     Append(EncodedAppend, Reply<AppendAck>),
     Snapshot(RealmId, PreparedSnapshot, Reply<()>),
     Meta(String, Option<Vec<u8>>, Reply<()>),
+    /// Remove a sender's outbox up to and including `(seq, index)`.
+    AckOutbox(RealmId, u64, u32, Reply<()>),
 }
 
 /// One realm's events that are in the log but not yet in `log_index`.

@@ -248,6 +248,8 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
         txn.open_table(META)?;
         txn.open_table(super::IDEMPOTENCY)?;
         txn.open_table(super::IDEMPOTENCY_TTL)?;
+        txn.open_table(super::OUTBOX)?;
+        txn.open_table(super::INBOX)?;
     }
     txn.commit()?;
     Ok(())

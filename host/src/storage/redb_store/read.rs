@@ -201,6 +201,31 @@ impl RedbStorage {
         })
     }
 
+    /// Messages still in outboxes after `after`, at most `limit`, in key
+    /// order (see [`crate::storage::Storage::pending_messages`]).
+    pub fn pending_messages(
+        &self,
+        after: Option<&crate::storage::OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<crate::storage::PendingMessage>, StorageError> {
+        guarded_read(after.map(|k| &k.sender), || {
+            let txn = self.db.begin_read()?;
+            super::messages::pending(&txn, after, limit)
+        })
+    }
+
+    /// `target`'s inbox cursor for `sender`.
+    pub fn inbox_cursor(
+        &self,
+        target: &RealmId,
+        sender: &RealmId,
+    ) -> Result<Option<crate::storage::InboxCursor>, StorageError> {
+        guarded_read(Some(target), || {
+            let txn = self.db.begin_read()?;
+            super::messages::cursor(&txn, target, sender)
+        })
+    }
+
     /// A record stored with [`Self::put_meta`].
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         guarded_read(None, || {

@@ -6,8 +6,9 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendRequest, IdempotencyHit, IdempotencyRecord, RealmLoad, RealmMeta, RealmPage,
-    Snapshot, SnapshotWrite, Storage, StorageError,
+    AppendAck, AppendExtras, AppendRequest, IdempotencyHit, IdempotencyRecord, InboxCursor,
+    OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
+    StorageError,
 };
 
 impl Storage for RedbStorage {
@@ -21,6 +22,43 @@ impl Storage for RedbStorage {
         key: IdempotencyRecord,
     ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
         Box::pin(RedbStorage::append_idempotent(self, req, key))
+    }
+
+    fn append_with(
+        &self,
+        req: AppendRequest,
+        extras: AppendExtras,
+    ) -> BoxFuture<'_, Result<AppendAck, StorageError>> {
+        Box::pin(RedbStorage::append_with(self, req, extras))
+    }
+
+    fn ack_outbox(
+        &self,
+        sender: &RealmId,
+        seq: u64,
+        index: u32,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(RedbStorage::ack_outbox(self, sender, seq, index))
+    }
+
+    fn pending_messages(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingMessage>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::pending_messages(
+            self, after, limit,
+        )))
+    }
+
+    fn inbox_cursor(
+        &self,
+        target: &RealmId,
+        sender: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<InboxCursor>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::inbox_cursor(
+            self, target, sender,
+        )))
     }
 
     fn idempotency_lookup(

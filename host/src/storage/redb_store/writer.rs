@@ -5,11 +5,13 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::committer::BatchState;
 use super::idempotency::KeyTables;
+use super::messages::MessageTables;
 use super::read::last_indexed;
 use super::realm_cache::{Learned, RealmCache};
 use super::{
-    BY_TYPE, Counters, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INDEX, KEY_INDEX_FLOOR, LOG,
-    META, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed, VERSIONS,
+    BY_TYPE, Counters, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INBOX, INDEX, KEY_INDEX_FLOOR,
+    LOG, META, OUTBOX, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed,
+    VERSIONS,
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
@@ -29,6 +31,8 @@ pub(super) struct Writer<'t, 'c> {
     pub(super) meta: redb::Table<'t, &'static str, &'static [u8]>,
     /// Idempotency keys of appends.
     pub(super) keys: KeyTables<'t>,
+    /// Outboxes and inbox cursors.
+    pub(super) messages: MessageTables<'t>,
     pub(super) counters: &'c Counters,
     pub(super) unindexed: &'c Unindexed,
     pub(super) cache: &'c RealmCache,
@@ -61,6 +65,10 @@ impl<'t, 'c> Writer<'t, 'c> {
             keys: KeyTables {
                 keys: txn.open_table(IDEMPOTENCY)?,
                 ttl: txn.open_table(IDEMPOTENCY_TTL)?,
+            },
+            messages: MessageTables {
+                outbox: txn.open_table(OUTBOX)?,
+                inbox: txn.open_table(INBOX)?,
             },
             counters,
             unindexed,
@@ -179,6 +187,11 @@ impl<'t, 'c> Writer<'t, 'c> {
                 seq,
             }));
         }
+        if let Some(d) = &req.delivery
+            && let Some(refused) = self.messages.refuse_delivery(realm, d)?
+        {
+            return Ok(Err(refused));
+        }
         let row_bytes = match &new_row {
             Some(row) => match codec::encode_realm(row) {
                 Ok(b) => Some(b),
@@ -207,6 +220,10 @@ impl<'t, 'c> Writer<'t, 'c> {
         });
         if let Some(rec) = &req.idempotency {
             self.keys.insert(realm, last_seq + count, rec)?;
+        }
+        if !req.outbox.is_empty() || req.delivery.is_some() {
+            self.messages
+                .write(realm, &req.outbox, req.delivery.as_ref())?;
         }
         tail.positions.extend(first_pos..first_pos + count);
         tail.version_no = version_no;

@@ -1,6 +1,7 @@
 //! Unit and model-based tests of [`RedbStorage`].
 
 mod faults;
+mod messages;
 mod model;
 mod snapshots;
 
@@ -12,6 +13,11 @@ use crate::runtime::PluginVersion;
 
 const V1: PluginVersion = PluginVersion([1; 32]);
 const V2: PluginVersion = PluginVersion([2; 32]);
+
+/// Wait for a storage future (these tests drive the storage synchronously).
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(f)
+}
 
 fn rid(s: &str) -> RealmId {
     RealmId::new(s).unwrap()

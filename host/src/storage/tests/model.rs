@@ -151,11 +151,6 @@ fn refusal_kind(e: &StorageError) -> &'static str {
     }
 }
 
-/// Wait for a storage future (the test drives the storage synchronously).
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    futures::executor::block_on(f)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
