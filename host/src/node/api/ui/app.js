@@ -55,7 +55,9 @@ function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
 function showTokenState() {
   const set = token() !== '';
   $('token-form').classList.toggle('set', set);
-  $('token-state').textContent = set ? 'token set: actions enabled' : 'read-only';
+  $('token-state').textContent = ui.snap && !ui.snap.node.admin_enabled
+    ? 'read-only: this node has no admin token configured'
+    : set ? 'token set: actions enabled' : 'read-only';
 }
 
 function notice(kind, text) {
@@ -136,6 +138,7 @@ function update(s) {
     if (ui.spark.length > SPARK_POINTS) ui.spark.shift();
     ui.prev = s;
   }
+  if (!prev) showTokenState();
   drawSummary(s);
   drawRates();
   drawHeatmap(s);

@@ -2,8 +2,9 @@
 //!
 //! The page, its script and its style sheet are compiled into the binary, so
 //! a fresh machine needs no build step and no network to show them. The
-//! page polls [`snapshot`] about once a second and computes rates from the
-//! counters of two snapshots. It reads without a token; its actions
+//! page polls `GET /v1/ui/snapshot` about once a second (what it holds and
+//! why it is cheap: `snapshot.rs`) and computes rates from the counters of
+//! two snapshots. It reads without a token; its actions
 //! (quarantine, release, swap, rollback) call the existing admin routes with
 //! the token the operator types in, kept in the tab's `sessionStorage` and
 //! sent as `Authorization: Bearer …`, the same header the CLI sends.
@@ -84,8 +85,8 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     r
 }
 
-/// `GET /v1/ui/snapshot`: see [`snapshot`](self::snapshot) for what it holds
-/// and why it is cheap.
+/// `GET /v1/ui/snapshot`: one shared body, rebuilt at most every 0.5 s
+/// (see [`UiState`]).
 async fn snapshot(
     State(node): State<Arc<Node>>,
     Extension(ui): Extension<Arc<UiState>>,
