@@ -97,6 +97,9 @@ fn path() -> impl Strategy<Value = String> {
         Just("/v1/stats".to_owned()),
         Just("/v1/plugins".to_owned()),
         Just("/v1/plugins/history".to_owned()),
+        Just("/v1/ui/snapshot".to_owned()),
+        Just("/ui".to_owned()),
+        Just("/ui/app.js".to_owned()),
         Just("/v1/admin/evict".to_owned()),
         Just("/v1/admin/plugins".to_owned()),
         Just("/v1/admin/realms/parked".to_owned()),
@@ -196,7 +199,8 @@ proptest! {
             "{method} {path}: 500 {}",
             String::from_utf8_lossy(&bytes)
         );
-        if path.starts_with("/metrics") && status.is_success() {
+        // Metrics are text, the operator page HTML, CSS and JavaScript.
+        if (path.starts_with("/metrics") || path.starts_with("/ui")) && status.is_success() {
             return Ok(());
         }
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {

@@ -7,7 +7,7 @@
 //!
 //! | scope | routes | token |
 //! |---|---|---|
-//! | public | health, appends, realm views and events, queries, listings, stats, metrics | none |
+//! | public | health, appends, realm views and events, queries, listings, stats, metrics, the `/ui` page and its snapshot | none |
 //! | read | verify, shadow replay, jobs, parked and unservable realms | `read_token` or `admin_token` |
 //! | admin | everything else under `/v1/admin` | `admin_token` |
 //!

@@ -28,10 +28,12 @@
 //! | GET | `/v1/admin/realms/parked` · `/unservable` | realms parked after faults / that the active version cannot rebuild |
 //! | GET · POST | `/v1/admin/jobs` | background jobs (verify, shadow, preload) / start one: `{"kind":"verify","realm_id":…}` or `{"kind":"shadow","realm_type":…,"version":…,"sample":…}` → 202 (read scope) |
 //! | GET · DELETE | `/v1/admin/jobs/{id}` | a job's state, progress and result / cancel it (read scope) |
+//! | GET | `/metrics` | Prometheus metrics |
+//! | GET | `/ui` (`/ui/app.js`, `/ui/app.css`) | the operator page: shard heat map, rates, plugins, busiest realms; actions take the admin token |
+//! | GET | `/v1/ui/snapshot` | the page's data in one compact body: per-shard columns, counters for rates, plugin lifecycle, busiest realms (`O(shards)`, cached 0.5 s) |
 //!
 //! Versions are named by semantic version (when one build carries it), full
 //! hash, or an unambiguous hash prefix (at least 4 hex characters).
-//! | GET | `/metrics` | Prometheus metrics |
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,7 +44,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -51,6 +53,7 @@ pub mod guard;
 mod health;
 mod jobs;
 mod plugins;
+pub mod ui;
 
 pub use error::ApiError;
 
@@ -98,6 +101,7 @@ pub struct AppendBody {
 
 async fn append(
     State(node): State<Arc<Node>>,
+    Extension(ui): Extension<Arc<ui::UiState>>,
     headers: HeaderMap,
     body: Result<Json<AppendBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -159,6 +163,9 @@ async fn append(
     }
     let receipt = r?;
     let replayed = receipt.replayed;
+    if !replayed {
+        ui.top.record(&receipt.realm_id, receipt.shard);
+    }
     let mut response = Json(receipt).into_response();
     if replayed {
         response
@@ -395,6 +402,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/plugins", get(plugins::plugins))
         .route("/v1/plugins/history", get(plugins::history))
         .route("/metrics", get(metrics_route))
+        .merge(ui::routes())
         .route_layer(layer(node.clone(), guard::public))
         .layer(DefaultBodyLimit::max(body_limit));
     let read = Router::new()
@@ -435,5 +443,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(layer(node.clone(), guard::concurrency))
+        .layer(Extension(Arc::new(ui::UiState::default())))
         .with_state(node)
 }
