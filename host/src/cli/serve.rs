@@ -107,6 +107,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             cfg.sharding.num_shards,
             node.plugins().realm_types().join(", ")
         );
+        eprintln!("operator page: http://{addr}/ui");
         axum::serve(
             listener,
             api::router(node.clone())
