@@ -655,6 +655,7 @@ impl Node {
         .await?
         .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
         .map_err(|message| NodeError::PluginInvalid {
+            realm: id.clone(),
             realm_type: s.realm_type().to_owned(),
             message,
         })
