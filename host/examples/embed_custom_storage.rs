@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use realmhost::EventRecord;
 use realmhost::node::{Node, NodeConfig};
 use realmhost::realm::RealmId;
+use realmhost::runtime::LoadOptions;
 use realmhost::storage::{
     AppendAck, AppendRequest, IdempotencyHit, IdempotencyRecord, RealmLoad, RealmMeta, RealmPage,
     RedbStorage, Snapshot, SnapshotWrite, Storage, StorageError, StorageHealth,
@@ -127,10 +128,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         snapshots: AtomicU64::new(0),
     });
     let mut config = NodeConfig::with_data_dir(dir.path());
+    config.builtin_plugins = false;
     config.plugins_dir = None;
     config.snapshot_every = 10;
-    // The built-in example plugins (counter, ledger, membership) are loaded.
     let node = Node::open_with_storage(config, storage.clone() as Arc<dyn Storage>).await?;
+    // The counter example plugin, from the component bytes the workspace builds.
+    node.load_plugin(
+        realmhost_plugin_artifacts::COUNTER.to_vec(),
+        LoadOptions::activate(),
+    )
+    .await?;
 
     let realm = RealmId::new("tally")?;
     for _ in 0..25 {

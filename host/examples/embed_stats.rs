@@ -8,13 +8,20 @@
 
 use realmhost::RealmId;
 use realmhost::node::{Node, NodeConfig};
+use realmhost::runtime::LoadOptions;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut config = NodeConfig::with_data_dir(dir.path());
+    config.builtin_plugins = false;
     config.plugins_dir = None;
     let node = Node::open(config).await?;
+    node.load_plugin(
+        realmhost_plugin_artifacts::COUNTER.to_vec(),
+        LoadOptions::activate(),
+    )
+    .await?;
     for i in 0..200 {
         let realm = RealmId::new(format!("counter-{}", i % 20))?;
         node.append_json(

@@ -15,9 +15,22 @@
 //! - [`storage`]: the durable event log and snapshots.
 //! - [`monitor`]: the shard monitor (entropy, reputation, quarantine, gas).
 //! - [`node`]: the host that ties them together, its HTTP API and metrics.
-//! - [`cli`]: the `realmhost` command line.
+//! - `cli`: the `realmhost` command line.
 //! - [`quote`]: bounded quoting of untrusted text in errors.
+//!
+//! ## Features
+//! - `server` (default): the HTTP API (`node::api`, axum) and the Prometheus
+//!   exporter (`node::metrics`).
+//! - `builtin-plugins` (default): the example plugins compiled in, loaded when
+//!   `NodeConfig::builtin_plugins` is set; building them needs the
+//!   `wasm32-wasip2` target.
+//! - `cli` (default; implies both): the `realmhost` binary's command line.
+//!
+//! An embedder that only calls the node takes
+//! `realmhost = { version = "...", default-features = false }`: everything
+//! above except the HTTP server, the command line and the example plugins.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod monitor;
 pub mod node;

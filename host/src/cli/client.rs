@@ -7,10 +7,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use super::error::ClientError;
 use crate::monitor::ShardAnalysis;
 use crate::node::{AppendReceipt, NodeStats, VerifyReport};
 
-/// Where the node is and how to talk to it.
+/// Where the node is and how to talk to it: the options of the commands
+/// that talk to a running node (`shard`, `plugin`, `realm`, `jobs`), and of
+/// no other. They are global within those commands, so they may come before
+/// or after the subcommand (`realmhost shard --json status` or
+/// `realmhost shard status --json`).
 #[derive(Debug, Args)]
 pub struct Conn {
     /// Base URL of the node.
@@ -25,11 +30,11 @@ pub struct Conn {
     #[arg(
         long,
         global = true,
-        env = "REALMHOST_ADMIN_TOKEN",
+        env = super::error::TOKEN_ENV,
         hide_env_values = true
     )]
     token: Option<String>,
-    /// Print the node's JSON instead of a table.
+    /// Print the node's JSON instead of a table; a failure is then JSON too, on stderr: {"error":{"code":…,"message":…}} (and a non-zero exit code).
     #[arg(long, global = true)]
     json: bool,
 }
@@ -185,14 +190,24 @@ impl<'a> Client<'a> {
     }
 
     fn finish(&self, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value> {
-        let mut resp =
-            resp.with_context(|| format!("cannot reach the node at {}", self.conn.node))?;
+        let mut resp = resp.map_err(|e| ClientError::Unreachable {
+            node: self.conn.node.clone(),
+            source: Box::new(e),
+        })?;
         let status = resp.status();
         let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = body["error"]["message"].as_str().unwrap_or("no error body");
-            let code = body["error"]["code"].as_str().unwrap_or("?");
-            bail!("{} {code}: {msg}", status.as_u16());
+            let field = |name: &str, none: &str| {
+                body["error"][name]
+                    .as_str()
+                    .map_or_else(|| none.to_owned(), str::to_owned)
+            };
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: field("code", "?"),
+                message: field("message", "no error body"),
+            }
+            .into());
         }
         Ok(body)
     }

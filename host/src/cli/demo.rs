@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -207,7 +207,7 @@ async fn drive(
     seed: u64,
     msg: &'static str,
 ) -> Result<(Tally, Duration)> {
-    let bar = ProgressBar::new(range.end - range.start)
+    let bar = super::term::progress_bar(range.end - range.start)
         .with_style(style()?)
         .with_message(msg);
     let next = Arc::new(AtomicU64::new(range.start));
@@ -355,7 +355,7 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
 
     // Verify a sample: live state == replay from scratch.
     let sample: Vec<RealmId> = w.ids.iter().take(args.verify).cloned().collect();
-    let bar = ProgressBar::new(sample.len() as u64)
+    let bar = super::term::progress_bar(sample.len() as u64)
         .with_style(style()?)
         .with_message("verify");
     let t = Instant::now();

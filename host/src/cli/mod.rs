@@ -6,20 +6,26 @@
 //! - `realmhost serve` runs a node with its HTTP API.
 //! - `realmhost shard|plugin|realm|jobs …` are the operator commands; they talk to
 //!   a running node over HTTP.
+//!
+//! Output: answers on stdout, failures on stderr with a non-zero exit code
+//! (as JSON with `--json`: see the `error` module); colours and progress bars only on
+//! a terminal (see the `term` module).
 
 mod client;
 mod demo;
+mod error;
 mod jobs;
 pub mod new;
 mod plugin;
 mod serve;
 mod storage;
+mod term;
 
 pub use client::{analysis_text, list_text, status_text, thousands};
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A WebAssembly-pluggable shard host.
 #[derive(Debug, Parser)]
@@ -27,8 +33,6 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    conn: client::Conn,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,17 +42,13 @@ enum Command {
     /// Run a node with its HTTP API (embedded default: ./data, ./plugins).
     Serve(serve::ServeArgs),
     /// Shard operations on a running node.
-    #[command(subcommand)]
-    Shard(client::ShardCmd),
+    Shard(Remote<client::ShardCmd>),
     /// Plugin operations on a running node.
-    #[command(subcommand)]
-    Plugin(plugin::PluginCmd),
+    Plugin(Remote<plugin::PluginCmd>),
     /// Realm operations on a running node.
-    #[command(subcommand)]
-    Realm(client::RealmCmd),
+    Realm(Remote<client::RealmCmd>),
     /// Background jobs (verify, shadow replay, preload) on a running node: list, show, cancel, start.
-    #[command(subcommand)]
-    Jobs(jobs::JobsCmd),
+    Jobs(Remote<jobs::JobsCmd>),
     /// Inspect a plugin component: load it under the sandbox's rules and describe it.
     Inspect {
         /// Path of a `.wasm` component.
@@ -62,17 +62,54 @@ enum Command {
     Storage(storage::StorageCmd),
 }
 
-/// Parse the command line and run it.
+/// A command group that talks to a running node: its subcommands, and the
+/// connection options (`--node`, `--token`, `--json`) that only these
+/// commands take, so `serve --help` and `demo --help` do not list them.
+#[derive(Debug, Args)]
+#[command(subcommand_required = true)]
+struct Remote<C: Subcommand> {
+    #[command(subcommand)]
+    cmd: C,
+    #[command(flatten)]
+    conn: client::Conn,
+}
+
+impl Command {
+    /// Whether the user asked for JSON output (and so JSON errors).
+    fn json(&self) -> bool {
+        match self {
+            Self::Shard(r) => r.conn.json(),
+            Self::Plugin(r) => r.conn.json(),
+            Self::Realm(r) => r.conn.json(),
+            Self::Jobs(r) => r.conn.json(),
+            Self::Storage(cmd) => cmd.json(),
+            Self::Demo(_) | Self::Serve(_) | Self::Inspect { .. } | Self::New(_) => false,
+        }
+    }
+}
+
+/// Parse the command line and run it. A failure is reported on stderr (as
+/// JSON with `--json`, see the `error` module) with a non-zero exit code.
 pub fn main() -> ExitCode {
     init_tracing();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout as clap prints them; usage errors
+        // are JSON when `--json` is among the arguments.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            eprintln!("{}", error::usage_json(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Shard(cmd) => client::shard(&cli.conn, cmd),
-        Command::Plugin(cmd) => plugin::plugin(&cli.conn, cmd),
-        Command::Realm(cmd) => client::realm(&cli.conn, cmd),
-        Command::Jobs(cmd) => jobs::jobs(&cli.conn, cmd),
+        Command::Shard(r) => client::shard(&r.conn, r.cmd),
+        Command::Plugin(r) => plugin::plugin(&r.conn, r.cmd),
+        Command::Realm(r) => client::realm(&r.conn, r.cmd),
+        Command::Jobs(r) => jobs::jobs(&r.conn, r.cmd),
         Command::Inspect { path } => inspect(&path),
         Command::New(cmd) => new::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),
@@ -80,12 +117,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            error::report(&e, json);
             ExitCode::FAILURE
         }
     }
 }
 
+/// Logs go to stderr, with colours only on a terminal and without
+/// `NO_COLOR` (piped or captured logs stay free of escape codes).
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
@@ -93,6 +132,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(term::stderr_colours())
         .try_init();
 }
 

@@ -20,10 +20,20 @@ pub(super) enum StorageCmd {
         /// The node's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
-        /// Print the report as JSON.
+        /// Print the report as JSON; a failure is then JSON too, on stderr:
+        /// {"error":{"code":…,"message":…}}.
         #[arg(long)]
         json: bool,
     },
+}
+
+impl StorageCmd {
+    /// Whether the report (and so a failure) is to be printed as JSON.
+    pub(super) fn json(&self) -> bool {
+        match self {
+            Self::Check { json, .. } => *json,
+        }
+    }
 }
 
 pub(super) fn run(cmd: StorageCmd) -> anyhow::Result<()> {

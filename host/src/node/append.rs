@@ -229,6 +229,7 @@ impl Node {
                     Ok(w) => w.map,
                     Err(message) => {
                         return Err(NodeError::PluginInvalid {
+                            realm: id.clone(),
                             realm_type: plugin.realm_type().to_owned(),
                             message: format!("init failed: {message}"),
                         });
@@ -276,6 +277,7 @@ impl Node {
             ApplyOutcome::Rejected(rejection) => {
                 crossing_failed();
                 return Err(NodeError::Rejected {
+                    realm: id.clone(),
                     realm_type: realm_type(),
                     rejection,
                 });
@@ -283,6 +285,7 @@ impl Node {
             ApplyOutcome::Invalid(message) => {
                 crossing_failed();
                 return Err(NodeError::PluginInvalid {
+                    realm: id.clone(),
                     realm_type: realm_type(),
                     message,
                 });
@@ -493,6 +496,7 @@ impl Node {
             .call_plugin(realm_type, move || plugin.encode_event(&kind, &json))
             .await??;
         encoded.map_err(|message| NodeError::PluginInvalid {
+            realm: realm_id.clone(),
             realm_type: realm_type.to_owned(),
             message,
         })

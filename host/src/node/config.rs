@@ -146,7 +146,8 @@ impl Default for RateLimitConfig {
 /// | field | default |
 /// |---|---|
 /// | `data_dir` | `./data` |
-/// | `plugins_dir` | `./plugins` (if it exists; the built-in example plugins are always loaded first) |
+/// | `plugins_dir` | `./plugins` (if it exists; the built-in example plugins, when on, are loaded first) |
+/// | `builtin_plugins` | true with the `builtin-plugins` cargo feature (a default one), false without |
 /// | `snapshot_every` | 100 events |
 /// | `replay_batch` | 1000 events per `apply-batch` call |
 /// | `monitor_enabled` | true (false: no entropy, reputation, quarantine or gas accounting) |
@@ -164,7 +165,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Directory of `*.wasm` plugins loaded at start.
     pub plugins_dir: Option<PathBuf>,
-    /// Load the example plugins built into the binary.
+    /// Load the example plugins built into the binary. Needs the
+    /// `builtin-plugins` cargo feature: without it the default is false and
+    /// true is refused by [`NodeConfig::validate`].
     pub builtin_plugins: bool,
     /// A snapshot is written every this many events of a realm.
     pub snapshot_every: u64,
@@ -203,7 +206,7 @@ impl Default for NodeConfig {
         Self {
             data_dir: PathBuf::from("data"),
             plugins_dir: Some(PathBuf::from("plugins")),
-            builtin_plugins: true,
+            builtin_plugins: cfg!(feature = "builtin-plugins"),
             snapshot_every: 100,
             replay_batch: 1000,
             monitor_enabled: true,
@@ -278,6 +281,11 @@ impl NodeConfig {
         }
         if self.replay_batch == 0 {
             return bad("replay_batch must be > 0".into());
+        }
+        if self.builtin_plugins && !cfg!(feature = "builtin-plugins") {
+            return bad(
+                "builtin_plugins is set, but realmhost was built without its `builtin-plugins` feature; load plugins from bytes or plugins_dir instead".into(),
+            );
         }
         let h = &self.http;
         if h.max_concurrent_requests == 0 || h.request_timeout_secs == 0 {
@@ -359,5 +367,16 @@ mod tests {
         assert!(err.to_string().contains("max_per_type"), "{err}");
         assert!(NodeConfig::from_toml_str("[exec]\nmax_queued = 0\n").is_err());
         assert!(NodeConfig::from_toml_str("[exec]\nworkers = 1\n").is_err());
+    }
+
+    #[test]
+    fn builtin_plugins_follow_the_cargo_feature() {
+        let on = cfg!(feature = "builtin-plugins");
+        assert_eq!(NodeConfig::default().builtin_plugins, on);
+        // Asking for them without the feature is refused, naming it.
+        match NodeConfig::from_toml_str("builtin_plugins = true\n") {
+            Ok(c) => assert!(on && c.builtin_plugins),
+            Err(e) => assert!(!on && e.to_string().contains("`builtin-plugins`"), "{e}"),
+        }
     }
 }

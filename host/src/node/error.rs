@@ -58,16 +58,20 @@ pub enum NodeError {
     #[error("plugin conflict: {}; remove one build or give it its own version", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     PluginConflict(Vec<SeedConflict>),
     /// The plugin rejected the event (a domain "no"); nothing was stored.
-    #[error("rejected by {realm_type}: {rejection}")]
+    #[error("realm {realm}: rejected by {realm_type}: {rejection}")]
     Rejected {
+        /// The realm the event was for.
+        realm: RealmId,
         /// Realm type.
         realm_type: String,
         /// The plugin's reason.
         rejection: Rejection,
     },
     /// The plugin could not understand the event or state.
-    #[error("invalid for {realm_type}: {message}")]
+    #[error("realm {realm}: invalid for {realm_type}: {message}")]
     PluginInvalid {
+        /// The realm the event, query or rebuild was for.
+        realm: RealmId,
         /// Realm type.
         realm_type: String,
         /// The plugin's message.

@@ -52,6 +52,7 @@
 //!   nothing is stored.
 
 mod admin;
+#[cfg(feature = "server")]
 pub mod api;
 mod append;
 mod config;
@@ -60,6 +61,7 @@ mod events;
 mod exec;
 mod health;
 mod jobs;
+#[cfg(feature = "server")]
 pub mod metrics;
 mod parking;
 mod pipeline;
@@ -227,6 +229,7 @@ pub struct Node {
     /// Realms the active version of their type cannot rebuild.
     unservable: unservable::Unservable,
     /// Authentication and client limits of the HTTP API.
+    #[cfg(feature = "server")]
     http_guard: api::guard::Guard,
     /// Where every plugin call runs (never on an async worker).
     exec: exec::ExecPool,
@@ -330,6 +333,7 @@ impl Node {
             .map_err(|e| NodeError::Setup(e.to_string()))?;
 
         let config_parking = config.parking.clone();
+        #[cfg(feature = "server")]
         let config_http = config.http.clone();
         let config_exec = config.exec.clone();
         let node = Arc::new(Self {
@@ -349,6 +353,7 @@ impl Node {
             lifecycle: tokio::sync::Mutex::new(manifest),
             plugin_startup,
             unservable: unservable::Unservable::default(),
+            #[cfg(feature = "server")]
             http_guard: api::guard::Guard::new(&config_http),
             exec: exec::ExecPool::new(&config_exec),
             jobs: jobs::Jobs::default(),
@@ -367,6 +372,7 @@ impl Node {
     }
 
     /// The HTTP API's authentication and client limits.
+    #[cfg(feature = "server")]
     pub fn http_guard(&self) -> &api::guard::Guard {
         &self.http_guard
     }
@@ -649,6 +655,7 @@ impl Node {
         .await?
         .inspect_err(|e| self.note_fault(id, s.realm_type(), e))?
         .map_err(|message| NodeError::PluginInvalid {
+            realm: id.clone(),
             realm_type: s.realm_type().to_owned(),
             message,
         })

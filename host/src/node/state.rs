@@ -506,8 +506,9 @@ pub(crate) fn load_failure_to_node(e: LoadFailure, plugin: &Plugin, id: &RealmId
         LoadFailure::Node(e) => e,
         LoadFailure::Storage(e) => e.into(),
         other => NodeError::PluginInvalid {
+            realm: id.clone(),
             realm_type: plugin.realm_type().to_owned(),
-            message: format!("rebuilding {id} with version {}: {other}", plugin.version()),
+            message: format!("rebuilding with version {}: {other}", plugin.version()),
         },
     }
 }

@@ -121,9 +121,15 @@ pub enum RuntimeError {
         /// What was wrong.
         reason: String,
     },
-    /// The compiled-component cache could not be used.
-    #[error("compiled-component cache: {0}")]
-    Cache(#[source] std::io::Error),
+    /// The compiled-component cache directory could not be created.
+    #[error("compiled-component cache {}: {source}", .path.display())]
+    Cache {
+        /// The cache directory (`RuntimeConfig::cache_dir`).
+        path: std::path::PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// Engine set-up failed (bad runtime configuration).
     #[error("runtime configuration: {0}")]
     Config(String),

@@ -114,9 +114,12 @@ impl PluginRuntime {
             .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
         let cache = match &config.cache_dir {
-            Some(dir) => {
-                Some(cache::ComponentCache::open(dir, &engine).map_err(RuntimeError::Cache)?)
-            }
+            Some(dir) => Some(cache::ComponentCache::open(dir, &engine).map_err(|source| {
+                RuntimeError::Cache {
+                    path: dir.clone(),
+                    source,
+                }
+            })?),
             None => None,
         };
         Ok(Self {

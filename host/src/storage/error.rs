@@ -181,6 +181,19 @@ pub enum StorageError {
     /// Another process (or handle) has the database open.
     #[error("database is already open")]
     AlreadyOpen,
+    /// Opening the database file failed: `source` says why (a newer or older
+    /// format, damage, another handle holding it, an I/O error). Returned by
+    /// [`crate::storage::RedbStorage::open`] so that the message names the
+    /// file, which matters when a node has several data directories or runs
+    /// in a container; [`StorageError::cause`] gives the reason to match on.
+    #[error("cannot open the database {}: {source}", .path.display())]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<StorageError>,
+    },
     /// A group commit failed (I/O error, full disk, ...); every request in it
     /// was rejected and none of them is stored.
     #[error("commit failed: {0}")]
@@ -224,7 +237,16 @@ impl StorageError {
 
     /// Whether the error reports damaged data.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Self::Corrupt(_) | Self::RealmCorrupt { .. })
+        matches!(self.cause(), Self::Corrupt(_) | Self::RealmCorrupt { .. })
+    }
+
+    /// The reason without the file: the `source` of [`StorageError::Open`],
+    /// else the error itself.
+    pub fn cause(&self) -> &StorageError {
+        match self {
+            Self::Open { source, .. } => source.cause(),
+            other => other,
+        }
     }
 
     /// Name the realm in a corruption error found while reading it (other

@@ -146,7 +146,7 @@ impl From<NodeError> for ApiError {
                 | RuntimeError::OutputTooLarge { .. }
                 | RuntimeError::MalformedOutput { .. },
             ) => Self::new(S::INTERNAL_SERVER_ERROR, "plugin_fault", msg),
-            NodeError::Plugin(RuntimeError::Cache(_) | RuntimeError::Config(_)) => {
+            NodeError::Plugin(RuntimeError::Cache { .. } | RuntimeError::Config(_)) => {
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", msg)
             }
             // What remains is a component refused at load: the uploader's.

@@ -150,6 +150,17 @@ fn semver_key(s: &str) -> Option<semver::Version> {
     semver::Version::parse(s).ok()
 }
 
+/// The example plugins compiled into this build: none without the
+/// `builtin-plugins` feature (where [`NodeConfig::validate`] refuses
+/// `builtin_plugins = true`, so a node never starts without plugins it was
+/// told to have).
+fn builtin_examples() -> &'static [(&'static str, &'static [u8])] {
+    #[cfg(feature = "builtin-plugins")]
+    return realmhost_plugin_artifacts::EXAMPLES;
+    #[cfg(not(feature = "builtin-plugins"))]
+    return &[];
+}
+
 async fn seed(
     config: &NodeConfig,
     storage: &dyn Storage,
@@ -160,7 +171,7 @@ async fn seed(
 ) -> Result<(), NodeError> {
     let mut inputs: Vec<(String, Arc<[u8]>)> = Vec::new();
     if config.builtin_plugins {
-        for (name, bytes) in realmhost_plugin_artifacts::EXAMPLES {
+        for (name, bytes) in builtin_examples() {
             inputs.push((format!("builtin:{name}"), Arc::from(*bytes)));
         }
     }

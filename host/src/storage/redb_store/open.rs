@@ -65,7 +65,10 @@ impl RedbStorage {
     /// [`StorageError::Corrupt`] for a damaged or truncated file,
     /// [`StorageError::NotRealmhost`] for a foreign redb file,
     /// [`StorageError::AlreadyOpen`] if another handle holds it. In none of
-    /// these cases is the file modified.
+    /// these cases is the file modified. Each of them (and an I/O error)
+    /// comes wrapped in [`StorageError::Open`], which names the file;
+    /// [`StorageError::cause`] unwraps it. `NotRealmhost` names the file
+    /// itself and comes as it is.
     ///
     /// A file of format 2 is upgraded to the current format first, in one
     /// transaction: its snapshots (opaque contract 0.1 blobs) are dropped and
@@ -73,6 +76,16 @@ impl RedbStorage {
     #[tracing::instrument(name = "storage.open", skip_all, fields(dir = %dir.as_ref().display()))]
     pub fn open_with(dir: impl AsRef<Path>, config: StorageConfig) -> Result<Self, StorageError> {
         let dir = dir.as_ref();
+        Self::open_in(dir, config).map_err(|e| match e {
+            e @ StorageError::NotRealmhost(_) => e,
+            e => StorageError::Open {
+                path: dir.join(DB_FILE_NAME),
+                source: Box::new(e),
+            },
+        })
+    }
+
+    fn open_in(dir: &Path, config: StorageConfig) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE_NAME);
         let fresh = match std::fs::metadata(&path) {

@@ -165,6 +165,7 @@ fn quiet_panics<T>(f: impl FnOnce() -> T) -> T {
 }
 
 fn typed(e: &StorageError) -> bool {
+    let e = e.cause();
     e.is_corrupt()
         || matches!(
             e,

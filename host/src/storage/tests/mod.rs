@@ -437,9 +437,12 @@ fn assert_format_untouched(path: &std::path::Path, version: u64) {
 fn newer_format_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_with_format(dir.path(), FORMAT_VERSION + 1);
-    match RedbStorage::open(dir.path()) {
+    match RedbStorage::open(dir.path())
+        .as_ref()
+        .map_err(StorageError::cause)
+    {
         Err(StorageError::NewerFormat { found, supported }) => {
-            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            assert_eq!((*found, *supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
         }
         other => panic!("expected NewerFormat, got {other:?}"),
     }
@@ -450,7 +453,10 @@ fn newer_format_is_refused_untouched() {
 fn older_format_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_with_format(dir.path(), 1);
-    match RedbStorage::open(dir.path()) {
+    match RedbStorage::open(dir.path())
+        .as_ref()
+        .map_err(StorageError::cause)
+    {
         Err(e @ StorageError::UnsupportedFormat { found: 1, .. }) => {
             assert!(e.to_string().contains("older"), "{e}");
         }
@@ -526,7 +532,9 @@ fn garbage_and_truncated_files_are_typed_errors() {
         for verify in [false, true] {
             assert!(
                 matches!(
-                    open_and_read(dir.path(), verify),
+                    open_and_read(dir.path(), verify)
+                        .as_ref()
+                        .map_err(StorageError::cause),
                     Err(StorageError::Corrupt(_) | StorageError::Io(_))
                 ),
                 "garbage, verify={verify}"
@@ -567,10 +575,11 @@ fn garbage_and_truncated_files_are_typed_errors() {
 fn second_open_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _s = RedbStorage::open(dir.path()).unwrap();
-    assert!(matches!(
-        RedbStorage::open(dir.path()),
-        Err(StorageError::AlreadyOpen)
-    ));
+    let e = RedbStorage::open(dir.path()).unwrap_err();
+    assert!(matches!(e.cause(), StorageError::AlreadyOpen), "{e:?}");
+    // The message names the file.
+    let file = dir.path().join(DB_FILE_NAME);
+    assert!(e.to_string().contains(&file.display().to_string()), "{e}");
 }
 
 #[test]

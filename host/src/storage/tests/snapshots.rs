@@ -379,7 +379,7 @@ fn raw(dir: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
 }
 
 fn assert_corrupt_naming(r: Result<impl std::fmt::Debug, StorageError>, realm: &str) {
-    match r {
+    match r.as_ref().map_err(StorageError::cause) {
         Err(StorageError::Corrupt(m)) => assert!(m.contains(realm), "{m}"),
         Err(StorageError::RealmCorrupt { realm: r, .. }) => assert_eq!(r.as_str(), realm),
         other => panic!("expected Corrupt naming {realm}, got {other:?}"),
