@@ -581,26 +581,6 @@ impl Node {
         }
     }
 
-    /// Record a realm the active version cannot rebuild.
-    fn note_unservable(&self, e: &NodeError) {
-        if let NodeError::RealmUnservable(u) = e {
-            self.unservable.record(UnservableRealm {
-                realm_id: u.realm.to_string(),
-                realm_type: u.realm_type.clone(),
-                semver: u.semver.clone(),
-                version: u.version.to_hex(),
-                seq: u.seq,
-                reason: u.reason.clone(),
-                since_ms: now_ms(),
-            });
-        }
-    }
-
-    /// Realms the active version of their type cannot rebuild.
-    pub fn unservable_realms(&self) -> Vec<UnservableRealm> {
-        self.unservable.list()
-    }
-
     /// A realm's state as of its last acknowledged event, with its view
     /// (which hashes every entry: O(realm)).
     pub async fn get(&self, id: &RealmId) -> Result<(RealmView, Arc<RealmState>), NodeError> {
