@@ -220,16 +220,11 @@ impl PartitionedStorage {
         after: Option<&RealmId>,
         limit: usize,
     ) -> Result<RealmPage, StorageError> {
-        if let [only] = self.parts.as_slice() {
-            return only.list_realms(realm_type, after, limit);
-        }
-        let mut all = Vec::new();
-        for p in &self.parts {
-            all.extend(p.list_realms(realm_type, after, limit)?);
-        }
-        all.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-        all.truncate(limit);
-        Ok(all)
+        self.merged_page(
+            limit,
+            |p| p.list_realms(realm_type, after, limit),
+            |r| r.as_str().to_owned(),
+        )
     }
 
     /// Messages still in outboxes after `after`, in key order: each
@@ -240,16 +235,30 @@ impl PartitionedStorage {
         after: Option<&OutboxKey>,
         limit: usize,
     ) -> Result<Vec<PendingMessage>, StorageError> {
+        self.merged_page(
+            limit,
+            |p| p.pending_messages(after, limit),
+            PendingMessage::key,
+        )
+    }
+
+    /// One page of a listing kept in key order in every partition: each
+    /// partition's first `limit` items, merged by `key`, the first `limit`
+    /// of those. One partition's page is returned as it is.
+    fn merged_page<T, K: Ord>(
+        &self,
+        limit: usize,
+        page: impl Fn(&RedbStorage) -> Result<Vec<T>, StorageError>,
+        key: impl Fn(&T) -> K,
+    ) -> Result<Vec<T>, StorageError> {
         if let [only] = self.parts.as_slice() {
-            return only.pending_messages(after, limit);
+            return page(only);
         }
         let mut all = Vec::new();
         for p in &self.parts {
-            all.extend(p.pending_messages(after, limit)?);
+            all.extend(page(p)?);
         }
-        all.sort_unstable_by(|a, b| {
-            (a.sender.as_str(), a.seq, a.index).cmp(&(b.sender.as_str(), b.seq, b.index))
-        });
+        all.sort_by_cached_key(|t| key(t));
         all.truncate(limit);
         Ok(all)
     }
