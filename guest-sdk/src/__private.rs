@@ -53,7 +53,7 @@ mod wasm {
             host_call(false, || run::init::<P>(&realm_id))
         }
 
-        fn apply(event: wit::EventContext) -> Result<(), wit::ApplyError> {
+        fn apply(event: wit::EventContext) -> Result<wit::Effects, wit::ApplyError> {
             install_panic_hook();
             let ev = EventRef {
                 seq: event.seq,
@@ -63,8 +63,34 @@ mod wasm {
                 source_realm: event.source_realm.as_deref(),
                 timestamp_ms: event.timestamp_ms,
                 source_reputation: event.source_reputation,
+                origin: event.origin.as_ref().map(|o| crate::batch::Origin {
+                    source_realm: &o.source_realm,
+                    source_type: &o.source_type,
+                    message_id: &o.message_id,
+                    chain_id: &o.chain_id,
+                    hop: o.hop,
+                    correlation: o.correlation.as_deref(),
+                }),
+                reply: event.reply.as_ref().map(|r| crate::batch::ReplyRef {
+                    message_id: &r.message_id,
+                    correlation: r.correlation.as_deref(),
+                    outcome: match &r.outcome {
+                        wit::Outcome::Accepted => crate::batch::Outcome::Accepted,
+                        wit::Outcome::Rejected(j) => crate::batch::Outcome::Rejected {
+                            code: &j.code,
+                            message: &j.message,
+                        },
+                        wit::Outcome::Invalid(m) => crate::batch::Outcome::Invalid(m),
+                        wit::Outcome::Expired => crate::batch::Outcome::Expired,
+                        wit::Outcome::DeadLettered(m) => crate::batch::Outcome::DeadLettered(m),
+                    },
+                }),
             };
-            host_call(false, || run::apply::<P>(&ev)).map_err(to_wit)
+            host_call(false, || run::apply::<P>(&ev))
+                .map(|()| wit::Effects {
+                    messages: Vec::new(),
+                })
+                .map_err(to_wit)
         }
 
         fn apply_batch(events: Vec<u8>) -> Result<(), wit::BatchError> {

@@ -7,13 +7,17 @@
 //! byte buffer, and the guest decodes it in place, borrowing every string and
 //! payload from the buffer (zero copies, zero allocations).
 //!
-//! Layout, version 1:
+//! Layout, version 2 (contract 0.3):
 //!
 //! ```text
 //! +---------+-----------------+----------------------------------------+
-//! | 0x01    | count: u32 LE   | count × postcard(EventRef), back to back |
+//! | 0x02    | count: u32 LE   | count × postcard(EventRef), back to back |
 //! +---------+-----------------+----------------------------------------+
 //! ```
+//!
+//! Version 1 (contract 0.2) is the same without an event's `origin` and
+//! `reply`; the host sends it to 0.2 components, and [`BatchReader`] reads
+//! both.
 //!
 //! The host encodes with [`BatchEncoder`] and the guest decodes with
 //! [`BatchReader`]; both live here so they cannot drift apart.
@@ -21,7 +25,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Current version of the batch layout (first byte of every batch).
-pub const BATCH_FORMAT_VERSION: u8 = 1;
+pub const BATCH_FORMAT_VERSION: u8 = 2;
+
+/// The layout of contract 0.2: events without `origin` and `reply`.
+pub const BATCH_FORMAT_V1: u8 = 1;
 
 const HEADER_LEN: usize = 5;
 
@@ -47,6 +54,112 @@ pub struct EventRef<'a> {
     pub timestamp_ms: u64,
     /// Reputation of the source's shard, in `[0, 1]`.
     pub source_reputation: f64,
+    /// Set when the event is a delivered message: where it came from.
+    #[serde(borrow)]
+    pub origin: Option<Origin<'a>>,
+    /// Set when the event is the reply to a message this realm sent.
+    #[serde(borrow)]
+    pub reply: Option<ReplyRef<'a>>,
+}
+
+/// Where a delivered message came from (the WIT `message-origin`); every
+/// field is set by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin<'a> {
+    /// The sending realm.
+    #[serde(borrow)]
+    pub source_realm: &'a str,
+    /// The sending realm's type.
+    #[serde(borrow)]
+    pub source_type: &'a str,
+    /// The message's id, `<sender realm>@<seq>.<index>`.
+    #[serde(borrow)]
+    pub message_id: &'a str,
+    /// The id of the first message of the chain.
+    #[serde(borrow)]
+    pub chain_id: &'a str,
+    /// Messages on the way, this one included (1 for a message sent by an
+    /// event a client appended).
+    pub hop: u32,
+    /// The correlation id the sender attached.
+    #[serde(borrow)]
+    pub correlation: Option<&'a str>,
+}
+
+/// How a message's delivery ended (the WIT `outcome`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome<'a> {
+    /// The message is an event in the target's log.
+    Accepted,
+    /// The target refused it.
+    Rejected {
+        /// Stable reason.
+        #[serde(borrow)]
+        code: &'a str,
+        /// Explanation.
+        #[serde(borrow)]
+        message: &'a str,
+    },
+    /// The target could not understand it.
+    Invalid(#[serde(borrow)] &'a str),
+    /// Its time-to-live passed before delivery.
+    Expired,
+    /// It could not be delivered: why.
+    DeadLettered(#[serde(borrow)] &'a str),
+}
+
+impl Outcome<'_> {
+    /// Whether the message was accepted.
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Self::Accepted)
+    }
+}
+
+/// Which message a reply answers and how its delivery ended (the WIT
+/// `reply-context`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyRef<'a> {
+    /// The id of the message answered.
+    #[serde(borrow)]
+    pub message_id: &'a str,
+    /// The correlation id the message carried.
+    #[serde(borrow)]
+    pub correlation: Option<&'a str>,
+    /// The outcome.
+    #[serde(borrow)]
+    pub outcome: Outcome<'a>,
+}
+
+/// An event in batch layout 1: the fields before `origin`.
+#[derive(Serialize, Deserialize)]
+struct EventV1<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    payload: &'a [u8],
+    #[serde(borrow)]
+    source: &'a str,
+    #[serde(borrow)]
+    source_realm: Option<&'a str>,
+    timestamp_ms: u64,
+    source_reputation: f64,
+}
+
+impl<'a> From<EventV1<'a>> for EventRef<'a> {
+    fn from(e: EventV1<'a>) -> Self {
+        Self {
+            seq: e.seq,
+            kind: e.kind,
+            payload: e.payload,
+            source: e.source,
+            source_realm: e.source_realm,
+            timestamp_ms: e.timestamp_ms,
+            source_reputation: e.source_reputation,
+            origin: None,
+            reply: None,
+        }
+    }
 }
 
 impl<'a> EventRef<'a> {
@@ -61,6 +174,8 @@ impl<'a> EventRef<'a> {
             source_realm: None,
             timestamp_ms: 0,
             source_reputation: 1.0,
+            origin: None,
+            reply: None,
         }
     }
 }
@@ -101,6 +216,14 @@ pub struct BatchEncoder {
     count: u32,
 }
 
+fn extend<T: Serialize>(buf: Vec<u8>, value: &T) -> Vec<u8> {
+    // Writing into a Vec only fails on allocation failure, which aborts anyway.
+    match postcard::to_extend(value, buf) {
+        Ok(buf) => buf,
+        Err(_) => unreachable!("postcard cannot fail writing to a Vec"),
+    }
+}
+
 impl Default for BatchEncoder {
     fn default() -> Self {
         Self::new()
@@ -115,8 +238,22 @@ impl BatchEncoder {
 
     /// An empty batch with room for `bytes` bytes.
     pub fn with_capacity(bytes: usize) -> Self {
+        Self::with_version(BATCH_FORMAT_VERSION, bytes)
+    }
+
+    /// An empty batch in layout `version` ([`BATCH_FORMAT_VERSION`], or
+    /// [`BATCH_FORMAT_V1`] for a contract 0.2 component, which drops every
+    /// event's `origin` and `reply`), with room for `bytes` bytes.
+    ///
+    /// # Panics
+    /// On an unknown version: that is a bug in the caller.
+    pub fn with_version(version: u8, bytes: usize) -> Self {
+        assert!(
+            version == BATCH_FORMAT_VERSION || version == BATCH_FORMAT_V1,
+            "unknown batch format version {version}"
+        );
         let mut buf = Vec::with_capacity(bytes.max(HEADER_LEN));
-        buf.push(BATCH_FORMAT_VERSION);
+        buf.push(version);
         buf.extend_from_slice(&[0; 4]);
         Self { buf, count: 0 }
     }
@@ -124,10 +261,21 @@ impl BatchEncoder {
     /// Append one event.
     pub fn push(&mut self, event: &EventRef<'_>) {
         let buf = core::mem::take(&mut self.buf);
-        // Writing into a Vec only fails on allocation failure, which aborts anyway.
-        self.buf = match postcard::to_extend(event, buf) {
-            Ok(buf) => buf,
-            Err(_) => unreachable!("postcard cannot fail writing to a Vec"),
+        self.buf = if buf[0] == BATCH_FORMAT_V1 {
+            extend(
+                buf,
+                &EventV1 {
+                    seq: event.seq,
+                    kind: event.kind,
+                    payload: event.payload,
+                    source: event.source,
+                    source_realm: event.source_realm,
+                    timestamp_ms: event.timestamp_ms,
+                    source_reputation: event.source_reputation,
+                },
+            )
+        } else {
+            extend(buf, event)
         };
         self.count += 1;
     }
@@ -167,6 +315,7 @@ pub struct BatchReader<'a> {
     rest: &'a [u8],
     remaining: u32,
     index: u32,
+    version: u8,
 }
 
 impl<'a> BatchReader<'a> {
@@ -175,14 +324,16 @@ impl<'a> BatchReader<'a> {
         let (header, rest) = bytes
             .split_at_checked(HEADER_LEN)
             .ok_or(BatchFormatError::Truncated)?;
-        if header[0] != BATCH_FORMAT_VERSION {
-            return Err(BatchFormatError::UnknownVersion(header[0]));
+        let version = header[0];
+        if version != BATCH_FORMAT_VERSION && version != BATCH_FORMAT_V1 {
+            return Err(BatchFormatError::UnknownVersion(version));
         }
         let count = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
         Ok(Self {
             rest,
             remaining: count,
             index: 0,
+            version,
         })
     }
 
@@ -204,7 +355,12 @@ impl<'a> Iterator for BatchReader<'a> {
             return Some(Err(BatchFormatError::TrailingBytes));
         }
         let index = self.index;
-        match postcard::take_from_bytes::<EventRef<'a>>(self.rest) {
+        let decoded = if self.version == BATCH_FORMAT_V1 {
+            postcard::take_from_bytes::<EventV1<'a>>(self.rest).map(|(e, r)| (e.into(), r))
+        } else {
+            postcard::take_from_bytes::<EventRef<'a>>(self.rest)
+        };
+        match decoded {
             Ok((event, rest)) => {
                 self.rest = rest;
                 self.remaining -= 1;
@@ -246,6 +402,7 @@ mod tests {
                 enc.push(&EventRef {
                     seq: *seq, kind, payload, source,
                     source_realm: realm.as_deref(), timestamp_ms: *ts, source_reputation: *rep,
+                    origin: None, reply: None,
                 });
             }
             let bytes = enc.finish();
@@ -273,6 +430,55 @@ mod tests {
         }
     }
 
+    /// Both layouts carry the 0.2 fields; only version 2 carries a
+    /// message's origin and reply.
+    #[test]
+    fn both_layouts_round_trip() {
+        let origin = Origin {
+            source_realm: "bank-a",
+            source_type: "ledger",
+            message_id: "bank-a@7.0",
+            chain_id: "bank-a@7.0",
+            hop: 1,
+            correlation: Some("t-1"),
+        };
+        let reply = ReplyRef {
+            message_id: "bank-b@3.1",
+            correlation: None,
+            outcome: Outcome::Rejected {
+                code: "overdraft",
+                message: "no",
+            },
+        };
+        let event = EventRef {
+            source_realm: Some("bank-a"),
+            origin: Some(origin),
+            reply: Some(reply),
+            ..EventRef::new(8, "credit", b"x", "bank-a")
+        };
+        for version in [BATCH_FORMAT_V1, BATCH_FORMAT_VERSION] {
+            let mut enc = BatchEncoder::with_version(version, 64);
+            enc.push(&event);
+            enc.push(&EventRef::new(9, "plain", b"", "c"));
+            let bytes = enc.finish();
+            assert_eq!(bytes[0], version);
+            let got: Vec<_> = BatchReader::new(&bytes)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let want = if version == BATCH_FORMAT_V1 {
+                EventRef {
+                    origin: None,
+                    reply: None,
+                    ..event.clone()
+                }
+            } else {
+                event.clone()
+            };
+            assert_eq!(got, vec![want, EventRef::new(9, "plain", b"", "c")]);
+        }
+    }
+
     #[test]
     fn header_errors() {
         assert_eq!(
@@ -284,11 +490,11 @@ mod tests {
             BatchFormatError::UnknownVersion(9)
         );
         // Claims one event, holds none.
-        let mut r = BatchReader::new(&[1, 1, 0, 0, 0]).unwrap();
+        let mut r = BatchReader::new(&[2, 1, 0, 0, 0]).unwrap();
         assert_eq!(r.next(), Some(Err(BatchFormatError::BadEvent { index: 0 })));
         assert_eq!(r.next(), None);
         // Claims zero events, holds a byte.
-        let mut r = BatchReader::new(&[1, 0, 0, 0, 0, 7]).unwrap();
+        let mut r = BatchReader::new(&[2, 0, 0, 0, 0, 7]).unwrap();
         assert_eq!(r.next(), Some(Err(BatchFormatError::TrailingBytes)));
     }
 }

@@ -240,7 +240,7 @@ pub mod bindings {
     });
 }
 
-pub use batch::{BatchReader, EventRef};
+pub use batch::{BatchReader, EventRef, Origin, Outcome, ReplyRef};
 pub use core::ops::Bound;
 pub use entry::PluginInfo;
 pub use error::{ApplyError, BatchError, StateError};
