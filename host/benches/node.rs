@@ -158,6 +158,7 @@ fn ledger_record(seq: u64, tx: &Tx) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 1.0,
+        message: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn record(seq: u64, tx: &Tx) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 1.0,
+        message: None,
     }
 }
 
@@ -163,7 +164,7 @@ fn wasm_replay(p: &Plugin, events: &[EventRecord]) -> StateMap {
 
 fn wasm_apply(p: &Plugin, map: &StateMap, e: &EventRecord) -> StateMap {
     match p.apply(Scope::new(REALM, map), e).unwrap().value {
-        ApplyOutcome::Applied(w) => w.map,
+        ApplyOutcome::Applied(w, _) => w.map,
         other => panic!("{other:?}"),
     }
 }

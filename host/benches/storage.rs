@@ -50,6 +50,7 @@ fn event(seq: u64) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 0.75,
+        message: None,
     }
 }
 

@@ -33,6 +33,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod monitor;
+pub mod message;
 pub mod node;
 pub mod quote;
 pub mod realm;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::Inbound;
+
 /// Longest realm id, in bytes.
 pub const MAX_REALM_ID_LEN: usize = 256;
 
@@ -180,11 +182,16 @@ pub struct EventRecord {
     pub timestamp_ms: u64,
     /// Reputation of the source shard that the plugin saw, in `[0, 1]`.
     pub source_reputation: f64,
+    /// Set when the event is a message delivered from another realm, or a
+    /// reply (see [`crate::message`]). Boxed: most events are neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Box<Inbound>>,
 }
 
 impl EventRecord {
     /// Borrow as the SDK's event view (what the plugin receives).
     pub fn as_event_ref(&self) -> realmhost_guest::EventRef<'_> {
+        let message = self.message.as_deref();
         realmhost_guest::EventRef {
             seq: self.seq,
             kind: &self.kind,
@@ -193,6 +200,22 @@ impl EventRecord {
             source_realm: self.source_realm.as_deref(),
             timestamp_ms: self.timestamp_ms,
             source_reputation: self.source_reputation,
+            origin: message.map(|m| realmhost_guest::Origin {
+                source_realm: m.origin.source_realm.as_str(),
+                source_type: &m.origin.source_type,
+                message_id: &m.origin.message_id,
+                chain_id: &m.origin.chain_id,
+                hop: m.origin.hop,
+                correlation: m.origin.correlation.as_deref(),
+            }),
+            reply: message.and_then(|m| {
+                let r = m.reply.as_ref()?;
+                Some(realmhost_guest::ReplyRef {
+                    message_id: &r.message_id,
+                    correlation: r.correlation.as_deref(),
+                    outcome: r.outcome.as_ref(),
+                })
+            }),
         }
     }
 }

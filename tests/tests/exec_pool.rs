@@ -39,6 +39,7 @@ fn loop_event() -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000,
         source_reputation: 1.0,
+        message: None,
     }
 }
 
@@ -154,6 +155,7 @@ async fn seed(node: &Node, realm: &str, n: u64) {
             source_realm: None,
             timestamp_ms: 1_700_000_000_000 + seq,
             source_reputation: 1.0,
+            message: None,
         })
         .collect();
     node.storage()

@@ -638,6 +638,7 @@ async fn without_lazy_loading_a_realm_that_fails_to_load_is_reported() {
                     source_realm: None,
                     timestamp_ms: 1,
                     source_reputation: 1.0,
+                    message: None,
                 }],
             })
             .await

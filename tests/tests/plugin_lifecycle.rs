@@ -182,6 +182,7 @@ async fn realm_types_without_a_plugin_are_reported_at_start() {
                     source_realm: None,
                     timestamp_ms: 1,
                     source_reputation: 1.0,
+                    message: None,
                 }],
             })
             .unwrap();
@@ -481,6 +482,7 @@ async fn events_are_listed_with_decoded_payloads() {
             source_realm: Some("elsewhere".into()),
             timestamp_ms: 5,
             source_reputation: 0.5,
+            message: None,
         }],
     };
     node.storage()

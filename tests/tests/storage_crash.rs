@@ -46,6 +46,7 @@ fn event(realm: usize, seq: u64) -> EventRecord {
         source_realm: None,
         timestamp_ms: seq,
         source_reputation: 1.0,
+        message: None,
     }
 }
 

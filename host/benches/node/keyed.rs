@@ -183,7 +183,7 @@ pub(super) fn run_applies(
         let t = Instant::now();
         let m = plugin.apply(Scope::new(id.as_str(), map), e).unwrap();
         match m.value {
-            ApplyOutcome::Applied(w) => *map = w.map,
+            ApplyOutcome::Applied(w, _) => *map = w.map,
             other => panic!("{other:?}"),
         }
         ns.push(t.elapsed().as_nanos() as f64);

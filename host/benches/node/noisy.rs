@@ -80,6 +80,7 @@ async fn phase(node: &Arc<Node>, noise: Noise, round: usize, d: Duration) -> (f6
                     source_realm: None,
                     timestamp_ms: 1_700_000_000_000,
                     source_reputation: 1.0,
+                    message: None,
                 };
                 let base = plugin.init(&realm).unwrap().value.unwrap().map;
                 while !stop.load(Ordering::Relaxed) {

@@ -61,6 +61,7 @@ fn small_event(seq: u64, w: usize) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 1.0,
+        message: None,
     }
 }
 

@@ -251,6 +251,7 @@ impl Node {
             source_realm: ev.source_realm.map(String::from),
             timestamp_ms: now_ms(),
             source_reputation: reputation,
+            message: None,
         };
         // A refused or failed crossing counts against its source shard.
         let crossing_failed = || {
@@ -273,7 +274,7 @@ impl Node {
         };
         let realm_type = || plugin.realm_type().to_owned();
         let written = match metered.value {
-            ApplyOutcome::Applied(w) => w,
+            ApplyOutcome::Applied(w, _) => w,
             ApplyOutcome::Rejected(rejection) => {
                 crossing_failed();
                 return Err(NodeError::Rejected {

@@ -61,7 +61,7 @@ pub enum RuntimeError {
     },
     /// The component was built against another version of the contract.
     #[error(
-        "component was built against contract {found}; this host needs realmhost:realm@{required} (rebuild the plugin with the current realmhost-guest)"
+        "component was built against contract {found}; this host needs realmhost:realm@{required} (or 0.2.0; rebuild the plugin with the current realmhost-guest)"
     )]
     ContractVersion {
         /// The contract version the component names (e.g. `realmhost:realm@0.1.0`).

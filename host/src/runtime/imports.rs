@@ -13,6 +13,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, bail};
 
 use super::RuntimeError;
+use super::bindings::Contract;
 use super::host_ctx::HostCtx;
 
 /// Interfaces a plugin may import (version suffix ignored).
@@ -39,34 +40,49 @@ fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(n, _)| n)
 }
 
-/// Refuse a component built against another version of the
-/// `realmhost:realm` package, naming the version it was built for. The
-/// version is read from the package's interfaces it imports; a component that
-/// imports none of them is recognised by its exports (0.1 exported `restore`,
-/// 0.2 exports `migrate`).
-pub(crate) fn check_contract(engine: &Engine, component: &Component) -> Result<(), RuntimeError> {
+/// Refuse a component built against a version of the `realmhost:realm`
+/// package this host does not serve ([`super::CONTRACT_VERSIONS`]), naming
+/// the version it was built for. The version is read from the package's
+/// interfaces it imports, and returned; a component that imports none of
+/// them is recognised by its exports (0.1 exported `restore`), and its
+/// version (`None`) is then told by which world's exports it matches.
+pub(crate) fn check_contract(
+    engine: &Engine,
+    component: &Component,
+) -> Result<Option<Contract>, RuntimeError> {
     let ty = component.component_type();
     let wrong = |found: String| RuntimeError::ContractVersion {
         found,
         required: super::CONTRACT_VERSION,
     };
+    let mut found = None;
     for (name, _) in ty.imports(engine) {
         let Some(rest) = name.strip_prefix("realmhost:realm/") else {
             continue;
         };
         let version = rest.split_once('@').map(|(_, v)| v);
-        if version != Some(super::CONTRACT_VERSION) {
+        let contract = match version {
+            Some("0.3.0") => Contract::V3,
+            Some("0.2.0") => Contract::V2,
+            other => {
+                return Err(wrong(format!(
+                    "realmhost:realm@{}",
+                    other.unwrap_or("(unversioned)")
+                )));
+            }
+        };
+        if found.is_some_and(|f| f != contract) {
             return Err(wrong(format!(
-                "realmhost:realm@{}",
-                version.unwrap_or("(unversioned)")
+                "a mix of realmhost:realm versions ({name} among them)"
             )));
         }
+        found = Some(contract);
     }
     let exports: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
     if exports.contains(&"restore") && !exports.contains(&"migrate") {
         return Err(wrong("realmhost:realm@0.1.0".to_owned()));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Refuse a component that imports anything outside [`ALLOWED`].

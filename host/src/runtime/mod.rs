@@ -7,8 +7,9 @@
 //! becomes a [`Plugin`]: a pre-linked component plus a pool of warm instances.
 //!
 //! ## Sandboxing
-//! - **Contract.** A component must be built against `realmhost:realm@0.2.0`;
-//!   one built against another version is refused with
+//! - **Contract.** A component must be built against `realmhost:realm@0.3.0`
+//!   (or 0.2.0, served without messages, so uploaded plugins stay loadable
+//!   across an upgrade); one built against another version is refused with
 //!   [`RuntimeError::ContractVersion`] naming the version it needs.
 //! - **State.** A realm's state is a keyed map owned by the host; a call sees
 //!   it through the `realmhost:realm/state` import, scoped to the realm being
@@ -66,14 +67,19 @@ pub use registry::{
 pub use stdio::MAX_OUTPUT_BYTES_PER_CALL;
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};
 
-use bindings::RealmLogicPre;
+use bindings::{Contract, LogicPre};
 use host_ctx::HostCtx;
 
 /// The wasmtime version compiled in; part of the compiled-component cache key.
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// The version of the `realmhost:realm` WIT package this host implements.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The version of the `realmhost:realm` WIT package this host implements
+/// (what the guest SDK builds against).
+pub const CONTRACT_VERSION: &str = "0.3.0";
+
+/// Every version of the package this host loads: the current one, and 0.2.0
+/// (components built before messages, which send none).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.3.0", "0.2.0"];
 
 /// One engine and the shared linker; loads components into [`Plugin`]s.
 pub struct PluginRuntime {
@@ -147,7 +153,7 @@ impl PluginRuntime {
         let version = PluginVersion::of(bytes);
         tracing::Span::current().record("version", tracing::field::display(version));
         let component = self.compile(bytes, version)?;
-        imports::check_contract(&self.engine, &component)?;
+        let contract = imports::check_contract(&self.engine, &component)?;
         imports::check_imports(&self.engine, &component)?;
 
         let mut linker = self.linker.clone();
@@ -167,7 +173,15 @@ impl PluginRuntime {
                 .map_err(|e| RuntimeError::Incompatible {
                     reason: format!("{e:#}"),
                 })?;
-        let pre = RealmLogicPre::new(instance_pre).map_err(|e| RuntimeError::Incompatible {
+        // Told by the imports, else by which world's exports match.
+        let pre = match contract {
+            Some(Contract::V2) => bindings::v2::RealmLogicPre::new(instance_pre).map(LogicPre::V2),
+            Some(Contract::V3) => bindings::v3::RealmLogicPre::new(instance_pre).map(LogicPre::V3),
+            None => bindings::v3::RealmLogicPre::new(instance_pre.clone())
+                .map(LogicPre::V3)
+                .or_else(|_| bindings::v2::RealmLogicPre::new(instance_pre).map(LogicPre::V2)),
+        }
+        .map_err(|e| RuntimeError::Incompatible {
             reason: format!("{e:#}"),
         })?;
         let plugin = Plugin::new(

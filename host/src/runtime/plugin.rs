@@ -15,20 +15,26 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{ApplyError as WitApplyError, EventContext, RealmLogic, RealmLogicPre};
+use super::bindings::{
+    ApplyError as WitApplyError, Contract, EventContext, Logic, LogicPre, MessageOrigin, WitOutcome,
+    RejectionParam, ReplyContext,
+};
 use super::faults::{FaultLog, QuarantinePolicy, realm_key};
 use super::host_ctx::HostCtx;
 use super::{
     PluginInfo, PluginTag, PluginVersion, Rejection, RuntimeConfig, RuntimeError, TrapCause,
 };
+use crate::message::{Outcome, Outgoing, ReplyWanted};
 use crate::realm::EventRecord;
 use crate::state::{Access, CallState, Change, StateLimits, StateMap, Written};
 
 /// Result of applying one event.
 #[derive(Debug, Clone)]
 pub enum ApplyOutcome {
-    /// The event was applied: the realm's next map and what changed.
-    Applied(Written),
+    /// The event was applied: the realm's next map and what changed, and
+    /// the messages it sends (in order; unchecked: the node checks them
+    /// against its limits before anything is stored).
+    Applied(Written, Vec<Outgoing>),
     /// The plugin refused the event (a domain "no").
     Rejected(Rejection),
     /// The plugin could not understand its input (bad payload or entry).
@@ -125,7 +131,7 @@ impl<'a> Scope<'a> {
 
 struct Instance {
     store: Store<HostCtx>,
-    bindings: RealmLogic,
+    bindings: Logic,
 }
 
 /// One loaded, ready-to-call plugin version.
@@ -139,7 +145,7 @@ pub struct Plugin {
     info: PluginInfo,
     tag: Arc<PluginTag>,
     label: Arc<str>,
-    pre: RealmLogicPre<HostCtx>,
+    pre: LogicPre<HostCtx>,
     engine: wasmtime::Engine,
     config: Arc<RuntimeConfig>,
     state_limits: Arc<StateLimits>,
@@ -161,7 +167,7 @@ impl fmt::Debug for Plugin {
 impl Plugin {
     pub(crate) fn new(
         engine: wasmtime::Engine,
-        pre: RealmLogicPre<HostCtx>,
+        pre: LogicPre<HostCtx>,
         config: Arc<RuntimeConfig>,
         version: PluginVersion,
         size_bytes: usize,
@@ -300,6 +306,18 @@ impl Plugin {
         event: &EventRecord,
         fuel: u64,
     ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
+        let message = event.message.as_deref();
+        let outcome = match message.and_then(|m| m.reply.as_ref()).map(|r| &r.outcome) {
+            None => None,
+            Some(Outcome::Accepted) => Some(WitOutcome::Accepted),
+            Some(Outcome::Rejected { rejection: r }) => Some(WitOutcome::Rejected(RejectionParam {
+                code: &r.code,
+                message: &r.message,
+            })),
+            Some(Outcome::Invalid { message }) => Some(WitOutcome::Invalid(message)),
+            Some(Outcome::Expired) => Some(WitOutcome::Expired),
+            Some(Outcome::DeadLettered { reason }) => Some(WitOutcome::DeadLettered(reason)),
+        };
         let ctx = EventContext {
             seq: event.seq,
             kind: &event.kind,
@@ -308,6 +326,22 @@ impl Plugin {
             source_realm: event.source_realm.as_deref(),
             timestamp_ms: event.timestamp_ms,
             source_reputation: event.source_reputation,
+            origin: message.map(|m| MessageOrigin {
+                source_realm: m.origin.source_realm.as_str(),
+                source_type: &m.origin.source_type,
+                message_id: &m.origin.message_id,
+                chain_id: &m.origin.chain_id,
+                hop: m.origin.hop,
+                correlation: m.origin.correlation.as_deref(),
+            }),
+            reply: message
+                .and_then(|m| m.reply.as_ref())
+                .zip(outcome)
+                .map(|(r, outcome)| ReplyContext {
+                    message_id: &r.message_id,
+                    correlation: r.correlation.as_deref(),
+                    outcome,
+                }),
         };
         let access = Access::ReadWrite {
             max_ops: self.ops(1),
@@ -315,7 +349,10 @@ impl Plugin {
         let m = self.call(Some((scope, access)), fuel, |b, s| b.call_apply(s, ctx))?;
         let (result, state) = m.value;
         let value = match result {
-            Ok(()) => ApplyOutcome::Applied(state.finish_written()),
+            Ok(effects) => ApplyOutcome::Applied(
+                state.finish_written(),
+                effects.messages.into_iter().map(from_wit_message).collect(),
+            ),
             Err(e) => {
                 let e = from_wit(e);
                 self.check_failure_len(scope.realm, &e)?;
@@ -391,7 +428,11 @@ impl Plugin {
             crate::state::Bytes,
             Option<crate::state::Bytes>,
         > = std::collections::BTreeMap::new();
-        let mut enc = realmhost_guest::batch::BatchEncoder::with_capacity(4096);
+        let layout = match self.pre.contract() {
+            Contract::V2 => realmhost_guest::batch::BATCH_FORMAT_V1,
+            Contract::V3 => realmhost_guest::batch::BATCH_FORMAT_VERSION,
+        };
+        let mut enc = realmhost_guest::batch::BatchEncoder::with_version(layout, 4096);
         for part in events.chunks(chunk.max(1)) {
             enc.clear();
             for e in part {
@@ -602,7 +643,7 @@ impl Plugin {
         &self,
         scope: Option<(Scope<'_>, Access)>,
         fuel: u64,
-        f: impl FnOnce(&RealmLogic, &mut Store<HostCtx>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Logic, &mut Store<HostCtx>) -> wasmtime::Result<R>,
     ) -> Result<Metered<(R, CallOutput)>, RuntimeError> {
         let pooled = self.idle.lock().pop();
         let mut inst = match pooled {
@@ -714,6 +755,24 @@ pub(crate) fn valid_realm_type(t: &str) -> bool {
     (1..=64).contains(&t.len())
         && t.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn from_wit_message(m: super::bindings::Outgoing) -> Outgoing {
+    use super::bindings::ReplyWanted as Wit;
+    Outgoing {
+        target_realm: m.target_realm,
+        target_type: m.target_type,
+        kind: m.kind,
+        payload: m.payload,
+        reply: match m.reply {
+            Wit::Never => ReplyWanted::Never,
+            Wit::OnFailure => ReplyWanted::OnFailure,
+            Wit::Always => ReplyWanted::Always,
+        },
+        correlation: m.correlation,
+        delay_ms: m.delay_ms,
+        ttl_ms: m.ttl_ms,
+    }
 }
 
 fn from_wit(e: WitApplyError) -> EventFailure {

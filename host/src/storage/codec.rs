@@ -37,14 +37,58 @@ pub(crate) fn decode_realm(bytes: &[u8]) -> Result<RealmRow, StorageError> {
 /// plugin version number (u32 LE).
 pub(crate) const ENTRY_HEADER: usize = 12;
 
+/// The stored form of an event's fields before `message`: the layout of
+/// every entry written before messages existed. An entry is this, followed
+/// (for a delivered message or a reply only) by `postcard(Inbound)`; an
+/// entry without the tail is an event without a message, so older logs read
+/// unchanged.
+#[derive(Serialize)]
+struct StoredEvent<'a> {
+    seq: u64,
+    kind: &'a str,
+    payload: &'a [u8],
+    source: &'a str,
+    source_realm: Option<&'a str>,
+    timestamp_ms: u64,
+    source_reputation: f64,
+}
+
+/// [`StoredEvent`], owned, for decoding.
+#[derive(Deserialize)]
+struct StoredEventOwned {
+    seq: u64,
+    kind: String,
+    payload: Vec<u8>,
+    source: String,
+    source_realm: Option<String>,
+    timestamp_ms: u64,
+    source_reputation: f64,
+}
+
 /// Encode an event as a log entry with a zeroed header, which the committer
 /// fills in with [`set_entry_header`] once it knows the realm's number.
 /// Encoding runs on the caller's thread, not on the single committer.
 pub(crate) fn encode_entry(event: &EventRecord) -> Result<Vec<u8>, StorageError> {
     let mut buf = Vec::with_capacity(ENTRY_HEADER + 48 + event.payload.len());
     buf.resize(ENTRY_HEADER, 0);
-    postcard::to_extend(event, buf)
-        .map_err(|e| StorageError::InvalidRequest(format!("unencodable event: {e}")))
+    let unencodable = |e: postcard::Error| StorageError::InvalidRequest(format!("unencodable event: {e}"));
+    let buf = postcard::to_extend(
+        &StoredEvent {
+            seq: event.seq,
+            kind: &event.kind,
+            payload: &event.payload,
+            source: &event.source,
+            source_realm: event.source_realm.as_deref(),
+            timestamp_ms: event.timestamp_ms,
+            source_reputation: event.source_reputation,
+        },
+        buf,
+    )
+    .map_err(unencodable)?;
+    match &event.message {
+        None => Ok(buf),
+        Some(m) => postcard::to_extend(&**m, buf).map_err(unencodable),
+    }
 }
 
 /// Fill in the header of an entry made by [`encode_entry`].
@@ -75,8 +119,23 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
     no.copy_from_slice(&head[..8]);
     let mut version = [0u8; 4];
     version.copy_from_slice(&head[8..]);
-    let event =
-        postcard::from_bytes(body).map_err(|e| StorageError::Corrupt(format!("log entry: {e}")))?;
+    let corrupt = |e: postcard::Error| StorageError::Corrupt(format!("log entry: {e}"));
+    let (e, tail) = postcard::take_from_bytes::<StoredEventOwned>(body).map_err(corrupt)?;
+    let message = if tail.is_empty() {
+        None
+    } else {
+        Some(Box::new(postcard::from_bytes(tail).map_err(corrupt)?))
+    };
+    let event = EventRecord {
+        seq: e.seq,
+        kind: e.kind,
+        payload: e.payload,
+        source: e.source,
+        source_realm: e.source_realm,
+        timestamp_ms: e.timestamp_ms,
+        source_reputation: e.source_reputation,
+        message,
+    };
     Ok(Entry {
         realm_no: u64::from_le_bytes(no),
         version_no: u32::from_le_bytes(version),
@@ -459,6 +518,7 @@ mod tests {
                 source_realm,
                 timestamp_ms: 7,
                 source_reputation: 0.5,
+                message: None,
             };
             let mut good = encode_entry(&ev).unwrap();
             set_entry_header(&mut good, 3, 9);
@@ -594,6 +654,7 @@ mod tests {
             source_realm: None,
             timestamp_ms: 9,
             source_reputation: 0.5,
+            message: None,
         };
         let mut bytes = encode_entry(&event).unwrap();
         set_entry_header(&mut bytes, 0x0102_0304_0506_0708, 42);

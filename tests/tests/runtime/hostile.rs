@@ -44,7 +44,7 @@ pub(super) fn trap_cause(r: Result<ApplyOutcome, RuntimeError>) -> TrapCause {
 /// call sees the committed map only.
 pub(super) fn still_counts(p: &Plugin) {
     let w = match hostile_call(p, "ok") {
-        Ok(ApplyOutcome::Applied(w)) => w,
+        Ok(ApplyOutcome::Applied(w, _)) => w,
         other => panic!("expected the next call to succeed, got {other:?}"),
     };
     let expect: Entries = [(b"n".to_vec(), 1u64.to_le_bytes().to_vec())].into();
@@ -94,7 +94,7 @@ fn printing_plugins_work() {
     let p = rt.load(fixtures::HOSTILE).unwrap();
     for _ in 0..3 {
         match hostile_call(&p, "print") {
-            Ok(ApplyOutcome::Applied(w)) => {
+            Ok(ApplyOutcome::Applied(w, _)) => {
                 assert_eq!(w.map.get(b"printed"), Some(&1u64.to_le_bytes()[..]));
             }
             other => panic!("a printing plugin must not trap, got {other:?}"),
@@ -166,7 +166,7 @@ fn garbage_entries_are_caught_by_the_reader() {
     let rt = runtime();
     let hostile = rt.load(fixtures::HOSTILE).unwrap();
     let garbage = match hostile_call(&hostile, "garbage").unwrap() {
-        ApplyOutcome::Applied(w) => w.map,
+        ApplyOutcome::Applied(w, _) => w.map,
         other => panic!("{other:?}"),
     };
     assert_eq!(garbage.get(b"n"), Some(&[0xde, 0xad, 0xbe][..]));
@@ -272,12 +272,13 @@ fn contract_0_1_component_is_refused_naming_both_versions() {
         Err(e @ RuntimeError::ContractVersion { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("realmhost:realm@0.1.0"), "{msg}");
-            assert!(msg.contains("realmhost:realm@0.2.0"), "{msg}");
+            assert!(msg.contains("realmhost:realm@0.3.0"), "{msg}");
+            assert!(msg.contains("0.2.0"), "{msg}");
             let RuntimeError::ContractVersion { found, required } = e else {
                 unreachable!()
             };
             assert_eq!(found, "realmhost:realm@0.1.0");
-            assert_eq!(required, "0.2.0");
+            assert_eq!(required, "0.3.0");
             assert_eq!(required, realmhost::runtime::CONTRACT_VERSION);
         }
         other => panic!("expected ContractVersion, got {other:?}"),
@@ -536,7 +537,7 @@ fn quarantine_needs_faults_across_many_realms() {
     // Other realms carry on meanwhile.
     assert!(matches!(
         hostile_call_in(&p, "good-realm", "ok"),
-        Ok(ApplyOutcome::Applied(_))
+        Ok(ApplyOutcome::Applied(_, _))
     ));
 
     // Three more faulting realms: four distinct, still in service.

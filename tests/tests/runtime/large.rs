@@ -40,7 +40,7 @@ fn realm_past_100k_keys_takes_appends_and_scans_page() {
         .apply(Scope::new(realm, &map), &event(100, "ok", vec![]))
         .unwrap();
     assert!(m.fuel <= small_ok * 2, "{} vs {small_ok}", m.fuel);
-    let ApplyOutcome::Applied(w) = m.value else {
+    let ApplyOutcome::Applied(w, _) = m.value else {
         panic!("{:?}", m.value)
     };
     let expect: Changes = [(b"n".to_vec(), Some(1u64.to_le_bytes().to_vec()))].into();

@@ -93,6 +93,7 @@ fn event(seq: u64, kind: &str, payload: Vec<u8>) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000,
         source_reputation: 1.0,
+        message: None,
     }
 }
 
@@ -122,7 +123,7 @@ fn transfer(from: &str, to: &str, amount: u64) -> Tx {
 /// The written map of a successful `apply`.
 fn applied(r: Result<realmhost::runtime::Metered<ApplyOutcome>, RuntimeError>) -> Written {
     match r.map(|m| m.value) {
-        Ok(ApplyOutcome::Applied(w)) => w,
+        Ok(ApplyOutcome::Applied(w, _)) => w,
         other => panic!("expected Applied, got {other:?}"),
     }
 }
@@ -224,7 +225,7 @@ fn ledger_component_matches_native_logic() {
         let before = native.clone();
         let nat = entry::apply::<Ledger>(&mut native, &e.as_event_ref());
         match (m.value, nat) {
-            (ApplyOutcome::Applied(w), Ok(())) => {
+            (ApplyOutcome::Applied(w, _), Ok(())) => {
                 // The changes name exactly the entries that differ.
                 for (k, v) in changes_of(&w) {
                     assert_eq!(native.get(&k), v.as_deref(), "{t:?}");

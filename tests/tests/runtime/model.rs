@@ -549,7 +549,7 @@ pub(super) fn run_step(
             return Ok(None);
         }
         Step::Hostile(h) => hostile.apply(scope, &h.event(seq)).map(|m| match m.value {
-            ApplyOutcome::Applied(w) => {
+            ApplyOutcome::Applied(w, _) => {
                 let c = changes_of(&w);
                 written = Some(w.map);
                 Expected::Applied(c, true)
@@ -587,7 +587,7 @@ pub(super) fn run_step(
         Step::Member(m) => membership
             .apply(scope, &m.event(seq))
             .map(|m| match m.value {
-                ApplyOutcome::Applied(w) => {
+                ApplyOutcome::Applied(w, _) => {
                     let c = changes_of(&w);
                     written = Some(w.map);
                     Expected::Applied(c, false)

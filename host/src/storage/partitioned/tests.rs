@@ -23,6 +23,7 @@ fn ev(seq: u64) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1,
         source_reputation: 1.0,
+        message: None,
     }
 }
 

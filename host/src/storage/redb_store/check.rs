@@ -538,6 +538,7 @@ mod tests {
                     source_realm: None,
                     timestamp_ms: 1,
                     source_reputation: 1.0,
+                    message: None,
                 })
                 .collect();
             s.append_blocking(AppendRequest {

@@ -32,6 +32,7 @@ fn ev(seq: u64, tag: &str) -> EventRecord {
         source_realm: None,
         timestamp_ms: 1_700_000_000_000 + seq,
         source_reputation: 0.5,
+        message: None,
     }
 }
 
