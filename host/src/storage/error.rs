@@ -74,6 +74,17 @@ pub enum StorageError {
         /// The target's cursor for this sender.
         cursor: crate::storage::InboxCursor,
     },
+    /// The message is not where a settle, a dead-lettering or an operator's
+    /// change expected it: its change already happened.
+    #[error("realm {realm}: message {realm}@{seq}.{index} is not in the expected place (already settled?)")]
+    NotInOutbox {
+        /// The sending realm.
+        realm: RealmId,
+        /// Seq of its producing event.
+        seq: u64,
+        /// Index of the message in that event.
+        index: u32,
+    },
     /// A request that can never succeed (no events, empty realm type, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

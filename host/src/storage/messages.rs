@@ -91,6 +91,65 @@ pub struct OutboxKey {
     pub index: u32,
 }
 
+/// Marks an append as the settling of the realm's own outbox message
+/// `(seq, index)`: typically the reply that tells the realm how its message
+/// ended. The outbox row goes in the same transaction (into the dead
+/// letters with `dead_letter` set), and the append is refused with
+/// [`StorageError::NotInOutbox`](super::StorageError::NotInOutbox) if the
+/// row is no longer there, so a reply is appended at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRecord {
+    /// Seq of the realm's event that sent the message.
+    pub seq: u64,
+    /// Index of the message in that event.
+    pub index: u32,
+    /// Move the message to the dead letters with this reason (node-encoded)
+    /// instead of deleting it.
+    pub dead_letter: Option<Vec<u8>>,
+}
+
+/// What [`Storage::change_outbox`](super::Storage::change_outbox) does to
+/// one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxChange {
+    /// Its outcome is durable: delete it from the outbox.
+    Settle,
+    /// Move it from the outbox to the dead letters, with a reason
+    /// (node-encoded).
+    DeadLetter(Vec<u8>),
+    /// Move it from the dead letters back to the outbox (an operator's
+    /// retry).
+    Revive,
+    /// Delete it from the dead letters (an operator's drop).
+    DropDead,
+}
+
+/// A message that could not be delivered, kept for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The sending realm.
+    pub sender: RealmId,
+    /// Seq of the producing event.
+    pub seq: u64,
+    /// Index among that event's messages.
+    pub index: u32,
+    /// The message as the node stored it.
+    pub message: Vec<u8>,
+    /// Why (node-encoded).
+    pub reason: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The message's identity, for paging.
+    pub fn key(&self) -> OutboxKey {
+        OutboxKey {
+            sender: self.sender.clone(),
+            seq: self.seq,
+            index: self.index,
+        }
+    }
+}
+
 /// Everything an append may carry besides its events, stored in the same
 /// transaction (see [`Storage::append_with`](super::Storage::append_with)).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -103,12 +162,14 @@ pub struct AppendExtras {
     pub outbox: Vec<OutboxRecord>,
     /// Set when the append delivers a message.
     pub delivery: Option<DeliveryRecord>,
+    /// Set when the append settles one of the realm's own messages.
+    pub settle: Option<SettleRecord>,
 }
 
 impl AppendExtras {
     /// Whether only an idempotency key (or nothing) is set: what a backend
     /// without messages can store.
     pub fn without_messages(&self) -> bool {
-        self.outbox.is_empty() && self.delivery.is_none()
+        self.outbox.is_empty() && self.delivery.is_none() && self.settle.is_none()
     }
 }

@@ -45,7 +45,8 @@ use futures::future::BoxFuture;
 pub use error::StorageError;
 pub use health::StorageHealth;
 pub use messages::{
-    AppendExtras, DeliveryRecord, InboxCursor, OutboxKey, OutboxRecord, PendingMessage,
+    AppendExtras, DeadLetter, DeliveryRecord, InboxCursor, OutboxChange, OutboxKey, OutboxRecord,
+    PendingMessage, SettleRecord,
 };
 pub use partitioned::PartitionedStorage;
 pub use partitioned::layout::{LAYOUT_FILE_NAME, MAX_PARTITIONS, partition_of};
@@ -212,7 +213,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// transaction: an idempotency key, the messages the events send (the
     /// realm's outbox), the delivery the append makes (the realm's inbox
     /// cursor for the sender moves to it; a delivery at or below the cursor
-    /// is refused with [`StorageError::AlreadyDelivered`]). All or nothing.
+    /// is refused with [`StorageError::AlreadyDelivered`]), the realm's own
+    /// message it settles (refused with [`StorageError::NotInOutbox`] if
+    /// already settled). All or nothing.
     /// A backend without messages refuses extras that carry any.
     fn append_with(
         &self,
@@ -230,17 +233,35 @@ pub trait Storage: Send + Sync + fmt::Debug {
         }
     }
 
-    /// Remove `sender`'s outbox messages up to and including `(seq, index)`
-    /// (their outcomes are recorded at their targets). Resolves when
-    /// durable. A backend without messages has nothing to remove.
-    fn ack_outbox(
+    /// Settle, dead-letter, revive or drop message `(sender, seq, index)`
+    /// (see [`OutboxChange`]); resolves when durable. Refused with
+    /// [`StorageError::NotInOutbox`] if the message is not where the change
+    /// expects it (already settled, not dead), so each change happens once.
+    /// A backend without messages holds none.
+    fn change_outbox(
         &self,
         sender: &RealmId,
         seq: u64,
         index: u32,
+        change: OutboxChange,
     ) -> BoxFuture<'_, Result<(), StorageError>> {
-        let _ = (sender, seq, index);
-        Box::pin(std::future::ready(Ok(())))
+        let _ = change;
+        Box::pin(std::future::ready(Err(StorageError::NotInOutbox {
+            realm: sender.clone(),
+            seq,
+            index,
+        })))
+    }
+
+    /// Dead letters, in [`OutboxKey`] order, starting after `after`
+    /// (exclusive), at most `limit`.
+    fn dead_letters(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
+        let _ = (after, limit);
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
     /// Messages still in outboxes, in [`OutboxKey`] order, starting after

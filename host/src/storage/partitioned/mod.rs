@@ -31,7 +31,7 @@ use self::layout::{Layout, partition_dir, partition_file, partition_of};
 use super::redb_store::check::{self, CheckReport};
 use super::{
     AppendAck, AppendExtras, AppendRequest, CommitterStats, IdempotencyHit, IdempotencyRecord,
-    InboxCursor, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, RedbStorage, Snapshot,
+    DeadLetter, InboxCursor, OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, RedbStorage, Snapshot,
     SnapshotWrite, Storage, StorageConfig, StorageError, StorageHealth,
 };
 use crate::realm::{EventRecord, RealmId};
@@ -358,13 +358,26 @@ impl Storage for PartitionedStorage {
         Box::pin(self.part(&req.realm_id).append_with(req, extras))
     }
 
-    fn ack_outbox(
+    fn change_outbox(
         &self,
         sender: &RealmId,
         seq: u64,
         index: u32,
+        change: OutboxChange,
     ) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(self.part(sender).ack_outbox(sender, seq, index))
+        Box::pin(self.part(sender).change_outbox(sender, seq, index, change))
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
+        Box::pin(std::future::ready(self.merged_page(
+            limit,
+            |p| p.dead_letters(after, limit),
+            DeadLetter::key,
+        )))
     }
 
     fn pending_messages(

@@ -83,6 +83,7 @@ impl RedbStorage {
             req.idempotency = extras.idempotency;
             req.outbox = extras.outbox;
             req.delivery = extras.delivery;
+            req.settle = extras.settle;
             self.submit(Op::Append(req, reply))
         });
         async move {
@@ -91,16 +92,18 @@ impl RedbStorage {
         }
     }
 
-    /// Remove `sender`'s outbox messages up to and including `(seq,
-    /// index)`; resolves after the commit.
-    pub fn ack_outbox(
+    /// Settle, dead-letter, revive or drop message `(sender, seq, index)`
+    /// (see [`crate::storage::Storage::change_outbox`]); resolves after the
+    /// commit.
+    pub fn change_outbox(
         &self,
         sender: &RealmId,
         seq: u64,
         index: u32,
+        change: crate::storage::OutboxChange,
     ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.submit(Op::AckOutbox(sender.clone(), seq, index, reply));
+        let sent = self.submit(Op::ChangeOutbox(sender.clone(), seq, index, change, reply));
         async move {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
@@ -215,6 +218,7 @@ fn encode_append(req: AppendRequest) -> Result<EncodedAppend, StorageError> {
         idempotency: None,
         outbox: Vec::new(),
         delivery: None,
+        settle: None,
     })
 }
 
@@ -473,8 +477,8 @@ impl Committer {
                             done.push(Done::Unit(reply, r));
                             fatal
                         }
-                        Op::AckOutbox(sender, seq, index, reply) => {
-                            let (r, fatal) = split(w.messages.ack(&sender, seq, index).map(Ok));
+                        Op::ChangeOutbox(sender, seq, index, change, reply) => {
+                            let (r, fatal) = split(w.messages.change(&sender, seq, index, change));
                             done.push(Done::Unit(reply, r));
                             fatal
                         }
@@ -711,7 +715,7 @@ fn fail_op(op: Op, e: &StorageError) {
         Op::Append(_, reply) => drop(reply.send(Err(e.clone_transient()))),
         Op::Snapshot(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
         Op::Meta(_, _, reply) => drop(reply.send(Err(e.clone_transient()))),
-        Op::AckOutbox(_, _, _, reply) => drop(reply.send(Err(e.clone_transient()))),
+        Op::ChangeOutbox(_, _, _, _, reply) => drop(reply.send(Err(e.clone_transient()))),
     }
 }
 

@@ -15,10 +15,11 @@
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{INBOX, OUTBOX};
+use super::{DEAD_LETTERS, INBOX, OUTBOX};
 use crate::realm::RealmId;
 use crate::storage::{
-    DeliveryRecord, InboxCursor, OutboxKey, OutboxRecord, PendingMessage, StorageError,
+    DeadLetter, DeliveryRecord, InboxCursor, OutboxChange, OutboxKey, OutboxRecord,
+    PendingMessage, StorageError,
 };
 
 /// A stored cursor.
@@ -33,6 +34,14 @@ struct Stored {
 pub(super) struct MessageTables<'t> {
     pub(super) outbox: redb::Table<'t, (&'static str, u64, u32), &'static [u8]>,
     pub(super) inbox: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub(super) dead: redb::Table<'t, (&'static str, u64, u32), &'static [u8]>,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Serialize, Deserialize)]
+struct Dead {
+    message: Vec<u8>,
+    reason: Vec<u8>,
 }
 
 impl MessageTables<'_> {
@@ -82,17 +91,52 @@ impl MessageTables<'_> {
         Ok(())
     }
 
-    /// Remove `sender`'s messages up to and including `(seq, index)`.
-    pub(super) fn ack(
+    /// Apply `change` to message `(sender, seq, index)`: the request's
+    /// outcome is `NotInOutbox` if the message is not where the change
+    /// expects it (the outer result is the transaction's).
+    pub(super) fn change(
         &mut self,
         sender: &RealmId,
         seq: u64,
         index: u32,
-    ) -> Result<(), StorageError> {
-        let s = sender.as_str();
-        self.outbox
-            .retain_in((s, 0, 0)..=(s, seq, index), |_, _| false)?;
-        Ok(())
+        change: OutboxChange,
+    ) -> Result<Result<(), StorageError>, StorageError> {
+        let key = (sender.as_str(), seq, index);
+        let missing = || {
+            Ok(Err(StorageError::NotInOutbox {
+                realm: sender.clone(),
+                seq,
+                index,
+            }))
+        };
+        match change {
+            OutboxChange::Settle => {
+                if self.outbox.remove(key)?.is_none() {
+                    return missing();
+                }
+            }
+            OutboxChange::DeadLetter(reason) => {
+                let Some(message) = self.outbox.remove(key)?.map(|v| v.value().to_vec()) else {
+                    return missing();
+                };
+                let value = postcard::to_allocvec(&Dead { message, reason })
+                    .map_err(|e| StorageError::Backend(format!("encoding a dead letter: {e}")))?;
+                self.dead.insert(key, value.as_slice())?;
+            }
+            OutboxChange::Revive => {
+                let Some(bytes) = self.dead.remove(key)?.map(|v| v.value().to_vec()) else {
+                    return missing();
+                };
+                let dead = decode_dead(sender, &bytes)?;
+                self.outbox.insert(key, dead.message.as_slice())?;
+            }
+            OutboxChange::DropDead => {
+                if self.dead.remove(key)?.is_none() {
+                    return missing();
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -129,6 +173,52 @@ pub(super) fn pending(
             seq,
             index,
             message: v.value().to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+fn decode_dead(sender: &RealmId, bytes: &[u8]) -> Result<Dead, StorageError> {
+    postcard::from_bytes(bytes).map_err(|e| StorageError::RealmCorrupt {
+        realm: sender.clone(),
+        reason: format!("dead letter: {e}"),
+    })
+}
+
+/// Dead letters after `after`, at most `limit`, in key order.
+pub(super) fn dead_letters(
+    txn: &ReadTransaction,
+    after: Option<&OutboxKey>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StorageError> {
+    let table = match txn.open_table(DEAD_LETTERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    let range = match after {
+        Some(k) => table.range((k.sender.as_str(), k.seq, k.index)..)?,
+        None => table.range::<(&str, u64, u32)>(..)?,
+    };
+    for item in range {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = item?;
+        let (sender, seq, index) = k.value();
+        if after.is_some_and(|a| (a.sender.as_str(), a.seq, a.index) == (sender, seq, index)) {
+            continue;
+        }
+        let sender = RealmId::new(sender)
+            .map_err(|e| StorageError::Corrupt(format!("dead letter sender {sender:?}: {e}")))?;
+        let dead = decode_dead(&sender, v.value())?;
+        out.push(DeadLetter {
+            sender,
+            seq,
+            index,
+            message: dead.message,
+            reason: dead.reason,
         });
     }
     Ok(out)

@@ -15,7 +15,7 @@
 //! | `versions`         | `u32` version no        | plugin version (32 bytes)               |
 //! | `meta`             | `&str`                  | bytes (other modules' records)          |
 //! | `idempotency`, `idempotency_ttl` | see `idempotency.rs` | keys of idempotent appends       |
-//! | `outbox`, `inbox`  | see `messages.rs`       | messages sent, deliveries taken         |
+//! | `outbox`, `inbox`, `dead_letters` | see `messages.rs` | messages sent, deliveries taken, messages given up on |
 //!
 //! **An append writes only at the right edge of the log.** The log is keyed by
 //! a global position that only grows, so every group commit appends to the
@@ -121,6 +121,8 @@ const IDEMPOTENCY_TTL: TableDefinition<(u64, &str, &str), ()> =
 
 const OUTBOX: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("outbox");
 const INBOX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inbox");
+const DEAD_LETTERS: TableDefinition<(&str, u64, u32), &[u8]> =
+    TableDefinition::new("dead_letters");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_NEXT_REALM: &str = "next_realm_no";
@@ -262,6 +264,8 @@ struct EncodedAppend {
     outbox: Vec<super::OutboxRecord>,
     /// The delivery this append takes.
     delivery: Option<super::DeliveryRecord>,
+    /// The realm's own message this append settles.
+    settle: Option<super::SettleRecord>,
 }
 
 /// A write waiting for the committer.
@@ -269,8 +273,8 @@ enum Op {
     Append(EncodedAppend, Reply<AppendAck>),
     Snapshot(RealmId, PreparedSnapshot, Reply<()>),
     Meta(String, Option<Vec<u8>>, Reply<()>),
-    /// Remove a sender's outbox up to and including `(seq, index)`.
-    AckOutbox(RealmId, u64, u32, Reply<()>),
+    /// Settle, dead-letter, revive or drop one message.
+    ChangeOutbox(RealmId, u64, u32, super::OutboxChange, Reply<()>),
 }
 
 /// One realm's events that are in the log but not yet in `log_index`.

@@ -263,6 +263,7 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
         txn.open_table(super::IDEMPOTENCY_TTL)?;
         txn.open_table(super::OUTBOX)?;
         txn.open_table(super::INBOX)?;
+        txn.open_table(super::DEAD_LETTERS)?;
     }
     txn.commit()?;
     Ok(())

@@ -214,6 +214,18 @@ impl RedbStorage {
         })
     }
 
+    /// Dead letters after `after`, at most `limit`, in key order.
+    pub fn dead_letters(
+        &self,
+        after: Option<&crate::storage::OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<crate::storage::DeadLetter>, StorageError> {
+        guarded_read(after.map(|k| &k.sender), || {
+            let txn = self.db.begin_read()?;
+            super::messages::dead_letters(&txn, after, limit)
+        })
+    }
+
     /// `target`'s inbox cursor for `sender`.
     pub fn inbox_cursor(
         &self,

@@ -6,8 +6,8 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendExtras, AppendRequest, IdempotencyHit, IdempotencyRecord, InboxCursor,
-    OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
+    AppendAck, AppendExtras, AppendRequest, DeadLetter, IdempotencyHit, IdempotencyRecord, InboxCursor,
+    OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
     StorageError,
 };
 
@@ -32,13 +32,24 @@ impl Storage for RedbStorage {
         Box::pin(RedbStorage::append_with(self, req, extras))
     }
 
-    fn ack_outbox(
+    fn change_outbox(
         &self,
         sender: &RealmId,
         seq: u64,
         index: u32,
+        change: OutboxChange,
     ) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(RedbStorage::ack_outbox(self, sender, seq, index))
+        Box::pin(RedbStorage::change_outbox(self, sender, seq, index, change))
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
+        Box::pin(std::future::ready(RedbStorage::dead_letters(
+            self, after, limit,
+        )))
     }
 
     fn pending_messages(

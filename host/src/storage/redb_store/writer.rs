@@ -9,7 +9,7 @@ use super::messages::MessageTables;
 use super::read::last_indexed;
 use super::realm_cache::{Learned, RealmCache};
 use super::{
-    BY_TYPE, Counters, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INBOX, INDEX, KEY_INDEX_FLOOR,
+    BY_TYPE, Counters, DEAD_LETTERS, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INBOX, INDEX, KEY_INDEX_FLOOR,
     LOG, META, OUTBOX, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed,
     VERSIONS,
 };
@@ -69,6 +69,7 @@ impl<'t, 'c> Writer<'t, 'c> {
             messages: MessageTables {
                 outbox: txn.open_table(OUTBOX)?,
                 inbox: txn.open_table(INBOX)?,
+                dead: txn.open_table(DEAD_LETTERS)?,
             },
             counters,
             unindexed,
@@ -192,6 +193,15 @@ impl<'t, 'c> Writer<'t, 'c> {
         {
             return Ok(Err(refused));
         }
+        if let Some(s) = &req.settle
+            && self.messages.outbox.get((realm.as_str(), s.seq, s.index))?.is_none()
+        {
+            return Ok(Err(StorageError::NotInOutbox {
+                realm: realm.clone(),
+                seq: s.seq,
+                index: s.index,
+            }));
+        }
         let row_bytes = match &new_row {
             Some(row) => match codec::encode_realm(row) {
                 Ok(b) => Some(b),
@@ -224,6 +234,14 @@ impl<'t, 'c> Writer<'t, 'c> {
         if !req.outbox.is_empty() || req.delivery.is_some() {
             self.messages
                 .write(realm, &req.outbox, req.delivery.as_ref())?;
+        }
+        if let Some(s) = &req.settle {
+            let change = match &s.dead_letter {
+                Some(reason) => crate::storage::OutboxChange::DeadLetter(reason.clone()),
+                None => crate::storage::OutboxChange::Settle,
+            };
+            // Checked above, in this transaction: the row is there.
+            let _ = self.messages.change(realm, s.seq, s.index, change)?;
         }
         tail.positions.extend(first_pos..first_pos + count);
         tail.version_no = version_no;

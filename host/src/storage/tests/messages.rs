@@ -76,11 +76,20 @@ fn messages_are_stored_with_their_event_listed_in_order_and_acked() {
         // Paging resumes after a key.
         let page = s.pending_messages(Some(&all[1].key()), 2).unwrap();
         assert_eq!(ids(&page), ids(&all[2..4]));
-        // Acked through 2.0: only bank-a's 2.1 and bank-b remain.
-        run(s.ack_outbox(&rid("bank-a"), 2, 0)).unwrap();
+        // Settled one at a time (a sender's messages to different targets
+        // end in any order): only bank-a's 2.1 and bank-b remain.
+        for (seq, index) in [(2, 0), (1, 0)] {
+            run(s.change_outbox(&rid("bank-a"), seq, index, OutboxChange::Settle)).unwrap();
+        }
         assert_eq!(
             ids(&s.pending_messages(None, 100).unwrap()),
             ids(&all[2..4])
+        );
+        // A change happens once.
+        let again = run(s.change_outbox(&rid("bank-a"), 2, 0, OutboxChange::Settle));
+        assert!(
+            matches!(again, Err(StorageError::NotInOutbox { seq: 2, index: 0, .. })),
+            "{again:?}"
         );
         assert!(s.scrub().unwrap().is_clean());
     }
@@ -182,12 +191,19 @@ fn partitions_route_outboxes_and_cursors_and_merge_the_listing() {
     assert_eq!(ids(&all), want);
     let page = run(Storage::pending_messages(&s, Some(&all[4].key()), 3)).unwrap();
     assert_eq!(ids(&page), want[5..8]);
-    run(Storage::ack_outbox(&s, &rid("sender-03"), 1, 1)).unwrap();
+    run(Storage::change_outbox(
+        &s,
+        &rid("sender-03"),
+        1,
+        1,
+        OutboxChange::Settle,
+    ))
+    .unwrap();
     assert_eq!(
         run(Storage::pending_messages(&s, None, 1000))
             .unwrap()
             .len(),
-        22
+        23
     );
     // The cursor lives with the target.
     run(Storage::append_with(
@@ -241,4 +257,63 @@ proptest! {
             prop_assert_eq!((c.seq, c.index), (seq, index));
         }
     }
+}
+
+/// Dead letters leave the outbox, can be listed, revived (back into the
+/// outbox) or dropped; each change happens once. A settling append removes
+/// its message in the same transaction, at most once.
+#[test]
+fn dead_letters_and_settling_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStorage::open(dir.path()).unwrap();
+    s.append_with_blocking(
+        req("bank-a", "ledger", 1..=1),
+        sends(vec![out(1, 0, "x"), out(1, 1, "y"), out(1, 2, "z")]),
+    )
+    .unwrap();
+    let a = rid("bank-a");
+    let change = |seq, index, c| run(s.change_outbox(&a, seq, index, c));
+    change(1, 0, OutboxChange::DeadLetter(b"hop limit".to_vec())).unwrap();
+    let dead = s.dead_letters(None, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].seq, dead[0].index), (1, 0));
+    assert_eq!(dead[0].message, b"x");
+    assert_eq!(dead[0].reason, b"hop limit");
+    assert_eq!(s.pending_messages(None, 10).unwrap().len(), 2);
+    assert!(change(1, 0, OutboxChange::DeadLetter(vec![])).is_err());
+    // Revived: pending again, no longer dead.
+    change(1, 0, OutboxChange::Revive).unwrap();
+    assert!(s.dead_letters(None, 10).unwrap().is_empty());
+    assert_eq!(s.pending_messages(None, 10).unwrap()[0].message, b"x");
+    assert!(change(1, 0, OutboxChange::Revive).is_err());
+    change(1, 0, OutboxChange::DeadLetter(vec![1])).unwrap();
+    change(1, 0, OutboxChange::DropDead).unwrap();
+    assert!(s.dead_letters(None, 10).unwrap().is_empty());
+    assert!(change(1, 0, OutboxChange::DropDead).is_err());
+
+    // A reply settles message 1.1 with the event that carries it.
+    let settle = |index, dead_letter| AppendExtras {
+        settle: Some(SettleRecord {
+            seq: 1,
+            index,
+            dead_letter,
+        }),
+        ..AppendExtras::default()
+    };
+    s.append_with_blocking(req("bank-a", "ledger", 2..=2), settle(1, None))
+        .unwrap();
+    let e = s
+        .append_with_blocking(req("bank-a", "ledger", 3..=3), settle(1, None))
+        .unwrap_err();
+    assert!(matches!(e, StorageError::NotInOutbox { index: 1, .. }), "{e}");
+    assert_eq!(s.realm_meta(&a).unwrap().map(|m| m.last_seq), Some(2));
+    // A reply to a dead-lettered message moves it with the event.
+    s.append_with_blocking(
+        req("bank-a", "ledger", 3..=3),
+        settle(2, Some(b"gone".to_vec())),
+    )
+    .unwrap();
+    assert!(s.pending_messages(None, 10).unwrap().is_empty());
+    assert_eq!(s.dead_letters(None, 10).unwrap()[0].reason, b"gone");
+    assert!(s.scrub().unwrap().is_clean());
 }
