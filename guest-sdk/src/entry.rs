@@ -259,7 +259,11 @@ mod tests {
         encode_payload(&Fwd { to: to.into(), n })
     }
 
-    fn reply_to(seq: u64, correlation: &'static str, outcome: Outcome<'static>) -> EventRef<'static> {
+    fn reply_to(
+        seq: u64,
+        correlation: &'static str,
+        outcome: Outcome<'static>,
+    ) -> EventRef<'static> {
         EventRef {
             reply: Some(ReplyRef {
                 message_id: "x@1.0",

@@ -325,7 +325,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let targets: Vec<_> = fx.messages.iter().map(|m| m.target_realm.as_str()).collect();
+        let targets: Vec<_> = fx
+            .messages
+            .iter()
+            .map(|m| m.target_realm.as_str())
+            .collect();
         assert_eq!(targets, ["a", "b"]);
 
         assert!(
@@ -351,7 +355,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let targets: Vec<_> = fx.messages.iter().map(|m| m.target_realm.as_str()).collect();
+        let targets: Vec<_> = fx
+            .messages
+            .iter()
+            .map(|m| m.target_realm.as_str())
+            .collect();
         assert_eq!(targets, ["kept", "kept-too"]);
     }
 

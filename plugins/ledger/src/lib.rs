@@ -55,8 +55,8 @@ use realmhost_guest::{
 
 pub mod transfer;
 
-pub use transfer::{Pending, Reserved, TransferRow, TransfersPage};
 use serde::{Deserialize, Serialize};
+pub use transfer::{Pending, Reserved, TransferRow, TransfersPage};
 
 /// The `ledger` realm type.
 #[derive(Debug)]
@@ -463,6 +463,6 @@ impl Realm for Ledger {
 export_realm!(Ledger);
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod saga_tests;
+#[cfg(test)]
+mod tests;

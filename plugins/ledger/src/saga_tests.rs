@@ -5,13 +5,20 @@
 use std::collections::BTreeMap;
 
 use realmhost_guest::batch::{BatchEncoder, Origin, Outcome, ReplyRef};
-use realmhost_guest::{Effects, EventRef, MemoryState, Message, ReplyWanted, encode_payload, entry};
+use realmhost_guest::{
+    Effects, EventRef, MemoryState, Message, ReplyWanted, encode_payload, entry,
+};
 
 use super::*;
 use crate::transfer::{CREDIT_KIND, DEFAULT_TIMEOUT_MS, TIMEOUT_KIND};
 
 /// What a bank's log holds, to replay it: (kind, payload, origin, reply).
-type Logged = (String, Vec<u8>, Option<OwnedOrigin>, Option<(String, String, bool)>);
+type Logged = (
+    String,
+    Vec<u8>,
+    Option<OwnedOrigin>,
+    Option<(String, String, bool)>,
+);
 
 #[derive(Clone)]
 struct OwnedOrigin {
@@ -114,10 +121,18 @@ impl Net {
         };
         let r = self.apply(
             &env.msg.target_realm,
-            (env.msg.kind.clone(), env.msg.payload.clone(), Some(origin), None),
+            (
+                env.msg.kind.clone(),
+                env.msg.payload.clone(),
+                Some(origin),
+                None,
+            ),
         );
         let fx = r.as_ref().ok();
-        assert!(fx.is_none_or(Effects::is_empty), "a credit or a timer sends nothing");
+        assert!(
+            fx.is_none_or(Effects::is_empty),
+            "a credit or a timer sends nothing"
+        );
         self.reply_for(env, r.is_ok())
     }
 
@@ -145,7 +160,11 @@ impl Net {
             "reply".into(),
             Vec::new(),
             None,
-            Some((r.message_id.clone(), r.correlation.clone().unwrap(), r.accepted)),
+            Some((
+                r.message_id.clone(),
+                r.correlation.clone().unwrap(),
+                r.accepted,
+            )),
         );
         let fx = self.apply(&r.to, logged).expect("replies are accepted");
         assert!(fx.is_empty());
@@ -292,7 +311,10 @@ fn transfer_out_reserves_and_sends_the_credit_and_the_timer() {
     );
 
     assert_eq!(net.balance("bank-a", "alice"), 70);
-    assert_eq!(net.q("bank-a", r#""reserved""#), r#"{"transfers":1,"amount":30}"#);
+    assert_eq!(
+        net.q("bank-a", r#""reserved""#),
+        r#"{"transfers":1,"amount":30}"#
+    );
     assert_eq!(
         net.q("bank-a", r#"{"transfer":"t-1"}"#),
         r#"{"transfer_id":"t-1","from_bank":"bank-a","account":"alice","to_bank":"bank-b","to_account":"bob","amount":30,"seq":3,"overdue":false}"#
@@ -314,7 +336,11 @@ fn every_interleaving_conserves_money() {
     for fate in [Fate::Accepted, Fate::Rejected, Fate::Expired] {
         for timer_first in [false, true] {
             let mut net = banks();
-            let to = if matches!(fate, Fate::Rejected) { "nobody" } else { "bob" };
+            let to = if matches!(fate, Fate::Rejected) {
+                "nobody"
+            } else {
+                "bob"
+            };
             let (credit, timer) = start(&mut net, to);
             assert_eq!(net.money(), 100);
             let case = format!("{fate:?}, timer first: {timer_first}");
@@ -350,7 +376,10 @@ fn every_interleaving_conserves_money() {
             };
             assert_eq!(net.balance("bank-a", "alice"), alice, "{case}");
             assert_eq!(net.balance("bank-b", "bob"), bob, "{case}");
-            assert_eq!(net.q("bank-a", r#""reserved""#), r#"{"transfers":0,"amount":0}"#);
+            assert_eq!(
+                net.q("bank-a", r#""reserved""#),
+                r#"{"transfers":0,"amount":0}"#
+            );
             assert_eq!(net.q("bank-a", r#"{"transfer":"t-1"}"#), "null");
             assert_eq!(net.money(), 100, "{case}");
             net.assert_replays();
@@ -384,7 +413,10 @@ fn refusals_reserve_and_send_nothing() {
     let again = net.client("bank-a", &out("bob", 5, "t-1")).unwrap();
     // The first transfer's late timer does not touch the second one.
     assert!(net.deliver(&timer).is_none());
-    assert!(net.q("bank-a", r#"{"transfer":"t-1"}"#).contains(r#""overdue":false"#));
+    assert!(
+        net.q("bank-a", r#"{"transfer":"t-1"}"#)
+            .contains(r#""overdue":false"#)
+    );
     assert_eq!(again.len(), 2);
 }
 
@@ -418,14 +450,21 @@ fn transfers_are_listed_in_pages_and_start_from_json() {
     }
     let page: TransfersPage =
         serde_json::from_str(&net.q("bank-a", r#"{"transfers":{"limit":2}}"#)).unwrap();
-    let ids: Vec<_> = page.transfers.iter().map(|r| r.transfer_id.as_str()).collect();
+    let ids: Vec<_> = page
+        .transfers
+        .iter()
+        .map(|r| r.transfer_id.as_str())
+        .collect();
     assert_eq!(ids, ["t-1", "t-2"]);
     assert_eq!(page.next.as_deref(), Some("t-2"));
     assert_eq!(
         net.q("bank-a", r#"{"transfers":{"after":"t-2"}}"#),
         r#"{"transfers":[{"transfer_id":"t-3","from_bank":"bank-a","account":"alice","to_bank":"bank-b","to_account":"bob","amount":1,"seq":5,"overdue":false}],"next":null}"#
     );
-    assert_eq!(net.q("bank-a", r#""reserved""#), r#"{"transfers":3,"amount":3}"#);
+    assert_eq!(
+        net.q("bank-a", r#""reserved""#),
+        r#"{"transfers":3,"amount":3}"#
+    );
 
     let json = r#"{"transfer_out":{"from_bank":"bank-a","account":"alice","to_bank":"bank-b","to_account":"bob","amount":30,"transfer_id":"t-1"}}"#;
     let bytes = entry::encode_event::<Ledger>("tx", json).unwrap();

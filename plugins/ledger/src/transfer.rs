@@ -55,8 +55,8 @@
 //! pending transfers; it can be reused once its transfer has settled.
 
 use realmhost_guest::{
-    ApplyError, Bound, Event, Item, Map, Message, Order, Realm, Rejection, Reply, ReplyWanted,
-    Level, Origin, log, send,
+    ApplyError, Bound, Event, Item, Level, Map, Message, Order, Origin, Realm, Rejection, Reply,
+    ReplyWanted, log, send,
 };
 use serde::{Deserialize, Serialize};
 
