@@ -87,9 +87,7 @@ mod wasm {
                 }),
             };
             host_call(false, || run::apply::<P>(&ev))
-                .map(|()| wit::Effects {
-                    messages: Vec::new(),
-                })
+                .map(crate::message::to_wit)
                 .map_err(to_wit)
         }
 

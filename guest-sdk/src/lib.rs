@@ -192,7 +192,12 @@
 //!   changes, bump it and implement [`Realm::migrate`]: a realm written with
 //!   an older version is passed through it when it is loaded (if `migrate`
 //!   fails, the host rebuilds the realm by replaying its events instead).
-//! - **Messages and trust.** [`Event::source_reputation`] is the source
+//! - **Messages between realms.** `apply` sends messages with [`send`]
+//!   ([`Message::to`]`(realm, type).kind(..).payload(&value)...`); like
+//!   writes, they are kept only if the call succeeds, and replay never
+//!   re-sends (see [`message`]). A delivered message arrives as an event
+//!   with [`Event::origin`] set; a reply arrives in [`Realm::on_reply`].
+//! - **Trust.** [`Event::source_reputation`] is the source
 //!   shard's reputation in `[0, 1]`; damp trust-like updates by it.
 //!
 //! ## Testing natively
@@ -213,6 +218,7 @@
 pub mod batch;
 pub mod entry;
 pub mod event;
+pub mod message;
 pub mod state;
 pub mod storage;
 pub mod whole;
@@ -244,6 +250,7 @@ pub use batch::{BatchReader, EventRef, Origin, Outcome, ReplyRef};
 pub use core::ops::Bound;
 pub use entry::PluginInfo;
 pub use error::{ApplyError, BatchError, StateError};
+pub use message::{Effects, Message, Reply, ReplyWanted, send};
 pub use state::MemoryState;
 pub use storage::{Item, Key, Map, Order, Prefix};
 pub use whole::RealmLogic;
@@ -262,12 +269,32 @@ pub struct Event<'a, E> {
     pub payload: E,
     /// The entity that caused the event.
     pub source: &'a str,
-    /// Set when the event crosses over from another realm.
+    /// Set when the event is a message delivered from another realm (the
+    /// same as `origin.source_realm`).
     pub source_realm: Option<&'a str>,
     /// Host time at append, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Reputation of the source's shard in `[0, 1]`; damp trust-like updates by it.
     pub source_reputation: f64,
+    /// Set when the event is a message delivered from a realm (another one,
+    /// or this one: a timer): where it came from. Only the host sets it, so
+    /// logic that must not be reachable by clients (a credit from another
+    /// bank) checks it. Replies never reach [`Realm::apply`]: they go to
+    /// [`Realm::on_reply`].
+    pub origin: Option<Origin<'a>>,
+}
+
+impl<E> Event<'_, E> {
+    /// Whether the event is a message delivered from a realm (or a timer),
+    /// rather than appended by a client.
+    pub fn is_message(&self) -> bool {
+        self.origin.is_some()
+    }
+
+    /// The correlation id the sender attached to the message, if any.
+    pub fn correlation(&self) -> Option<&str> {
+        self.origin.as_ref().and_then(|o| o.correlation)
+    }
 }
 
 /// A domain "no": the event is understood but not allowed.
@@ -352,8 +379,25 @@ pub trait Realm: 'static {
         Ok(())
     }
 
-    /// Apply one event. On `Err` none of its writes are kept.
+    /// Apply one event. On `Err` none of its writes are kept and none of the
+    /// messages it [`send`]s are sent.
     fn apply(event: Event<'_, Self::Event>) -> Result<(), ApplyError>;
+
+    /// Handle a reply: how the delivery of a message this realm sent (with
+    /// [`ReplyWanted::OnFailure`] or [`ReplyWanted::Always`]) ended. The SDK
+    /// calls it instead of [`Realm::apply`] for every event that carries a
+    /// reply, without decoding the payload as a [`Realm::Event`] (the
+    /// payload of a reply is the host's). It runs like `apply`: its writes
+    /// and messages are kept only if it returns `Ok`, and it is replayed in
+    /// `apply-batch`. The default ignores the reply.
+    ///
+    /// Rejecting a reply does not reach the sender of anything (replies are
+    /// never replied to): the host records a receipt and the reply is gone,
+    /// so reject only what cannot be handled at all.
+    fn on_reply(reply: Reply<'_>) -> Result<(), ApplyError> {
+        let _ = reply;
+        Ok(())
+    }
 
     /// Apply every event of a packed batch in order (the replay path). The
     /// default decodes and applies them one by one; override it only to share
@@ -364,8 +408,7 @@ pub trait Realm: 'static {
         for (index, item) in (0u32..).zip(batch) {
             let at = |error| BatchError { index, error };
             let raw = item.map_err(|e| at(ApplyError::Invalid(e.to_string())))?;
-            let event = entry::decode_event::<Self>(&raw).map_err(at)?;
-            Self::apply(event).map_err(at)?;
+            entry::dispatch::<Self>(&raw).map_err(at)?;
         }
         Ok(())
     }

@@ -16,12 +16,16 @@
 //! in its [`Realm::migrate`].
 //!
 //! A batch of events loads the state once and saves it once.
+//!
+//! [`RealmLogic::apply`] sends messages with [`crate::send`] like any
+//! `apply`, and replies arrive in [`RealmLogic::on_reply`] with the state.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::batch::BatchReader;
 use crate::error::{ApplyError, BatchError, StateError};
+use crate::message::Reply;
 use crate::{Event, Realm, Rejection, entry, state};
 
 /// The key under which whole-state mode keeps the state.
@@ -57,6 +61,14 @@ pub trait RealmLogic: 'static {
     /// Apply one event. On `Err` the host keeps the previous state, so a
     /// partly mutated `state` is harmless.
     fn apply(state: &mut Self::State, event: Event<'_, Self::Event>) -> Result<(), Rejection>;
+
+    /// Handle a reply to a message this realm sent (see
+    /// [`Realm::on_reply`]): called instead of [`RealmLogic::apply`] for
+    /// every event that carries one. The default ignores it.
+    fn on_reply(state: &mut Self::State, reply: Reply<'_>) -> Result<(), Rejection> {
+        let _ = (state, reply);
+        Ok(())
+    }
 
     /// Read a state written with an older [`RealmLogic::STATE_VERSION`]
     /// (`bytes` is its postcard encoding). The default knows no older versions.
@@ -107,6 +119,13 @@ impl<T: RealmLogic> Realm for T {
         Ok(())
     }
 
+    fn on_reply(reply: Reply<'_>) -> Result<(), ApplyError> {
+        let mut s = load::<T>().map_err(ApplyError::Invalid)?;
+        <T as RealmLogic>::on_reply(&mut s, reply)?;
+        save(<T as RealmLogic>::STATE_VERSION, &s)?;
+        Ok(())
+    }
+
     fn apply_batch(batch: BatchReader<'_>) -> Result<(), BatchError> {
         let mut s = load::<T>().map_err(|e| BatchError {
             index: 0,
@@ -116,8 +135,14 @@ impl<T: RealmLogic> Realm for T {
         for (index, item) in (0u32..).zip(batch) {
             let at = |error| BatchError { index, error };
             let raw = item.map_err(|e| at(ApplyError::Invalid(e.to_string())))?;
-            let event = entry::decode_event::<T>(&raw).map_err(at)?;
-            <T as RealmLogic>::apply(&mut s, event).map_err(|r| at(r.into()))?;
+            match Reply::from_event(&raw) {
+                Some(reply) => <T as RealmLogic>::on_reply(&mut s, reply),
+                None => {
+                    let event = entry::decode_event::<T>(&raw).map_err(at)?;
+                    <T as RealmLogic>::apply(&mut s, event)
+                }
+            }
+            .map_err(|r| at(r.into()))?;
             last = index;
         }
         save(<T as RealmLogic>::STATE_VERSION, &s).map_err(|e| BatchError {

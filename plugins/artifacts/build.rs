@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("realmhost-fixture-forbidden", "FORBIDDEN", true),
     ("realmhost-fixture-ledger-strict", "LEDGER_STRICT", true),
     ("realmhost-fixture-contract-v01", "CONTRACT_V01", true),
+    ("realmhost-fixture-contract-v02", "CONTRACT_V02", true),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

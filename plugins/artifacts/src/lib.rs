@@ -29,6 +29,14 @@ pub mod fixtures {
     pub const CONTRACT_V01: &[u8] = super::CONTRACT_V01;
     /// Path of [`CONTRACT_V01`].
     pub const CONTRACT_V01_PATH: &str = super::CONTRACT_V01_PATH;
+    /// A component built against contract 0.2 (`realmhost:realm@0.2.0`, no
+    /// messages), realm type `legacy-counter`: each event's payload (a u64
+    /// LE) is added to one counter, `query` answers `{"value":N}`, and
+    /// `apply-batch` reads batch layout 1. The host must still load, apply
+    /// and replay it.
+    pub const CONTRACT_V02: &[u8] = super::CONTRACT_V02;
+    /// Path of [`CONTRACT_V02`].
+    pub const CONTRACT_V02_PATH: &str = super::CONTRACT_V02_PATH;
     /// A broken candidate `ledger` (keyed layout, state version 3) that
     /// rejects deposits above 50.
     pub const LEDGER_STRICT: &[u8] = super::LEDGER_STRICT;

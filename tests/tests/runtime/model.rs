@@ -363,7 +363,7 @@ pub(super) fn expected(step: &Step, model: &Entries, limits: &StateLimits, seq: 
             ) {
                 Err(ApplyError::Rejected(r)) => Expected::Rejected(r.code),
                 Err(ApplyError::Invalid(_)) => Expected::Invalid,
-                Ok(()) => {
+                Ok(_effects) => {
                     let mut sim = Sim::new(model, limits, 1);
                     let after = native.as_map();
                     let mut r = Ok(());
