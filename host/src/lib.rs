@@ -32,8 +32,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod monitor;
 pub mod message;
+pub mod monitor;
 pub mod node;
 pub mod quote;
 pub mod realm;

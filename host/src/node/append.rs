@@ -7,12 +7,30 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::messaging::Pending;
+use super::messaging::send::{SendRefused, Sending, outbox_records};
 use super::pipeline::Base;
 use super::state::RealmState;
 use super::{Node, NodeError, now_ms};
+use crate::message::Inbound;
 use crate::realm::{EventRecord, NewEvent, RealmId};
 use crate::runtime::{ApplyOutcome, PluginVersion, Scope};
-use crate::storage::{AppendRequest, IdempotencyRecord, Storage, StorageError};
+use crate::storage::{
+    AppendExtras, AppendRequest, DeliveryRecord, IdempotencyRecord, OutboxKey, SettleRecord,
+    Storage, StorageError,
+};
+
+/// What an append made by the message machinery carries besides its event.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageCtx {
+    /// The origin (and reply) the event records and the plugin sees.
+    pub inbound: Inbound,
+    /// Set for a delivery: the target's inbox cursor moves in the same
+    /// commit.
+    pub delivery: Option<DeliveryRecord>,
+    /// Set for a reply: the sender's outbox row goes in the same commit.
+    pub settle: Option<SettleRecord>,
+}
 
 /// What an acknowledged append reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,8 +117,28 @@ impl Node {
         ev: NewEvent,
         options: AppendOptions,
     ) -> Result<AppendReceipt, NodeError> {
+        self.append_counted(ev, options, None).await
+    }
+
+    /// Append a delivered message or a reply (see `messaging`).
+    #[tracing::instrument(name = "node.append_message", skip_all, fields(realm = %ev.realm_id, message = %ctx.inbound.origin.message_id, chain = %ctx.inbound.origin.chain_id))]
+    pub(crate) async fn append_message(
+        &self,
+        ev: NewEvent,
+        ctx: MessageCtx,
+    ) -> Result<AppendReceipt, NodeError> {
+        self.append_counted(ev, AppendOptions::default(), Some(ctx))
+            .await
+    }
+
+    async fn append_counted(
+        &self,
+        ev: NewEvent,
+        options: AppendOptions,
+        msg: Option<MessageCtx>,
+    ) -> Result<AppendReceipt, NodeError> {
         let (id, realm_type) = (ev.realm_id.clone(), ev.realm_type.clone());
-        let result = self.append_inner(ev, options).await;
+        let result = self.append_inner(ev, options, msg).await;
         if matches!(&result, Ok(r) if r.replayed) {
             self.counters.replays.fetch_add(1, Ordering::Relaxed);
             return result;
@@ -127,6 +165,7 @@ impl Node {
         &self,
         ev: NewEvent,
         options: AppendOptions,
+        msg: Option<MessageCtx>,
     ) -> Result<AppendReceipt, NodeError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
@@ -145,18 +184,16 @@ impl Node {
         self.check_parked(&ev.realm_id)?;
         let plugin = self.registry.get(&ev.realm_type)?;
         let shard = self.shard_of(ev.realm_id.as_str());
-        let crossing_shard = ev
-            .source_realm
+        // A delivered message is charged to its sender's shard: its
+        // reputation damps the event, its gas is the sender's. (Crossings
+        // are counted when the message's outcome is settled, once.)
+        let source_shard = msg
             .as_ref()
-            .map(|r| self.shard_of(r.as_str()))
-            .filter(|&s| s != shard);
+            .filter(|m| m.delivery.is_some())
+            .map_or(shard, |m| {
+                self.shard_of(m.inbound.origin.source_realm.as_str())
+            });
         let watch = self.config.monitor_enabled;
-        if let Some(src) = crossing_shard.filter(|_| watch) {
-            self.monitor
-                .check_crossing(src)
-                .map_err(NodeError::Quarantined)?;
-        }
-        let source_shard = crossing_shard.unwrap_or(shard);
 
         let id = ev.realm_id.clone();
         let lock = self.lock_for(id.as_str()).lock().await;
@@ -243,21 +280,24 @@ impl Node {
         } else {
             1.0
         };
+        let (inbound, delivery, settle) = match msg {
+            Some(m) => (Some(Box::new(m.inbound)), m.delivery, m.settle),
+            None => (None, None, None),
+        };
         let record = EventRecord {
             seq: base_seq + 1,
             kind: ev.kind,
             payload: ev.payload,
             source: ev.source,
-            source_realm: ev.source_realm.map(String::from),
+            // Set by the host for a message; otherwise only the trusted
+            // import path sets it (the HTTP API refuses it).
+            source_realm: match &inbound {
+                Some(i) => Some(i.origin.source_realm.to_string()),
+                None => ev.source_realm.map(String::from),
+            },
             timestamp_ms: now_ms(),
             source_reputation: reputation,
-            message: None,
-        };
-        // A refused or failed crossing counts against its source shard.
-        let crossing_failed = || {
-            if watch && crossing_shard.is_some() {
-                self.monitor.record_crossing(source_shard, false);
-            }
+            message: inbound,
         };
         let (p, rid) = (Arc::clone(&plugin), id.clone());
         let (applied, record) = self
@@ -266,17 +306,16 @@ impl Node {
                 (applied, record)
             })
             .await?;
-        let metered = applied.inspect_err(|_| crossing_failed())?;
+        let metered = applied?;
         let gas = if watch {
             self.monitor.record_gas(source_shard, metered.fuel)
         } else {
             metered.fuel
         };
         let realm_type = || plugin.realm_type().to_owned();
-        let written = match metered.value {
-            ApplyOutcome::Applied(w, _) => w,
+        let (written, sent) = match metered.value {
+            ApplyOutcome::Applied(w, sent) => (w, sent),
             ApplyOutcome::Rejected(rejection) => {
-                crossing_failed();
                 return Err(NodeError::Rejected {
                     realm: id.clone(),
                     realm_type: realm_type(),
@@ -284,12 +323,42 @@ impl Node {
                 });
             }
             ApplyOutcome::Invalid(message) => {
-                crossing_failed();
                 return Err(NodeError::PluginInvalid {
                     realm: id.clone(),
                     realm_type: realm_type(),
                     message,
                 });
+            }
+        };
+        // The messages the event sends, checked against the limits: they
+        // are stored with it or not at all.
+        let outbox = if sent.is_empty() {
+            Vec::new()
+        } else {
+            let from = Sending {
+                sender: &id,
+                sender_type: plugin.realm_type(),
+                seq: record.seq,
+                timestamp_ms: record.timestamp_ms,
+                inbound: record.message.as_deref(),
+            };
+            let pending = self.messenger.pending_of(&id);
+            match outbox_records(self.messenger.config(), &from, sent, pending) {
+                Ok(o) => o,
+                Err(SendRefused::Invalid(message)) => {
+                    return Err(NodeError::PluginInvalid {
+                        realm: id.clone(),
+                        realm_type: realm_type(),
+                        message: format!("refused message: {message}"),
+                    });
+                }
+                Err(SendRefused::OutboxFull(rejection)) => {
+                    return Err(NodeError::Rejected {
+                        realm: id.clone(),
+                        realm_type: realm_type(),
+                        rejection,
+                    });
+                }
             }
         };
 
@@ -323,18 +392,49 @@ impl Node {
             plugin_version: plugin.version(),
             events: vec![record],
         };
-        let append = match key {
-            None => self.storage.append(request),
+        let idempotency = match key {
+            None => None,
             Some(k) => {
                 let window_ms = self.config.idempotency_window_secs.saturating_mul(1000);
-                let record = IdempotencyRecord {
+                Some(IdempotencyRecord {
                     key: k.to_owned(),
                     expires_ms: timestamp_ms.saturating_add(window_ms),
                     receipt: serde_json::to_vec(&receipt)
                         .map_err(|e| NodeError::InvalidInput(format!("receipt encoding: {e}")))?,
-                };
-                self.storage.append_idempotent(request, record)
+                })
             }
+        };
+        let mut queued = Vec::with_capacity(outbox.len());
+        let mut records = Vec::with_capacity(outbox.len());
+        for (record, message) in outbox {
+            queued.push(Pending {
+                id: OutboxKey {
+                    sender: id.clone(),
+                    seq: record.seq,
+                    index: record.index,
+                },
+                message: Arc::new(message),
+            });
+            records.push(record);
+        }
+        // Counted against the sender's limit now, before the commit, so
+        // pipelined events of the realm see each other's messages.
+        self.messenger.reserve(&id, queued.len());
+        let append = if records.is_empty() && delivery.is_none() && settle.is_none() {
+            match idempotency {
+                None => self.storage.append(request),
+                Some(k) => self.storage.append_idempotent(request, k),
+            }
+        } else {
+            self.storage.append_with(
+                request,
+                AppendExtras {
+                    idempotency,
+                    outbox: records,
+                    delivery,
+                    settle,
+                },
+            )
         };
         let (tip, snapshot) = if seq - state.snapshot_seq() >= self.config.snapshot_every {
             let write = self.storage.put_snapshot(&id, state.snapshot_write(false));
@@ -348,12 +448,19 @@ impl Node {
         // Without it the lock is held until this event has settled.
         let lock = (!self.config.pipelining).then_some(lock);
 
-        match append.await {
+        let result = append.await;
+        if result.is_err() {
+            self.messenger.release(&id, queued.len());
+        }
+        match result {
             // Durable: publish (unless a later event of the realm already
-            // published a newer state).
-            Ok(_) => self.pipeline.committed(&id, flight, &tip, |s| {
-                self.store.upsert_arc(id.as_str(), s);
-            }),
+            // published a newer state), and hand the messages to delivery.
+            Ok(_) => {
+                self.pipeline.committed(&id, flight, &tip, |s| {
+                    self.store.upsert_arc(id.as_str(), s);
+                });
+                self.messenger.enqueue(queued, true);
+            }
             Err(StorageError::IdempotencyKeyUsed { key, .. }) => {
                 // Only when a key's event was stored by another path than
                 // this node's flights (the check above runs under the
@@ -393,9 +500,6 @@ impl Node {
         }
         if watch {
             self.monitor.record_event(shard, &source);
-            if crossing_shard.is_some() {
-                self.monitor.record_crossing(source_shard, true);
-            }
         }
         Ok(receipt)
     }

@@ -199,6 +199,8 @@ pub struct NodeConfig {
     pub parking: ParkingConfig,
     /// The pool plugin calls run on (off the async workers).
     pub exec: ExecConfig,
+    /// Messages between realms: limits and retry pacing.
+    pub messaging: super::MessagingConfig,
 }
 
 impl Default for NodeConfig {
@@ -220,6 +222,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             parking: ParkingConfig::default(),
             exec: ExecConfig::default(),
+            messaging: super::MessagingConfig::default(),
         }
     }
 }
@@ -282,6 +285,7 @@ impl NodeConfig {
         if self.replay_batch == 0 {
             return bad("replay_batch must be > 0".into());
         }
+        self.messaging.validate().map_err(ConfigError::Invalid)?;
         if self.builtin_plugins && !cfg!(feature = "builtin-plugins") {
             return bad(
                 "builtin_plugins is set, but realmhost was built without its `builtin-plugins` feature; load plugins from bytes or plugins_dir instead".into(),

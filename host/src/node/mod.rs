@@ -61,6 +61,7 @@ mod events;
 mod exec;
 mod health;
 mod jobs;
+mod messaging;
 #[cfg(feature = "server")]
 pub mod metrics;
 mod parking;
@@ -85,6 +86,10 @@ pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
 pub use exec::{ExecConfig, ExecStats, ExecTypeStats};
 pub use health::Readiness;
 pub use jobs::{JobKind, JobProgress, JobState, JobView};
+pub use messaging::{
+    ChainView, MAX_MESSAGES_PAGE, MessageStats, MessageView, MessagingConfig, PairView,
+    RealmMessages, SettledMessage,
+};
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
@@ -202,6 +207,9 @@ pub struct NodeStats {
     pub sharding: ShardingStats,
     /// The shard monitor.
     pub monitor: ShardMonitorSnapshot,
+    /// Messages between realms.
+    #[serde(default)]
+    pub messages: MessageStats,
 }
 
 /// A running realmhost node.
@@ -235,6 +243,10 @@ pub struct Node {
     exec: exec::ExecPool,
     /// Verify, shadow and preload jobs: progress, results, cancellation.
     jobs: jobs::Jobs,
+    /// Messages between realms: queues and counters.
+    messenger: Arc<messaging::Messenger>,
+    /// The delivery task.
+    delivery_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -336,6 +348,7 @@ impl Node {
         #[cfg(feature = "server")]
         let config_http = config.http.clone();
         let config_exec = config.exec.clone();
+        let messenger = Arc::new(messaging::Messenger::new(config.messaging.clone()));
         let node = Arc::new(Self {
             config,
             registry,
@@ -357,11 +370,15 @@ impl Node {
             http_guard: api::guard::Guard::new(&config_http),
             exec: exec::ExecPool::new(&config_exec),
             jobs: jobs::Jobs::default(),
+            messenger,
+            delivery_task: parking_lot::Mutex::new(None),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
             let _ = node.preloaded.set(preloaded);
         }
+        let delivery = messaging::spawn_delivery(&node).await?;
+        *node.delivery_task.lock() = Some(delivery);
         Ok(node)
     }
 
@@ -677,6 +694,7 @@ impl Node {
             exec: self.exec.stats(),
             sharding: self.store.stats(),
             monitor: self.monitor.snapshot(),
+            messages: self.messenger.stats(),
         }
     }
 
@@ -732,6 +750,12 @@ impl Node {
     /// the eviction tasks, snapshot dirty realms and persist the monitor.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         self.shutting_down.store(true, Ordering::Release);
+        // Deliveries stop; undelivered messages stay in their outboxes.
+        let delivery = self.delivery_task.lock().take();
+        if let Some(t) = delivery {
+            t.abort();
+            let _ = t.await;
+        }
         // Taking every stripe waits for appends in flight.
         for l in self.locks.iter() {
             drop(l.lock().await);

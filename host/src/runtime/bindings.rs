@@ -73,10 +73,7 @@ impl<T: 'static> LogicPre<T> {
         }
     }
 
-    pub(crate) fn instantiate(
-        &self,
-        store: &mut wasmtime::Store<T>,
-    ) -> wasmtime::Result<Logic> {
+    pub(crate) fn instantiate(&self, store: &mut wasmtime::Store<T>) -> wasmtime::Result<Logic> {
         Ok(match self {
             Self::V2(p) => Logic::V2(p.instantiate(store)?),
             Self::V3(p) => Logic::V3(p.instantiate(store)?),

@@ -56,6 +56,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use config::RuntimeConfig;
 pub use error::{RuntimeError, TrapCause, import_hint};
+pub(crate) use plugin::valid_realm_type;
 pub use plugin::{
     ApplyOutcome, BatchOutcome, EventFailure, Metered, Plugin, PluginStats, ReplayResult, Replayed,
     Scope,

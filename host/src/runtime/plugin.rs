@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{
-    ApplyError as WitApplyError, Contract, EventContext, Logic, LogicPre, MessageOrigin, WitOutcome,
-    RejectionParam, ReplyContext,
+    ApplyError as WitApplyError, Contract, EventContext, Logic, LogicPre, MessageOrigin,
+    RejectionParam, ReplyContext, WitOutcome,
 };
 use super::faults::{FaultLog, QuarantinePolicy, realm_key};
 use super::host_ctx::HostCtx;
@@ -310,10 +310,12 @@ impl Plugin {
         let outcome = match message.and_then(|m| m.reply.as_ref()).map(|r| &r.outcome) {
             None => None,
             Some(Outcome::Accepted) => Some(WitOutcome::Accepted),
-            Some(Outcome::Rejected { rejection: r }) => Some(WitOutcome::Rejected(RejectionParam {
-                code: &r.code,
-                message: &r.message,
-            })),
+            Some(Outcome::Rejected { rejection: r }) => {
+                Some(WitOutcome::Rejected(RejectionParam {
+                    code: &r.code,
+                    message: &r.message,
+                }))
+            }
             Some(Outcome::Invalid { message }) => Some(WitOutcome::Invalid(message)),
             Some(Outcome::Expired) => Some(WitOutcome::Expired),
             Some(Outcome::DeadLettered { reason }) => Some(WitOutcome::DeadLettered(reason)),

@@ -71,7 +71,8 @@ struct StoredEventOwned {
 pub(crate) fn encode_entry(event: &EventRecord) -> Result<Vec<u8>, StorageError> {
     let mut buf = Vec::with_capacity(ENTRY_HEADER + 48 + event.payload.len());
     buf.resize(ENTRY_HEADER, 0);
-    let unencodable = |e: postcard::Error| StorageError::InvalidRequest(format!("unencodable event: {e}"));
+    let unencodable =
+        |e: postcard::Error| StorageError::InvalidRequest(format!("unencodable event: {e}"));
     let buf = postcard::to_extend(
         &StoredEvent {
             seq: event.seq,

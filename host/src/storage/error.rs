@@ -76,7 +76,9 @@ pub enum StorageError {
     },
     /// The message is not where a settle, a dead-lettering or an operator's
     /// change expected it: its change already happened.
-    #[error("realm {realm}: message {realm}@{seq}.{index} is not in the expected place (already settled?)")]
+    #[error(
+        "realm {realm}: message {realm}@{seq}.{index} is not in the expected place (already settled?)"
+    )]
     NotInOutbox {
         /// The sending realm.
         realm: RealmId,

@@ -225,7 +225,9 @@ fn ledger_component_matches_native_logic() {
         let before = native.clone();
         let nat = entry::apply::<Ledger>(&mut native, &e.as_event_ref());
         match (m.value, nat) {
-            (ApplyOutcome::Applied(w, _), Ok(())) => {
+            (ApplyOutcome::Applied(w, sent), Ok(effects)) => {
+                // The sandbox returns the messages the native call sent.
+                assert_eq!(sent.len(), effects.messages.len(), "{t:?}");
                 // The changes name exactly the entries that differ.
                 for (k, v) in changes_of(&w) {
                     assert_eq!(native.get(&k), v.as_deref(), "{t:?}");

@@ -85,7 +85,9 @@ pub struct AppendBody {
     pub payload_hex: Option<String>,
     /// The entity that caused the event.
     pub source: String,
-    /// Set for crossings.
+    /// The realm an imported event came from. Set by the host for delivered
+    /// messages; a client may set it only as an operator importing a log
+    /// (with the admin token): the monitor never counts it as a crossing.
     #[serde(default)]
     pub source_realm: Option<String>,
     /// Makes retries safe (also accepted as the `Idempotency-Key` header):
@@ -109,8 +111,20 @@ async fn append(
     node.http_guard().check_source(&b.source)?;
     let t = Instant::now();
     let id = realm_id(&b.realm_id)?;
-    let source_realm = b.source_realm.as_deref().map(realm_id).transpose()?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", m);
+    // Who sent an event across realms is the host's to say: a client's
+    // claim is refused, unless it is an operator's import.
+    if b.source_realm.is_some()
+        && node
+            .http_guard()
+            .authorize(guard::Scope::Admin, &headers)
+            .is_err()
+    {
+        return Err(bad(
+            "source_realm is set by the host for messages between realms; only an import with the admin token may set it".into(),
+        ));
+    }
+    let source_realm = b.source_realm.as_deref().map(realm_id).transpose()?;
     let header_key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_owned))

@@ -30,9 +30,10 @@ use futures::future::BoxFuture;
 use self::layout::{Layout, partition_dir, partition_file, partition_of};
 use super::redb_store::check::{self, CheckReport};
 use super::{
-    AppendAck, AppendExtras, AppendRequest, CommitterStats, IdempotencyHit, IdempotencyRecord,
-    DeadLetter, InboxCursor, OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, RedbStorage, Snapshot,
-    SnapshotWrite, Storage, StorageConfig, StorageError, StorageHealth,
+    AppendAck, AppendExtras, AppendRequest, CommitterStats, DeadLetter, IdempotencyHit,
+    IdempotencyRecord, InboxCursor, OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta,
+    RealmPage, RedbStorage, Snapshot, SnapshotWrite, Storage, StorageConfig, StorageError,
+    StorageHealth,
 };
 use crate::realm::{EventRecord, RealmId};
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{DEAD_LETTERS, INBOX, OUTBOX};
 use crate::realm::RealmId;
 use crate::storage::{
-    DeadLetter, DeliveryRecord, InboxCursor, OutboxChange, OutboxKey, OutboxRecord,
-    PendingMessage, StorageError,
+    DeadLetter, DeliveryRecord, InboxCursor, OutboxChange, OutboxKey, OutboxRecord, PendingMessage,
+    StorageError,
 };
 
 /// A stored cursor.

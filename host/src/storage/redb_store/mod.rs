@@ -121,8 +121,7 @@ const IDEMPOTENCY_TTL: TableDefinition<(u64, &str, &str), ()> =
 
 const OUTBOX: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("outbox");
 const INBOX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inbox");
-const DEAD_LETTERS: TableDefinition<(&str, u64, u32), &[u8]> =
-    TableDefinition::new("dead_letters");
+const DEAD_LETTERS: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("dead_letters");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_NEXT_REALM: &str = "next_realm_no";

@@ -6,9 +6,9 @@ use futures::future::BoxFuture;
 use super::RedbStorage;
 use crate::realm::{EventRecord, RealmId};
 use crate::storage::{
-    AppendAck, AppendExtras, AppendRequest, DeadLetter, IdempotencyHit, IdempotencyRecord, InboxCursor,
-    OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage, Snapshot, SnapshotWrite, Storage,
-    StorageError,
+    AppendAck, AppendExtras, AppendRequest, DeadLetter, IdempotencyHit, IdempotencyRecord,
+    InboxCursor, OutboxChange, OutboxKey, PendingMessage, RealmLoad, RealmMeta, RealmPage,
+    Snapshot, SnapshotWrite, Storage, StorageError,
 };
 
 impl Storage for RedbStorage {

@@ -9,9 +9,9 @@ use super::messages::MessageTables;
 use super::read::last_indexed;
 use super::realm_cache::{Learned, RealmCache};
 use super::{
-    BY_TYPE, Counters, DEAD_LETTERS, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INBOX, INDEX, KEY_INDEX_FLOOR,
-    LOG, META, OUTBOX, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig, Tail, Unindexed,
-    VERSIONS,
+    BY_TYPE, Counters, DEAD_LETTERS, EncodedAppend, IDEMPOTENCY, IDEMPOTENCY_TTL, INBOX, INDEX,
+    KEY_INDEX_FLOOR, LOG, META, OUTBOX, REALMS, SNAPSHOT_ENTRIES, SNAPSHOTS, SYS, StorageConfig,
+    Tail, Unindexed, VERSIONS,
 };
 use crate::realm::RealmId;
 use crate::runtime::PluginVersion;
@@ -194,7 +194,11 @@ impl<'t, 'c> Writer<'t, 'c> {
             return Ok(Err(refused));
         }
         if let Some(s) = &req.settle
-            && self.messages.outbox.get((realm.as_str(), s.seq, s.index))?.is_none()
+            && self
+                .messages
+                .outbox
+                .get((realm.as_str(), s.seq, s.index))?
+                .is_none()
         {
             return Ok(Err(StorageError::NotInOutbox {
                 realm: realm.clone(),

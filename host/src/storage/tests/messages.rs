@@ -88,7 +88,14 @@ fn messages_are_stored_with_their_event_listed_in_order_and_acked() {
         // A change happens once.
         let again = run(s.change_outbox(&rid("bank-a"), 2, 0, OutboxChange::Settle));
         assert!(
-            matches!(again, Err(StorageError::NotInOutbox { seq: 2, index: 0, .. })),
+            matches!(
+                again,
+                Err(StorageError::NotInOutbox {
+                    seq: 2,
+                    index: 0,
+                    ..
+                })
+            ),
             "{again:?}"
         );
         assert!(s.scrub().unwrap().is_clean());
@@ -305,7 +312,10 @@ fn dead_letters_and_settling_appends() {
     let e = s
         .append_with_blocking(req("bank-a", "ledger", 3..=3), settle(1, None))
         .unwrap_err();
-    assert!(matches!(e, StorageError::NotInOutbox { index: 1, .. }), "{e}");
+    assert!(
+        matches!(e, StorageError::NotInOutbox { index: 1, .. }),
+        "{e}"
+    );
     assert_eq!(s.realm_meta(&a).unwrap().map(|m| m.last_seq), Some(2));
     // A reply to a dead-lettered message moves it with the event.
     s.append_with_blocking(
