@@ -5,20 +5,24 @@
 //! 2. Hundreds of concurrent clients append events to realms of the three
 //!    example types, picked with Zipf(0.99) popularity: counters are bumped,
 //!    ledgers open accounts and move money (some overdraw and are rejected),
-//!    membership realms admit members and receive *crossings* from realms in
-//!    other shards.
+//!    membership realms admit members. Ledgers also move money to other
+//!    banks with the transfer saga: a `credit` **message** to the target bank
+//!    (usually in another shard: a *crossing*), a timer, and the reply that
+//!    confirms or refunds (see `realmhost_plugin_ledger::transfer`).
 //! 3. One shard misbehaves: the realms in it are flooded by a handful of bots
-//!    (low source diversity → bias alarm) and its crossings keep failing
-//!    (reputation falls, the gas multiplier rises, and past the threshold the
-//!    shard is quarantined and its crossings are refused before any plugin
-//!    runs).
+//!    (low source diversity → bias alarm), and its banks keep sending credits
+//!    that the targets reject. Those outcomes are its crossings' failures:
+//!    reputation falls, the gas multiplier rises, and past the threshold the
+//!    shard is quarantined and its messages are refused before any plugin
+//!    runs (and refunded through their replies).
 //! 4. Half-way, every realm is evicted (dirty ones snapshotted); the second
 //!    half reloads them from snapshot + event replay.
 //! 5. A sample of realms is verified: the live state equals a replay from
 //!    scratch, byte for byte.
 //!
-//! It ends with `shard status`, the busiest rows of `shard list`, the
-//! analysis of the misbehaving shard and the measured throughput.
+//! It waits for every message to reach its outcome, and ends with `shard
+//! status`, the busiest rows of `shard list`, the analysis of the
+//! misbehaving shard, the messages' outcomes and the measured throughput.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,17 +96,26 @@ struct Workload {
     zipf: Zipf,
     num_shards: usize,
     bad_shard: usize,
-    /// Realms of the misbehaving shard (sources of its malicious crossings).
-    bad_realms: Vec<usize>,
+    /// Banks of the misbehaving shard (senders of its failing credits).
+    bad_banks: Vec<usize>,
+    /// The most popular banks, with accounts opened up front: the targets
+    /// of transfers.
+    top_banks: Vec<usize>,
 }
+
+/// Popular banks whose accounts are opened before the load.
+const TOP_BANKS: usize = 32;
+/// Banks of the misbehaving shard that send its failing credits.
+const BAD_BANKS: usize = 8;
+/// How long a transfer's credit may take (its time-to-live) before it is
+/// answered `expired` and refunded.
+const TRANSFER_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
     rejected: AtomicU64,
-    quarantined: AtomicU64,
     failed: AtomicU64,
-    crossings: AtomicU64,
 }
 
 impl Workload {
@@ -110,7 +123,46 @@ impl Workload {
         TYPES[i % 3]
     }
 
+    /// Ledger realms are the indices `i` with `i % 3 == 1`.
+    fn banks(n: usize) -> impl Iterator<Item = usize> {
+        (0..n).filter(|i| i % 3 == 1)
+    }
+
+    /// A transfer saga started at bank `from`: to a popular bank's account,
+    /// or, from the misbehaving shard, to an account that does not exist.
+    fn transfer(&self, rng: &mut StdRng, n: u64, from: usize, failing: bool) -> NewEvent {
+        use realmhost_plugin_ledger::Tx;
+        let to = self.top_banks[rng.random_range(0..self.top_banks.len())];
+        let tx = Tx::TransferOut {
+            from_bank: self.ids[from].to_string(),
+            account: format!("acct-{}", if failing { 0 } else { rng.random_range(0..3) }),
+            to_bank: self.ids[to].to_string(),
+            to_account: if failing {
+                format!("ghost-{n}")
+            } else {
+                format!("acct-{}", rng.random_range(3..6))
+            },
+            amount: rng.random_range(1..50),
+            transfer_id: format!("t-{n}"),
+            timeout_ms: Some(TRANSFER_TIMEOUT_MS),
+        };
+        NewEvent {
+            realm_id: self.ids[from].clone(),
+            realm_type: "ledger".into(),
+            kind: "demo".into(),
+            payload: realmhost_guest::encode_payload(&tx),
+            source: format!("client-{}", rng.random_range(0..20_000)),
+            source_realm: None,
+        }
+    }
+
     fn event(&self, rng: &mut StdRng, n: u64) -> NewEvent {
+        // Two in a hundred events: a bank of the misbehaving shard sends a
+        // credit its target will reject.
+        if !self.bad_banks.is_empty() && rng.random_bool(0.02) {
+            let from = self.bad_banks[rng.random_range(0..self.bad_banks.len())];
+            return self.transfer(rng, n, from, true);
+        }
         let target = self.zipf.sample(rng);
         let id = self.ids[target].clone();
         let ty = Self::realm_type(target);
@@ -121,7 +173,6 @@ impl Workload {
         } else {
             format!("client-{}", rng.random_range(0..20_000))
         };
-        let mut source_realm = None;
         let payload = match ty {
             "counter" => realmhost_guest::encode_payload(&realmhost_plugin_counter::Op::Add(
                 rng.random_range(-5..=10),
@@ -141,6 +192,7 @@ impl Workload {
                         account: acct(rng.random_range(0..6)),
                         amount: rng.random_range(1..150),
                     },
+                    7 => return self.transfer(rng, n, target, false),
                     _ => Tx::Transfer {
                         from: acct(rng.random_range(0..3)),
                         to: acct(rng.random_range(3..6)),
@@ -159,23 +211,9 @@ impl Workload {
                         member: format!("member-{}", rng.random_range(0..40)),
                         delta: rng.random_range(-0.2..0.3),
                     },
-                    _ => {
-                        // A crossing. One in ten comes from the misbehaving
-                        // shard and tries to re-admit an existing member.
-                        if !self.bad_realms.is_empty() && rng.random_bool(0.1) {
-                            let from = self.bad_realms[rng.random_range(0..self.bad_realms.len())];
-                            source_realm = Some(self.ids[from].clone());
-                            Change::Arrive {
-                                member: "member-0".into(),
-                            }
-                        } else {
-                            let from = rng.random_range(0..self.ids.len());
-                            source_realm = Some(self.ids[from].clone());
-                            Change::Arrive {
-                                member: format!("visitor-{n}"),
-                            }
-                        }
-                    }
+                    _ => Change::Join {
+                        member: format!("visitor-{n}"),
+                    },
                 };
                 realmhost_guest::encode_payload(&change)
             }
@@ -186,8 +224,62 @@ impl Workload {
             kind: "demo".into(),
             payload,
             source,
-            source_realm,
+            source_realm: None,
         }
+    }
+
+    /// Open the accounts transfers use: the popular banks' six accounts
+    /// (with funds in the first three), and a funded account at each bank
+    /// of the misbehaving shard.
+    async fn open_banks(&self, node: &Node) -> Result<()> {
+        use realmhost_plugin_ledger::Tx;
+        let mut setup = Vec::new();
+        for &b in &self.top_banks {
+            for a in 0..6 {
+                setup.push((
+                    b,
+                    Tx::Open {
+                        account: format!("acct-{a}"),
+                    },
+                ));
+            }
+            for a in 0..3 {
+                setup.push((
+                    b,
+                    Tx::Deposit {
+                        account: format!("acct-{a}"),
+                        amount: 1_000,
+                    },
+                ));
+            }
+        }
+        for &b in &self.bad_banks {
+            setup.push((
+                b,
+                Tx::Open {
+                    account: "acct-0".into(),
+                },
+            ));
+            setup.push((
+                b,
+                Tx::Deposit {
+                    account: "acct-0".into(),
+                    amount: 1_000_000_000,
+                },
+            ));
+        }
+        for (b, tx) in setup {
+            node.append(NewEvent {
+                realm_id: self.ids[b].clone(),
+                realm_type: "ledger".into(),
+                kind: "setup".into(),
+                payload: realmhost_guest::encode_payload(&tx),
+                source: "operator".into(),
+                source_realm: None,
+            })
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -232,16 +324,10 @@ async fn drive(
                     break;
                 }
                 let ev = w.event(&mut rng, n);
-                if ev.source_realm.is_some() {
-                    tally.crossings.fetch_add(1, Ordering::Relaxed);
-                }
                 match node.append(ev).await {
                     Ok(_) => tally.ok.fetch_add(1, Ordering::Relaxed),
                     Err(NodeError::Rejected { .. } | NodeError::PluginInvalid { .. }) => {
                         tally.rejected.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Err(NodeError::Quarantined(_)) => {
-                        tally.quarantined.fetch_add(1, Ordering::Relaxed)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "append failed");
@@ -319,16 +405,23 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
         .collect::<Result<_, _>>()?;
     // The misbehaving shard: the one holding the second-most popular membership realm.
     let bad_shard = shard_of(ids[5.min(args.realms - 1)].as_str(), num_shards);
-    let bad_realms: Vec<usize> = (0..args.realms)
+    let bad_banks: Vec<usize> = Workload::banks(args.realms)
         .filter(|&i| shard_of(ids[i].as_str(), num_shards) == bad_shard)
+        .take(BAD_BANKS)
+        .collect();
+    let top_banks: Vec<usize> = Workload::banks(args.realms)
+        .filter(|&i| shard_of(ids[i].as_str(), num_shards) != bad_shard)
+        .take(TOP_BANKS)
         .collect();
     let w = Arc::new(Workload {
         ids,
         zipf: Zipf::new(args.realms, 0.99),
         num_shards,
         bad_shard,
-        bad_realms,
+        bad_banks,
+        top_banks,
     });
+    w.open_banks(&node).await?;
 
     let half = args.events / 2;
     let (t1, d1) = drive(&node, &w, 0..half, args.clients, args.seed, "append (1/2)").await?;
@@ -377,6 +470,15 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
     }
     bar.finish();
     let verify_time = t.elapsed();
+
+    // Every saga ends: wait for the last messages (timers included) to
+    // reach their outcomes.
+    let t = Instant::now();
+    let deadline = t + Duration::from_millis(TRANSFER_TIMEOUT_MS * 10);
+    while node.stats().messages.pending > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settle_time = t.elapsed();
     node.persist_monitor().await?;
 
     let stats = node.stats();
@@ -389,10 +491,8 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
 
     let ok = t1.ok.load(Ordering::Relaxed) + t2.ok.load(Ordering::Relaxed);
     let rejected = t1.rejected.load(Ordering::Relaxed) + t2.rejected.load(Ordering::Relaxed);
-    let quarantined =
-        t1.quarantined.load(Ordering::Relaxed) + t2.quarantined.load(Ordering::Relaxed);
     let failed = t1.failed.load(Ordering::Relaxed) + t2.failed.load(Ordering::Relaxed);
-    let total = ok + rejected + quarantined + failed;
+    let total = ok + rejected + failed;
     let secs = (d1 + d2).as_secs_f64();
     println!("\nThroughput");
     println!(
@@ -407,12 +507,24 @@ async fn run_async(args: &DemoArgs, data_dir: PathBuf) -> Result<()> {
         (t2.ok.load(Ordering::Relaxed) + t2.rejected.load(Ordering::Relaxed)) as f64
             / d2.as_secs_f64()
     );
-    println!(
-        "  acknowledged {ok}, rejected by plugins {rejected}, refused (quarantined source) {quarantined}, failed {failed}"
-    );
+    println!("  acknowledged {ok}, rejected by plugins {rejected}, failed {failed}");
     println!(
         "  snapshots written {}, loads {} ({} fell back to full replay)",
         stats.snapshots, stats.loads, stats.load_fallbacks
+    );
+    let m = &stats.messages;
+    let settled = m.accepted + m.rejected + m.invalid + m.expired + m.dead_lettered;
+    println!("\nMessages between realms (transfer sagas: credit, reply, timer)");
+    println!(
+        "  sent {}, settled {settled}: accepted {}, rejected {}, invalid {}, expired {}, dead-lettered {}; replies {}",
+        m.sent, m.accepted, m.rejected, m.invalid, m.expired, m.dead_lettered, m.replies
+    );
+    println!(
+        "  still pending {} after waiting {settle_time:.2?} for the last ones; mean send-to-outcome {:.1} ms (max {} ms); {} retries",
+        m.pending,
+        m.latency_ms_sum as f64 / settled.max(1) as f64,
+        m.latency_ms_max,
+        m.retries
     );
     println!("\nReplay check");
     println!(

@@ -417,9 +417,10 @@ impl Node {
             });
             records.push(record);
         }
-        // Counted against the sender's limit now, before the commit, so
-        // pipelined events of the realm see each other's messages.
-        self.messenger.reserve(&id, queued.len());
+        // Queued now, under the realm's lock, so the realm's messages queue
+        // in send order; counted against its limit before the commit, so
+        // pipelined events see each other's. Delivered once durable.
+        self.messenger.stage(&queued);
         let append = if records.is_empty() && delivery.is_none() && settle.is_none() {
             match idempotency {
                 None => self.storage.append(request),
@@ -450,7 +451,7 @@ impl Node {
 
         let result = append.await;
         if result.is_err() {
-            self.messenger.release(&id, queued.len());
+            self.messenger.withdraw(&queued);
         }
         match result {
             // Durable: publish (unless a later event of the realm already
@@ -459,7 +460,7 @@ impl Node {
                 self.pipeline.committed(&id, flight, &tip, |s| {
                     self.store.upsert_arc(id.as_str(), s);
                 });
-                self.messenger.enqueue(queued, true);
+                self.messenger.confirm(&queued);
             }
             Err(StorageError::IdempotencyKeyUsed { key, .. }) => {
                 // Only when a key's event was stored by another path than

@@ -231,13 +231,10 @@ impl Node {
         self.storage
             .change_outbox(&id.sender, id.seq, id.index, OutboxChange::Revive)
             .await?;
-        self.messenger.enqueue(
-            vec![Pending {
-                id: key,
-                message: Arc::new(message),
-            }],
-            false,
-        );
+        self.messenger.enqueue(vec![Pending {
+            id: key,
+            message: Arc::new(message),
+        }]);
         Ok(())
     }
 

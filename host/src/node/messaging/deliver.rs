@@ -53,7 +53,7 @@ pub(crate) async fn spawn_delivery(
             }
         }
         loaded += queued.len();
-        node.messenger.enqueue(queued, false);
+        node.messenger.enqueue(queued);
     }
     if loaded > 0 {
         tracing::info!(messages = loaded, "undelivered messages queued");
@@ -139,9 +139,15 @@ impl Node {
                 return Step::Retry(e);
             }
         };
+        if let Outcome::DeadLettered { reason } = &outcome {
+            tracing::warn!(message = %message_id(p), target = %p.message.target, %reason, "message dead-lettered");
+        }
         match self.settle(p, outcome).await {
             Ok(()) => Step::Settled,
-            Err(e) => Step::Retry(format!("settling at the sender: {e}")),
+            Err(e) => {
+                tracing::debug!(message = %message_id(p), error = %e, "settling failed; will retry");
+                Step::Retry(format!("settling at the sender: {e}"))
+            }
         }
     }
 

@@ -174,9 +174,18 @@ pub(crate) struct Pending {
 
 type PairKey = (RealmId, RealmId);
 
+/// A queued message, and whether its sending event is durable yet: a
+/// message is queued (in send order) when its event is enqueued for commit,
+/// under the sender's lock, and delivered only once that commit succeeded.
+#[derive(Debug)]
+struct Slot {
+    pending: Pending,
+    durable: bool,
+}
+
 #[derive(Debug, Default)]
 struct Pair {
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Slot>,
     busy: bool,
     attempts: u32,
     retry_at: u64,
@@ -184,9 +193,11 @@ struct Pair {
 }
 
 impl Pair {
+    /// When the head may go: `None` if there is none, or if its event is
+    /// still being committed.
     fn due(&self) -> Option<u64> {
-        let head = self.queue.front()?;
-        Some(head.message.due_ms.max(self.retry_at))
+        let head = self.queue.front().filter(|s| s.durable)?;
+        Some(head.pending.message.due_ms.max(self.retry_at))
     }
 }
 
@@ -212,9 +223,11 @@ impl Queues {
                 Some(at) => {
                     self.schedule.insert((at, key.clone()));
                 }
-                None => {
+                None if p.queue.is_empty() => {
                     self.pairs.remove(key);
                 }
+                // The head's event is being committed: `confirm` schedules it.
+                None => {}
             }
         }
     }
@@ -271,19 +284,48 @@ impl Messenger {
             .unwrap_or(0)
     }
 
-    /// Count `n` messages of an event being committed against `sender`'s
-    /// limit, before they are stored; [`Self::release`] them if the commit
-    /// fails, [`Self::enqueue`] them once it succeeded.
-    pub(crate) fn reserve(&self, sender: &RealmId, n: usize) {
-        let mut q = self.queues.lock();
-        *q.per_sender.entry(sender.clone()).or_default() += n;
-        q.pending += n;
+    /// Queue the messages of an event being committed, in send order (the
+    /// caller holds the sender's lock, so events stage in seq order), and
+    /// count them against the sender's limit. They are delivered only after
+    /// [`Self::confirm`]; [`Self::withdraw`] them if the commit fails.
+    pub(crate) fn stage(&self, messages: &[Pending]) {
+        self.insert(messages.iter().cloned(), false);
     }
 
-    /// Undo a [`Self::reserve`].
-    pub(crate) fn release(&self, sender: &RealmId, n: usize) {
+    /// The staged `messages` are durable: deliver them.
+    pub(crate) fn confirm(&self, messages: &[Pending]) {
+        if messages.is_empty() {
+            return;
+        }
+        self.counters
+            .sent
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
         let mut q = self.queues.lock();
-        Self::uncount(&mut q, sender, n);
+        for m in messages {
+            let key = (m.id.sender.clone(), m.message.target.clone());
+            if let Some(p) = q.pairs.get_mut(&key)
+                && let Some(slot) = p.queue.iter_mut().find(|s| s.pending.id == m.id)
+            {
+                slot.durable = true;
+            }
+            q.reschedule(&key);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// The staged `messages` were not stored: forget them.
+    pub(crate) fn withdraw(&self, messages: &[Pending]) {
+        let mut q = self.queues.lock();
+        for m in messages {
+            let key = (m.id.sender.clone(), m.message.target.clone());
+            q.unschedule(&key);
+            if let Some(p) = q.pairs.get_mut(&key) {
+                p.queue.retain(|s| s.pending.id != m.id);
+            }
+            Self::uncount(&mut q, &m.id.sender, 1);
+            q.reschedule(&key);
+        }
     }
 
     fn uncount(q: &mut Queues, sender: &RealmId, n: usize) {
@@ -296,30 +338,38 @@ impl Messenger {
         q.pending = q.pending.saturating_sub(n);
     }
 
-    /// Queue durable messages (already counted with [`Self::reserve`] when
-    /// `reserved`, as after a commit; not when loaded at start or revived).
-    pub(crate) fn enqueue(&self, messages: Vec<Pending>, reserved: bool) {
-        if messages.is_empty() {
-            return;
-        }
+    /// Queue durable messages (loaded at start, or revived dead letters).
+    pub(crate) fn enqueue(&self, messages: Vec<Pending>) {
+        self.insert(messages.into_iter(), true);
+        self.wake.notify_one();
+    }
+
+    /// Insert each message at its place in its pair's queue (in
+    /// `(seq, index)` order, never before a head in flight) and count it.
+    fn insert(&self, messages: impl Iterator<Item = Pending>, durable: bool) {
         let mut q = self.queues.lock();
-        if reserved {
-            self.counters
-                .sent
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        }
         for m in messages {
-            if !reserved {
-                *q.per_sender.entry(m.id.sender.clone()).or_default() += 1;
-                q.pending += 1;
-            }
+            *q.per_sender.entry(m.id.sender.clone()).or_default() += 1;
+            q.pending += 1;
             let key = (m.id.sender.clone(), m.message.target.clone());
             q.unschedule(&key);
-            q.pairs.entry(key.clone()).or_default().queue.push_back(m);
+            let pair = q.pairs.entry(key.clone()).or_default();
+            let floor = usize::from(pair.busy);
+            let at = pair
+                .queue
+                .iter()
+                .rposition(|s| s.pending.id < m.id)
+                .map_or(0, |i| i + 1)
+                .max(floor.min(pair.queue.len()));
+            pair.queue.insert(
+                at,
+                Slot {
+                    pending: m,
+                    durable,
+                },
+            );
             q.reschedule(&key);
         }
-        drop(q);
-        self.wake.notify_one();
     }
 
     /// Pairs whose head is due at `now`, marked busy (at most `max`), and
@@ -338,7 +388,7 @@ impl Messenger {
                 break;
             };
             if let Some(p) = q.pairs.get_mut(&key)
-                && let Some(head) = p.queue.front().cloned()
+                && let Some(head) = p.queue.front().map(|s| s.pending.clone())
             {
                 p.busy = true;
                 let attempts = p.attempts;
@@ -408,7 +458,7 @@ impl Messenger {
         let q = self.queues.lock();
         q.pairs
             .values()
-            .flat_map(|p| p.queue.iter())
+            .flat_map(|p| p.queue.iter().map(|s| &s.pending))
             .filter(|p| filter(p))
             .cloned()
             .collect()

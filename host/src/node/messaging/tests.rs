@@ -42,15 +42,12 @@ fn taken(m: &Messenger, now: u64) -> Vec<(String, u64)> {
 #[test]
 fn one_head_per_pair_in_send_order_and_pairs_are_independent() {
     let m = Messenger::new(MessagingConfig::default());
-    m.enqueue(
-        vec![
-            pending("a", 1, "x", 0),
-            pending("a", 2, "x", 0),
-            pending("a", 3, "y", 0),
-            pending("b", 1, "x", 0),
-        ],
-        false,
-    );
+    m.enqueue(vec![
+        pending("a", 1, "x", 0),
+        pending("a", 2, "x", 0),
+        pending("a", 3, "y", 0),
+        pending("b", 1, "x", 0),
+    ]);
     assert_eq!(m.stats().pending, 4);
     assert_eq!(m.pending_of(&RealmId::new("a").unwrap()), 3);
     let mut first = taken(&m, 10);
@@ -81,28 +78,42 @@ fn one_head_per_pair_in_send_order_and_pairs_are_independent() {
 #[test]
 fn delayed_messages_wait_for_their_time_and_hold_their_pair() {
     let m = Messenger::new(MessagingConfig::default());
-    m.enqueue(
-        vec![pending("a", 1, "a", 1_000), pending("a", 2, "a", 0)],
-        false,
-    );
+    m.enqueue(vec![pending("a", 1, "a", 1_000), pending("a", 2, "a", 0)]);
     let (due, next) = m.take_due(999, 10);
     assert!(due.is_empty());
     assert_eq!(next, Some(1_000));
     assert_eq!(taken(&m, 1_000), [("a".into(), 1)]);
 }
 
+/// Messages queue in send order when their events are staged, whatever
+/// order the commits are confirmed in; a withdrawn event's messages go.
 #[test]
-fn reservations_count_until_released_or_enqueued() {
+fn staged_messages_wait_for_their_commit_and_keep_send_order() {
     let m = Messenger::new(MessagingConfig::default());
     let a = RealmId::new("a").unwrap();
-    m.reserve(&a, 2);
-    assert_eq!(m.pending_of(&a), 2);
-    m.release(&a, 2);
-    assert_eq!(m.pending_of(&a), 0);
-    m.reserve(&a, 1);
-    m.enqueue(vec![pending("a", 1, "b", 0)], true);
+    let (one, two, three) = (
+        vec![pending("a", 1, "b", 0)],
+        vec![pending("a", 2, "b", 0)],
+        vec![pending("a", 3, "b", 0)],
+    );
+    m.stage(&one);
+    m.stage(&two);
+    m.stage(&three);
+    assert_eq!(m.pending_of(&a), 3, "counted against the limit at once");
+    m.confirm(&two);
+    assert!(taken(&m, 10).is_empty(), "event 1 is not durable yet");
+    m.withdraw(&three);
+    m.confirm(&one);
+    assert_eq!(taken(&m, 10), [("a".into(), 1)]);
+    m.finish(&(a.clone(), RealmId::new("b").unwrap()), Step::Settled, 10);
+    assert_eq!(taken(&m, 10), [("a".into(), 2)]);
     assert_eq!(m.pending_of(&a), 1);
-    assert_eq!(m.stats().sent, 1);
+    assert_eq!(m.stats().sent, 2);
+    // A message inserted later with a smaller id (a revived dead letter)
+    // takes its place in order, never before the head in flight.
+    m.enqueue(vec![pending("a", 0, "b", 0), pending("a", 5, "b", 0)]);
+    m.finish(&(a, RealmId::new("b").unwrap()), Step::Settled, 10);
+    assert_eq!(taken(&m, 10), [("a".into(), 0)]);
 }
 
 #[test]
