@@ -303,3 +303,142 @@ async fn clients_cannot_forge_crossings() {
     assert_eq!(snap.shards[shard].failures, 0);
     node.shutdown().await.unwrap();
 }
+
+fn hostile(realm: &str, kind: &str, payload: &str) -> realmhost::realm::NewEvent {
+    realmhost::realm::NewEvent {
+        realm_id: RealmId::new(realm).unwrap(),
+        realm_type: "hostile".into(),
+        kind: kind.into(),
+        payload: payload.as_bytes().to_vec(),
+        source: "tester".into(),
+        source_realm: None,
+    }
+}
+
+async fn with_hostile(dir: &std::path::Path, tune: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
+    let mut cfg = NodeConfig::with_data_dir(dir);
+    cfg.plugins_dir = None;
+    cfg.messaging.retry_min_ms = 1;
+    cfg.messaging.retry_max_ms = 5;
+    tune(&mut cfg);
+    let node = Node::open(cfg).await.unwrap();
+    node.load_plugin(
+        realmhost_plugin_artifacts::fixtures::HOSTILE.to_vec(),
+        realmhost::runtime::LoadOptions::activate(),
+    )
+    .await
+    .unwrap();
+    node
+}
+
+/// Two realms that answer every message with one back loop until the hop
+/// limit dead-letters the chain: exactly `hop_limit` deliveries, then one
+/// dead letter, and the node is quiet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_loop_ends_at_the_hop_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = with_hostile(dir.path(), |c| c.messaging.hop_limit = 8).await;
+    node.append(hostile("ping", "echo", "pong")).await.unwrap();
+    let s = until(&node, "the loop's end", |s| {
+        s.dead_lettered == 1 && s.pending == 0
+    })
+    .await;
+    assert_eq!(s.accepted, 8, "{s:?}");
+    let dead = node.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].hop, 9);
+    assert_eq!(dead[0].chain_id, "ping@1.0");
+    assert!(
+        dead[0]
+            .dead_reason
+            .as_deref()
+            .unwrap()
+            .contains("hop limit")
+    );
+    // ping: the client's event and 4 echoes; pong: 4 echoes.
+    let seq = |r: &str| {
+        let node = node.clone();
+        let r = RealmId::new(r).unwrap();
+        async move { node.state(&r).await.unwrap().seq() }
+    };
+    assert_eq!((seq("ping").await, seq("pong").await), (5, 4));
+    let chain = node.message_chain("ping@1.0");
+    assert_eq!(chain.settled.len(), 9);
+    assert!(chain.pending.is_empty());
+    node.shutdown().await.unwrap();
+}
+
+/// A target whose plugin traps is retried with backoff and dead-lettered
+/// after `max_attempts`, while the same sender's messages to another target
+/// are delivered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_target_does_not_hold_up_other_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    // The failing target waits 1 s, then 2 s between attempts: long enough
+    // for the healthy deliveries to happen meanwhile.
+    let node = with_hostile(dir.path(), |c| {
+        c.messaging.max_attempts = 3;
+        c.messaging.retry_min_ms = 1_000;
+        c.messaging.retry_max_ms = 2_000;
+        c.parking.faults = 0;
+    })
+    .await;
+    node.append(hostile("sender", "forward", "trapper:panic"))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        node.append(hostile("sender", "forward", "healthy:ok"))
+            .await
+            .unwrap();
+    }
+    let s = until(&node, "the healthy deliveries", |s| s.accepted == 5).await;
+    assert_eq!(s.dead_lettered, 0, "the trapping target is still retried");
+    let s = until(&node, "the dead letter", |s| s.dead_lettered == 1).await;
+    assert_eq!(s.retries, 2, "{s:?}");
+    let dead = node.dead_letters(None, 10).await.unwrap();
+    assert!(
+        dead[0]
+            .dead_reason
+            .as_deref()
+            .unwrap()
+            .contains("3 attempts"),
+        "{dead:?}"
+    );
+    // An operator retries it: it fails again and comes back.
+    node.retry_dead_letter(&dead[0].message_id).await.unwrap();
+    until(&node, "the second dead letter", |s| s.dead_lettered == 2).await;
+    assert_eq!(node.dead_letters(None, 10).await.unwrap().len(), 1);
+    node.shutdown().await.unwrap();
+}
+
+/// A component built against contract 0.2 (before messages) still loads,
+/// applies events and replays its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_0_2_plugin_still_serves_its_realms() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = with_hostile(dir.path(), |_| {}).await;
+    node.load_plugin(
+        realmhost_plugin_artifacts::fixtures::CONTRACT_V02.to_vec(),
+        realmhost::runtime::LoadOptions::activate(),
+    )
+    .await
+    .unwrap();
+    let id = RealmId::new("old-1").unwrap();
+    for n in [5u64, 7] {
+        node.append(realmhost::realm::NewEvent {
+            realm_id: id.clone(),
+            realm_type: "legacy-counter".into(),
+            kind: "add".into(),
+            payload: n.to_le_bytes().to_vec(),
+            source: "tester".into(),
+            source_realm: None,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(query(&node, "old-1", "").await["value"], 12);
+    // Replayed from the log through apply-batch (batch layout 1).
+    let v = node.verify(&id).await.unwrap();
+    assert!(v.matches && v.events == 2, "{v:?}");
+    node.shutdown().await.unwrap();
+}
