@@ -34,6 +34,10 @@ pub struct EventView {
     /// Why the payload could not be decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_error: Option<String>,
+    /// Set when the event is a delivered message (its origin) or a reply
+    /// (the outcome of a message the realm sent; a reply has no payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<crate::message::Inbound>,
 }
 
 /// A page of [`Node::events`].
@@ -87,7 +91,10 @@ impl Node {
                 records
                     .into_iter()
                     .map(|r| {
+                        let is_reply = r.message.as_ref().is_some_and(|m| m.reply.is_some());
                         let decoded = match &plugin {
+                            // A reply's payload is the host's: nothing to decode.
+                            _ if is_reply => Ok(serde_json::Value::Null),
                             Err(e) => Err(e.clone()),
                             Ok(p) => match p.decode_event(&r.kind, &r.payload) {
                                 Ok(Ok(text)) => Ok(serde_json::from_str(&text)
@@ -97,6 +104,7 @@ impl Node {
                             },
                         };
                         let (payload, payload_hex, decode_error) = match decoded {
+                            Ok(serde_json::Value::Null) if is_reply => (None, None, None),
                             Ok(v) => (Some(v), None, None),
                             Err(e) => (None, Some(hex::encode(&r.payload)), Some(e)),
                         };
@@ -110,6 +118,7 @@ impl Node {
                             payload,
                             payload_hex,
                             decode_error,
+                            message: r.message.map(|m| *m),
                         }
                     })
                     .collect::<Vec<_>>()
