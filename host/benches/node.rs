@@ -3,7 +3,7 @@
 //! `cargo bench -p realmhost --bench node` (set `REALMHOST_BENCH_SECS` to
 //! change the measurement time per case, default 3;
 //! `REALMHOST_NODE_BENCH_SECTIONS` to a comma-separated subset of
-//! `appends,partitions,cold,swap,keyed,hot,noisy` to run only those,
+//! `appends,partitions,cold,swap,keyed,hot,noisy,messages` to run only those,
 //! default all;
 //! `REALMHOST_NODE_BENCH_MAX_ACCOUNTS` to leave out the larger keyed realms,
 //! default 1 000 000).
@@ -43,6 +43,10 @@
 //!    through `Node::run_plugin` (the plugin-execution pool) and through
 //!    `Node::append` — three rounds, interleaved, on one node; prints
 //!    p99(noisy)/p99(baseline) per round.
+//! 7. **Messages between realms** (`messages`): one-way messages delivered
+//!    per second and transfer sagas (request + reply) per second, against
+//!    plain appends with the same writers; send-to-outcome p50/p99 (see
+//!    `node/messages.rs`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -515,6 +519,8 @@ use keyed::*;
 
 #[path = "node/hot.rs"]
 mod hot;
+#[path = "node/messages.rs"]
+mod messages;
 #[path = "node/noisy.rs"]
 mod noisy;
 
@@ -638,5 +644,9 @@ fn main() {
     if section("noisy") {
         println!();
         rt.block_on(noisy::noisy_neighbour(d));
+    }
+    if section("messages") {
+        println!();
+        rt.block_on(messages::messages_section(d));
     }
 }

@@ -87,8 +87,8 @@ pub use exec::{ExecConfig, ExecStats, ExecTypeStats};
 pub use health::Readiness;
 pub use jobs::{JobKind, JobProgress, JobState, JobView};
 pub use messaging::{
-    ChainView, MAX_MESSAGES_PAGE, MessageStats, MessageView, MessagingConfig, PairView,
-    RealmMessages, SettledMessage,
+    ChainView, LATENCY_SAMPLES, MAX_MESSAGES_PAGE, MessageStats, MessageView, MessagingConfig,
+    PairView, RealmMessages, SettledMessage,
 };
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{

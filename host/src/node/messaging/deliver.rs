@@ -350,8 +350,7 @@ impl Node {
         }
         .fetch_add(1, Relaxed);
         let latency = now_ms().saturating_sub(p.message.due_ms.max(p.message.sent_ms));
-        c.latency_ms_sum.fetch_add(latency, Relaxed);
-        c.latency_ms_max.fetch_max(latency, Relaxed);
+        self.messenger.record_latency(latency);
         let (from, to) = (
             self.shard_of(p.id.sender.as_str()),
             self.shard_of(p.message.target.as_str()),

@@ -148,7 +148,17 @@ pub struct MessageStats {
     pub latency_ms_sum: u64,
     /// The longest such time seen, ms.
     pub latency_ms_max: u64,
+    /// Median time from due to outcome over the last
+    /// [`LATENCY_SAMPLES`] settled messages, ms.
+    #[serde(default)]
+    pub latency_ms_p50: u64,
+    /// 99th percentile of the same, ms.
+    #[serde(default)]
+    pub latency_ms_p99: u64,
 }
+
+/// Settled messages whose latency the percentiles cover.
+pub const LATENCY_SAMPLES: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -257,6 +267,8 @@ pub(crate) struct Messenger {
     wake: tokio::sync::Notify,
     /// The last settled outcomes, for following chains.
     recent: Mutex<admin::Recent>,
+    /// The latencies of the last [`LATENCY_SAMPLES`] settled messages, ms.
+    latencies: Mutex<VecDeque<u64>>,
 }
 
 impl Messenger {
@@ -267,6 +279,7 @@ impl Messenger {
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             recent: Mutex::new(admin::Recent::default()),
+            latencies: Mutex::new(VecDeque::with_capacity(LATENCY_SAMPLES)),
         }
     }
 
@@ -434,6 +447,13 @@ impl Messenger {
             let q = self.queues.lock();
             (q.pending as u64, q.in_flight as u64)
         };
+        let mut lat: Vec<u64> = self.latencies.lock().iter().copied().collect();
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MessageStats {
@@ -450,7 +470,24 @@ impl Messenger {
             redelivered: get(&c.redelivered),
             latency_ms_sum: get(&c.latency_ms_sum),
             latency_ms_max: get(&c.latency_ms_max),
+            latency_ms_p50: pct(0.5),
+            latency_ms_p99: pct(0.99),
         }
+    }
+
+    /// Record a settled message's latency.
+    fn record_latency(&self, ms: u64) {
+        self.counters
+            .latency_ms_sum
+            .fetch_add(ms, Ordering::Relaxed);
+        self.counters
+            .latency_ms_max
+            .fetch_max(ms, Ordering::Relaxed);
+        let mut l = self.latencies.lock();
+        if l.len() >= LATENCY_SAMPLES {
+            l.pop_front();
+        }
+        l.push_back(ms);
     }
 
     /// Queued messages that match `filter`.
