@@ -132,3 +132,108 @@ fn backoff_doubles_up_to_its_cap() {
     };
     assert!(bad.validate().is_err());
 }
+
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of the model: stage an event of sender `s` with messages to
+    /// the given targets; confirm or withdraw the oldest unresolved staged
+    /// event of some sender, or a random one; take the due heads and
+    /// settle or fail some of them.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Stage(u8, Vec<u8>),
+        Resolve(u8, bool),
+        Deliver(Vec<bool>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3, proptest::collection::vec(0u8..3, 1..4)).prop_map(|(s, t)| Op::Stage(s, t)),
+            (0u8..8, any::<bool>()).prop_map(|(i, ok)| Op::Resolve(i, ok)),
+            proptest::collection::vec(any::<bool>(), 0..6).prop_map(Op::Deliver),
+        ]
+    }
+
+    fn id(p: &Pending) -> (String, u64, u32) {
+        (p.id.sender.to_string(), p.id.seq, p.id.index)
+    }
+
+    proptest! {
+        /// Whatever the order commits resolve in and deliveries end, each
+        /// pair settles its confirmed messages in send order, each exactly
+        /// once, and nothing withdrawn is ever delivered.
+        #[test]
+        fn pairs_settle_confirmed_messages_once_in_send_order(ops in proptest::collection::vec(op(), 1..80)) {
+            let m = Messenger::new(MessagingConfig { retry_min_ms: 1, retry_max_ms: 1, ..MessagingConfig::default() });
+            let mut seqs = [0u64; 3];
+            let mut staged: Vec<Vec<Pending>> = Vec::new();
+            let (mut confirmed, mut withdrawn) = (BTreeSet::new(), BTreeSet::new());
+            let mut settled: BTreeMap<(String, String), Vec<(String, u64, u32)>> = BTreeMap::new();
+            let mut now = 0u64;
+            let deliver = |m: &Messenger, now: u64, outcomes: &[bool], settled: &mut BTreeMap<_, Vec<_>>| {
+                let (due, _) = m.take_due(now, 100);
+                for (i, (key, head, _)) in due.into_iter().enumerate() {
+                    let ok = outcomes.get(i).copied().unwrap_or(true);
+                    if ok {
+                        settled.entry((key.0.to_string(), key.1.to_string())).or_default().push(id(&head));
+                    }
+                    m.finish(&key, if ok { Step::Settled } else { Step::Retry("x".into()) }, now);
+                }
+            };
+            for op in ops {
+                now += 5;
+                match op {
+                    Op::Stage(s, targets) => {
+                        seqs[s as usize] += 1;
+                        let msgs: Vec<Pending> = targets
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| {
+                                let mut p = pending(&format!("s{s}"), seqs[s as usize], &format!("t{t}"), 0);
+                                p.id.index = i as u32;
+                                p
+                            })
+                            .collect();
+                        m.stage(&msgs);
+                        staged.push(msgs);
+                    }
+                    Op::Resolve(i, ok) if !staged.is_empty() => {
+                        let msgs = staged.remove(i as usize % staged.len());
+                        if ok {
+                            m.confirm(&msgs);
+                            confirmed.extend(msgs.iter().map(id));
+                        } else {
+                            m.withdraw(&msgs);
+                            withdrawn.extend(msgs.iter().map(id));
+                        }
+                    }
+                    Op::Resolve(..) => {}
+                    Op::Deliver(outcomes) => deliver(&m, now, &outcomes, &mut settled),
+                }
+            }
+            for msgs in staged.drain(..) {
+                m.confirm(&msgs);
+                confirmed.extend(msgs.iter().map(id));
+            }
+            for _ in 0..200 {
+                now += 5;
+                deliver(&m, now, &[], &mut settled);
+            }
+            let mut all = BTreeSet::new();
+            for (pair, ids) in &settled {
+                prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "{pair:?} out of order: {ids:?}");
+                for i in ids {
+                    prop_assert!(all.insert(i.clone()), "{i:?} settled twice");
+                    prop_assert!(!withdrawn.contains(i), "{i:?} was withdrawn");
+                }
+            }
+            prop_assert_eq!(all, confirmed);
+            prop_assert_eq!(m.stats().pending, 0);
+        }
+    }
+}
