@@ -77,20 +77,20 @@ async fn run(node: Weak<Node>, messenger: Arc<Messenger>) {
         }
         let free = slots.available_permits();
         let (due, next) = messenger.take_due(now_ms(), free);
-        for (key, head, attempts) in due {
+        for due in due {
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 // Cannot happen (at most `free` were taken); put it back.
-                messenger.finish(&key, Step::Retry("no delivery slot".into()), now_ms());
+                messenger.finish(&due.key, Step::Retry("no delivery slot".into()), now_ms());
                 continue;
             };
             let (node, messenger) = (node.clone(), Arc::clone(&messenger));
             tokio::spawn(async move {
                 let step = match node.upgrade() {
-                    Some(n) => n.attempt(&head, attempts).await,
+                    Some(n) => n.attempt(&due).await,
                     None => Step::Retry("node closed".into()),
                 };
                 drop(permit);
-                messenger.finish(&key, step, now_ms());
+                messenger.finish(&due.key, step, now_ms());
             });
         }
         let wait = next.map(|at| at.saturating_sub(now_ms()).max(1));
@@ -117,9 +117,14 @@ enum Delivered {
 }
 
 impl Node {
-    /// One attempt at `p` (its `attempts` earlier ones failed).
-    async fn attempt(&self, p: &Pending, attempts: u32) -> Step {
-        let delivered = self.deliver(p).await;
+    /// One attempt at a pair's head (its `attempts` earlier ones failed).
+    async fn attempt(&self, due: &super::Due) -> Step {
+        let (p, attempts) = (&due.head, due.attempts);
+        let delivered = match &due.outcome {
+            // Decided before; only its settle failed.
+            Some(o) => Delivered::Outcome(o.clone()),
+            None => self.deliver(p).await,
+        };
         let outcome = match delivered {
             Delivered::Outcome(o) => o,
             Delivered::Already(o) => {
@@ -142,11 +147,14 @@ impl Node {
         if let Outcome::DeadLettered { reason } = &outcome {
             tracing::warn!(message = %message_id(p), target = %p.message.target, %reason, "message dead-lettered");
         }
-        match self.settle(p, outcome).await {
+        // Past `max_attempts` a reply the sender keeps failing on is given
+        // up: the message is settled without it.
+        let with_reply = attempts < self.messenger.config.max_attempts;
+        match self.settle(p, outcome.clone(), with_reply).await {
             Ok(()) => Step::Settled,
             Err(e) => {
                 tracing::debug!(message = %message_id(p), error = %e, "settling failed; will retry");
-                Step::Retry(format!("settling at the sender: {e}"))
+                Step::Unsettled(outcome, format!("settling at the sender: {e}"))
             }
         }
     }
@@ -246,13 +254,21 @@ impl Node {
     }
 
     /// Step 2: settle `outcome` at the sender, with the reply it asked for.
-    async fn settle(&self, p: &Pending, outcome: Outcome) -> Result<(), NodeError> {
+    async fn settle(
+        &self,
+        p: &Pending,
+        outcome: Outcome,
+        with_reply: bool,
+    ) -> Result<(), NodeError> {
         let m = &p.message;
         let dead_letter = match &outcome {
             Outcome::DeadLettered { reason } => Some(reason.as_bytes().to_vec()),
             _ => None,
         };
-        let settled = if m.reply.wants(&outcome) {
+        if m.reply.wants(&outcome) && !with_reply {
+            tracing::warn!(realm = %p.id.sender, message = %message_id(p), "the sender kept failing on its reply; settled without it");
+        }
+        let settled = if m.reply.wants(&outcome) && with_reply {
             self.reply(p, &outcome, dead_letter.clone()).await?
         } else {
             false

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::message::StoredMessage;
+use crate::message::{Outcome, StoredMessage};
 use crate::realm::RealmId;
 use crate::storage::OutboxKey;
 
@@ -200,6 +200,9 @@ struct Pair {
     attempts: u32,
     retry_at: u64,
     last_error: Option<String>,
+    /// The head's outcome, once decided but not yet settled (its settle
+    /// failed): the next attempt only settles.
+    outcome: Option<Outcome>,
 }
 
 impl Pair {
@@ -254,8 +257,21 @@ impl Queues {
 pub(crate) enum Step {
     /// The outcome is settled at the sender: the head goes.
     Settled,
-    /// Not settled; try again later (the error, for operators).
+    /// Not delivered; try again later (the error, for operators).
     Retry(String),
+    /// The outcome is decided but settling it failed: settle it again later.
+    Unsettled(Outcome, String),
+}
+
+/// A head taken for an attempt.
+#[derive(Debug)]
+pub(crate) struct Due {
+    pub key: PairKey,
+    pub head: Pending,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Set when an earlier attempt decided the outcome.
+    pub outcome: Option<Outcome>,
 }
 
 /// The node's message queues and counters.
@@ -387,7 +403,7 @@ impl Messenger {
 
     /// Pairs whose head is due at `now`, marked busy (at most `max`), and
     /// when the next one is due.
-    fn take_due(&self, now: u64, max: usize) -> (Vec<(PairKey, Pending, u32)>, Option<u64>) {
+    fn take_due(&self, now: u64, max: usize) -> (Vec<Due>, Option<u64>) {
         let mut q = self.queues.lock();
         let mut out = Vec::new();
         while out.len() < max {
@@ -404,8 +420,12 @@ impl Messenger {
                 && let Some(head) = p.queue.front().map(|s| s.pending.clone())
             {
                 p.busy = true;
-                let attempts = p.attempts;
-                out.push((key, head, attempts));
+                out.push(Due {
+                    attempts: p.attempts,
+                    outcome: p.outcome.clone(),
+                    key,
+                    head,
+                });
             }
         }
         q.in_flight += out.len();
@@ -427,9 +447,18 @@ impl Messenger {
                 p.attempts = 0;
                 p.retry_at = 0;
                 p.last_error = None;
+                p.outcome = None;
                 Self::uncount(&mut q, &key.0, 1);
             }
-            Step::Retry(error) => {
+            step => {
+                let error = match step {
+                    Step::Unsettled(outcome, error) => {
+                        p.outcome = Some(outcome);
+                        error
+                    }
+                    Step::Retry(error) => error,
+                    Step::Settled => String::new(),
+                };
                 p.attempts += 1;
                 p.retry_at = now.saturating_add(self.config.backoff_ms(p.attempts));
                 p.last_error = Some(error);

@@ -35,7 +35,7 @@ fn taken(m: &Messenger, now: u64) -> Vec<(String, u64)> {
     m.take_due(now, 100)
         .0
         .into_iter()
-        .map(|(_, p, _)| (p.id.sender.to_string(), p.id.seq))
+        .map(|d| (d.head.id.sender.to_string(), d.head.id.seq))
         .collect()
 }
 
@@ -177,7 +177,7 @@ mod model {
             let mut now = 0u64;
             let deliver = |m: &Messenger, now: u64, outcomes: &[bool], settled: &mut BTreeMap<_, Vec<_>>| {
                 let (due, _) = m.take_due(now, 100);
-                for (i, (key, head, _)) in due.into_iter().enumerate() {
+                for (i, Due { key, head, .. }) in due.into_iter().enumerate() {
                     let ok = outcomes.get(i).copied().unwrap_or(true);
                     if ok {
                         settled.entry((key.0.to_string(), key.1.to_string())).or_default().push(id(&head));
@@ -236,4 +236,30 @@ mod model {
             prop_assert_eq!(m.stats().pending, 0);
         }
     }
+}
+
+/// An outcome decided by an attempt whose settle failed is handed to the
+/// next attempt, which then only settles (the target is not asked again).
+#[test]
+fn a_decided_outcome_is_kept_until_settled() {
+    let m = Messenger::new(MessagingConfig {
+        retry_min_ms: 1,
+        ..MessagingConfig::default()
+    });
+    m.enqueue(vec![pending("a", 1, "b", 0)]);
+    let due = m.take_due(0, 10).0;
+    assert_eq!(due[0].outcome, None);
+    let key = due[0].key.clone();
+    m.finish(
+        &key,
+        Step::Unsettled(Outcome::Expired, "sender busy".into()),
+        0,
+    );
+    let due = m.take_due(100, 10).0;
+    assert_eq!(
+        (due[0].attempts, due[0].outcome.clone()),
+        (1, Some(Outcome::Expired))
+    );
+    m.finish(&key, Step::Settled, 100);
+    assert_eq!(m.stats().pending, 0);
 }
