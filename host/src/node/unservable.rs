@@ -90,6 +90,28 @@ impl Unservable {
     }
 }
 
+impl super::Node {
+    /// Record a realm the active version cannot rebuild.
+    pub(super) fn note_unservable(&self, e: &super::NodeError) {
+        if let super::NodeError::RealmUnservable(u) = e {
+            self.unservable.record(UnservableRealm {
+                realm_id: u.realm.to_string(),
+                realm_type: u.realm_type.clone(),
+                semver: u.semver.clone(),
+                version: u.version.to_hex(),
+                seq: u.seq,
+                reason: u.reason.clone(),
+                since_ms: super::now_ms(),
+            });
+        }
+    }
+
+    /// Realms the active version of their type cannot rebuild.
+    pub fn unservable_realms(&self) -> Vec<UnservableRealm> {
+        self.unservable.list()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,27 +140,5 @@ mod tests {
         u.record(realm("c", "ledger"));
         u.clear_type("ledger");
         assert_eq!(u.count(), 0);
-    }
-}
-
-impl super::Node {
-    /// Record a realm the active version cannot rebuild.
-    pub(super) fn note_unservable(&self, e: &super::NodeError) {
-        if let super::NodeError::RealmUnservable(u) = e {
-            self.unservable.record(UnservableRealm {
-                realm_id: u.realm.to_string(),
-                realm_type: u.realm_type.clone(),
-                semver: u.semver.clone(),
-                version: u.version.to_hex(),
-                seq: u.seq,
-                reason: u.reason.clone(),
-                since_ms: super::now_ms(),
-            });
-        }
-    }
-
-    /// Realms the active version of their type cannot rebuild.
-    pub fn unservable_realms(&self) -> Vec<UnservableRealm> {
-        self.unservable.list()
     }
 }

@@ -227,7 +227,7 @@ impl Node {
         let Some(d) = dead.into_iter().next().filter(|d| d.key() == key) else {
             return Err(NodeError::InvalidInput(format!("no dead letter {id}")));
         };
-        let message = StoredMessage::decode(&d.message).map_err(|e| NodeError::InvalidInput(e))?;
+        let message = StoredMessage::decode(&d.message).map_err(NodeError::InvalidInput)?;
         self.storage
             .change_outbox(&id.sender, id.seq, id.index, OutboxChange::Revive)
             .await?;

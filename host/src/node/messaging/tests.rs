@@ -159,7 +159,10 @@ mod model {
         ]
     }
 
-    fn id(p: &Pending) -> (String, u64, u32) {
+    /// A message's identity, printable.
+    type Id = (String, u64, u32);
+
+    fn id(p: &Pending) -> Id {
         (p.id.sender.to_string(), p.id.seq, p.id.index)
     }
 
@@ -173,7 +176,7 @@ mod model {
             let mut seqs = [0u64; 3];
             let mut staged: Vec<Vec<Pending>> = Vec::new();
             let (mut confirmed, mut withdrawn) = (BTreeSet::new(), BTreeSet::new());
-            let mut settled: BTreeMap<(String, String), Vec<(String, u64, u32)>> = BTreeMap::new();
+            let mut settled: BTreeMap<(String, String), Vec<Id>> = BTreeMap::new();
             let mut now = 0u64;
             let deliver = |m: &Messenger, now: u64, outcomes: &[bool], settled: &mut BTreeMap<_, Vec<_>>| {
                 let (due, _) = m.take_due(now, 100);
