@@ -58,7 +58,8 @@ fn missing(chromium: &Path) -> Vec<String> {
 }
 
 /// Events in many realms (so most shards have some), a few hot realms for
-/// the busiest-realm list, and a ledger realm for the swap's shadow replay.
+/// the busiest-realm list, and a ledger realm for the swap's shadow replay,
+/// whose transfer to a counter realm becomes a dead letter.
 fn populate(node: &NodeProc) {
     for i in 0..200 {
         let (s, r) = node.post(
@@ -87,6 +88,20 @@ fn populate(node: &NodeProc) {
         None,
     );
     assert_eq!(s, 200, "{r}");
+    // A dead letter: a transfer to a realm of another type (a counter).
+    for tx in [
+        json!({"deposit": {"account": "alice", "amount": 100}}),
+        json!({"transfer_out": {"from_bank": "bank/eu-1", "account": "alice", "to_bank": "c-0",
+                                "to_account": "x", "amount": 5, "transfer_id": "t-ui"}}),
+    ] {
+        let (s, r) = node.post(
+            "/v1/events",
+            &json!({"realm_id": "bank/eu-1", "realm_type": "ledger", "kind": "t",
+                    "payload": tx, "source": "teller"}),
+            None,
+        );
+        assert_eq!(s, 200, "{r}");
+    }
     // A second ledger build (same logic, another hash), loaded inactive.
     let mut r = NodeProc::agent()
         .post(&format!("{}/v1/admin/plugins?force=true", node.url))

@@ -1,13 +1,15 @@
 //! The operator command line as a script or a pipe sees it: which options
 //! each command takes, JSON errors with `--json`, no escape codes when the
-//! output is not a terminal, and what a 401 tells the user to do.
+//! output is not a terminal, what a 401 tells the user to do, and the
+//! `messages` commands against a node with a dead letter.
 
 mod common;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::NodeProc;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Run the binary with `args`, without a token in the environment and with
 /// stdout and stderr captured (pipes, not a terminal).
@@ -55,6 +57,7 @@ fn serve_and_demo_list_only_their_own_options() {
         &["realm", "get", "--help"],
         &["plugin", "list", "--help"],
         &["jobs", "--help"],
+        &["messages", "dead", "--help"],
     ] {
         let help = text(&run(args).stdout);
         for flag in ["--node", "--token", "--json"] {
@@ -155,6 +158,101 @@ fn against_a_node_json_errors_carry_its_code_and_a_401_names_the_token_flag() {
     assert!(
         v["error"]["message"].as_str().unwrap().contains("--token"),
         "{v}"
+    );
+}
+
+#[test]
+fn messages_commands_list_retry_and_drop_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &[]);
+    // A transfer from a bank to a counter realm: its credit is dead-lettered.
+    for (realm, ty, payload) in [
+        ("c-1", "counter", json!({"add": 1})),
+        ("bank-a", "ledger", json!({"open": {"account": "alice"}})),
+        (
+            "bank-a",
+            "ledger",
+            json!({"deposit": {"account": "alice", "amount": 100}}),
+        ),
+        (
+            "bank-a",
+            "ledger",
+            json!({"transfer_out": {"from_bank": "bank-a", "account": "alice", "to_bank": "c-1",
+                                    "to_account": "x", "amount": 5, "transfer_id": "t-1"}}),
+        ),
+    ] {
+        let (s, r) = node.post(
+            "/v1/events",
+            &json!({"realm_id": realm, "realm_type": ty, "kind": "tx", "payload": payload,
+                    "source": "teller"}),
+            None,
+        );
+        assert_eq!(s, 200, "{r}");
+    }
+    let dead = |node: &NodeProc| {
+        let (ok, out, err) = node.cli(&["messages", "dead", "--json"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["dead_letters"].as_array().cloned().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dead(&node).is_empty() {
+        assert!(Instant::now() < deadline, "no dead letter in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Listings as tables.
+    let (ok, out, err) = node.cli(&["messages", "dead"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Dead letters: 1\n"), "{out}");
+    assert!(
+        out.contains("bank-a@3.0") && out.contains("c-1") && out.contains("counter"),
+        "{out}"
+    );
+    let (ok, out, err) = node.cli(&["messages", "realm", "bank-a"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("bank-a: 1 undelivered messages\n"), "{out}");
+    assert!(out.contains("bank-a@3.1"), "the timer: {out}");
+    let (ok, out, err) = node.cli(&["messages", "chain", "bank-a@3.0"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("dead-lettered"), "{out}");
+    // Retry: dead-lettered again; drop: gone.
+    let (ok, out, err) = node.cli(&["messages", "retry", "bank-a@3.0"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("back in its sender's outbox"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dead(&node).is_empty() {
+        assert!(Instant::now() < deadline, "not dead-lettered again in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out, err) = node.cli(&["messages", "drop", "bank-a@3.0", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dropped"], true, "{v}");
+    assert!(dead(&node).is_empty());
+    // Dropping it again: the node's typed error, as JSON.
+    let out = run(&[
+        "messages",
+        "drop",
+        "bank-a@3.0",
+        "--json",
+        "--node",
+        &node.url,
+        "--token",
+        common::TOKEN,
+    ]);
+    let v = json_error(&out);
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["status"].as_u64()),
+        (Some("invalid_input"), Some(400)),
+        "{v}"
+    );
+    // Without a token: 401 and the hint.
+    let out = run(&["messages", "dead", "--node", &node.url]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--token"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

@@ -8,11 +8,12 @@
 // or $CHROMIUM), driven by playwright-core: no browser download.
 //
 // What it checks: the page loads without script or CSP errors and shows one
-// cell per shard, rates, plugins and the busiest realms; a quarantine made
-// through the API shows on its cell within a few seconds; releasing it from
-// the page is refused without a token and with a wrong one, and works with
-// the admin token; a swap and a rollback from the page change the active
-// version.
+// cell per shard, rates, plugins, the busiest realms and the message
+// counters; a quarantine made through the API shows on its cell within a
+// few seconds; releasing it from the page is refused without a token and
+// with a wrong one, and works with the admin token; with the token the dead
+// letter is listed and dropping it from the page deletes it; a swap and a
+// rollback from the page change the active version.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -112,8 +113,13 @@ async function main() {
     await page.waitForFunction(() => !document.querySelector('#rates .rate b').textContent.includes('…'),
       null, { timeout: 10000 });
     check(true, 'rates are shown');
-    check((await page.locator('#messaging').textContent()).includes('not available'),
-      'messaging says it is not available yet');
+    await eventually('the messages panel counts the dead letter',
+      async () => (await page.locator('#messaging [data-figure="dead-lettered"] dd').textContent()) === '1',
+      10000);
+    check((await page.locator('#messaging [data-figure="sent"] dd').textContent()) === '2',
+      'the messages panel counts the messages sent (a credit and a timer)');
+    check((await page.locator('#dead-state').textContent()).includes('token'),
+      'without a token, the dead letters are not listed');
 
     // A quarantine made through the API shows on the page.
     const n = Math.min(3, shards - 1);
@@ -148,6 +154,19 @@ async function main() {
     await eventually('release from the page lifts the quarantine (API)', async () => !(await shardQuarantined(n)));
     await eventually(`the page unmarks shard ${n}`,
       () => cell.evaluate((e) => !e.classList.contains('quarantined')));
+
+    // With the token the dead letter is listed; dropping it from the page
+    // deletes it.
+    const dead = page.locator('#dead tbody tr[data-id]');
+    await dead.first().waitFor({ timeout: 10000 });
+    check(await dead.count() === 1, 'the dead letter is listed');
+    const deadId = await dead.first().getAttribute('data-id');
+    check(deadId.startsWith('bank/eu-1@'), `the dead letter is bank/eu-1's credit (${deadId})`);
+    await dead.first().locator('button.drop').click();
+    await eventually('drop from the page deletes the dead letter (API)', async () =>
+      (await api('GET', '/v1/admin/messages/dead', undefined, TOKEN)).body.dead_letters.length === 0);
+    await page.locator('#dead tbody tr[data-id]').first().waitFor({ state: 'detached', timeout: REFLECT_MS });
+    check(true, 'the page no longer lists it');
 
     // Swap the ledger to its other version, then roll back, from the page.
     const before = await activeLedger();

@@ -102,7 +102,10 @@ async fn the_snapshot_has_every_shard_and_reflects_changes() {
     assert_eq!(empty["node"]["num_shards"], shards);
     assert_eq!(empty["counters"]["appends"], 0);
     assert_eq!(empty["top_realms"], json!([]));
-    assert_eq!(empty["messaging"]["available"], false);
+    assert_eq!(empty["messaging"]["available"], true);
+    assert_eq!(empty["messaging"]["pending"], 0);
+    assert_eq!(empty["messaging"]["dead_lettered"], 0);
+    assert_eq!(empty["counters"]["messages_settled"], 0);
     assert_eq!(empty["node"]["admin_enabled"], true);
 
     for i in 0..40 {

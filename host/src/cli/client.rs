@@ -12,9 +12,9 @@ use crate::monitor::ShardAnalysis;
 use crate::node::{AppendReceipt, NodeStats, VerifyReport};
 
 /// Where the node is and how to talk to it: the options of the commands
-/// that talk to a running node (`shard`, `plugin`, `realm`, `jobs`), and of
-/// no other. They are global within those commands, so they may come before
-/// or after the subcommand (`realmhost shard --json status` or
+/// that talk to a running node (`shard`, `plugin`, `realm`, `jobs`,
+/// `messages`), and of no other. They are global within those commands, so
+/// they may come before or after the subcommand (`realmhost shard --json status` or
 /// `realmhost shard status --json`).
 #[derive(Debug, Args)]
 pub struct Conn {
@@ -26,7 +26,7 @@ pub struct Conn {
         default_value = "http://127.0.0.1:7878"
     )]
     node: String,
-    /// Bearer token: the admin token, or the read token for read-only operator commands (verify, shadow, parked, unservable).
+    /// Bearer token: the admin token, or the read token for read-only operator commands (verify, shadow, parked, unservable, message listings).
     #[arg(
         long,
         global = true,

@@ -4,7 +4,7 @@
 //!   fresh data directory under a realistic workload, with progress bars and a
 //!   summary of what was measured.
 //! - `realmhost serve` runs a node with its HTTP API.
-//! - `realmhost shard|plugin|realm|jobs …` are the operator commands; they talk to
+//! - `realmhost shard|plugin|realm|jobs|messages …` are the operator commands; they talk to
 //!   a running node over HTTP.
 //!
 //! Output: answers on stdout, failures on stderr with a non-zero exit code
@@ -15,6 +15,7 @@ mod client;
 mod demo;
 mod error;
 mod jobs;
+mod messages;
 pub mod new;
 mod plugin;
 mod serve;
@@ -49,6 +50,8 @@ enum Command {
     Realm(Remote<client::RealmCmd>),
     /// Background jobs (verify, shadow replay, preload) on a running node: list, show, cancel, start.
     Jobs(Remote<jobs::JobsCmd>),
+    /// Messages between realms on a running node: a realm's undelivered messages, a chain, dead letters (list, retry, drop).
+    Messages(Remote<messages::MessagesCmd>),
     /// Inspect a plugin component: load it under the sandbox's rules and describe it.
     Inspect {
         /// Path of a `.wasm` component.
@@ -82,6 +85,7 @@ impl Command {
             Self::Plugin(r) => r.conn.json(),
             Self::Realm(r) => r.conn.json(),
             Self::Jobs(r) => r.conn.json(),
+            Self::Messages(r) => r.conn.json(),
             Self::Storage(cmd) => cmd.json(),
             Self::Demo(_) | Self::Serve(_) | Self::Inspect { .. } | Self::New(_) => false,
         }
@@ -110,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(r) => plugin::plugin(&r.conn, r.cmd),
         Command::Realm(r) => client::realm(&r.conn, r.cmd),
         Command::Jobs(r) => jobs::jobs(&r.conn, r.cmd),
+        Command::Messages(r) => messages::messages(&r.conn, r.cmd),
         Command::Inspect { path } => inspect(&path),
         Command::New(cmd) => new::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),

@@ -6,6 +6,17 @@
 //! per-plugin counters (calls, faults, fuel) and the plugin-execution pool
 //! (busy, queued, refused, per realm type) are refreshed from the node's
 //! statistics at scrape time, so the hot path pays nothing for them.
+//!
+//! Messages between realms, from the node's message counters at scrape
+//! time: gauges `realmhost_messages_pending` (without an outcome) and
+//! `realmhost_messages_in_flight` (deliveries running); counters
+//! `realmhost_messages_sent_total`, `realmhost_messages_settled_total` by
+//! `outcome` (accepted, rejected, invalid, expired, dead_lettered),
+//! `realmhost_message_replies_total`, `realmhost_message_retries_total`,
+//! `realmhost_message_redelivered_total` and
+//! `realmhost_message_latency_ms_total` (send to outcome, summed over
+//! settled messages: divided by the settled total it is the mean); gauge
+//! `realmhost_message_latency_ms_max` (the longest seen).
 
 use std::sync::OnceLock;
 
@@ -83,6 +94,24 @@ pub fn render(node: &Node) -> Option<String> {
         metrics::gauge!("realmhost_exec_type_rejected", "realm_type" => realm_type)
             .set(t.rejected as f64);
     }
+    let m = &stats.messages;
+    metrics::gauge!("realmhost_messages_pending").set(m.pending as f64);
+    metrics::gauge!("realmhost_messages_in_flight").set(m.in_flight as f64);
+    metrics::counter!("realmhost_messages_sent_total").absolute(m.sent);
+    for (outcome, n) in [
+        ("accepted", m.accepted),
+        ("rejected", m.rejected),
+        ("invalid", m.invalid),
+        ("expired", m.expired),
+        ("dead_lettered", m.dead_lettered),
+    ] {
+        metrics::counter!("realmhost_messages_settled_total", "outcome" => outcome).absolute(n);
+    }
+    metrics::counter!("realmhost_message_replies_total").absolute(m.replies);
+    metrics::counter!("realmhost_message_retries_total").absolute(m.retries);
+    metrics::counter!("realmhost_message_redelivered_total").absolute(m.redelivered);
+    metrics::counter!("realmhost_message_latency_ms_total").absolute(m.latency_ms_sum);
+    metrics::gauge!("realmhost_message_latency_ms_max").set(m.latency_ms_max as f64);
     for p in node.plugins().list() {
         let labels = [
             ("realm_type", p.info.realm_type.clone()),

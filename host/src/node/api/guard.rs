@@ -8,8 +8,8 @@
 //! | scope | routes | token |
 //! |---|---|---|
 //! | public | health, appends, realm views and events, queries, listings, stats, metrics, the `/ui` page and its snapshot | none |
-//! | read | verify, shadow replay, jobs, parked and unservable realms | `read_token` or `admin_token` |
-//! | admin | everything else under `/v1/admin` | `admin_token` |
+//! | read | verify, shadow replay, jobs, parked and unservable realms, messages (a realm's, a chain, dead letters) | `read_token` or `admin_token` |
+//! | admin | everything else under `/v1/admin` (dead letters' retry and drop among them) | `admin_token` |
 //!
 //! Tokens are compared in constant time. Public routes are bounded by:
 //! - a token bucket per client address (429 `rate_limited`, `Retry-After`);

@@ -28,6 +28,10 @@
 //! | GET | `/v1/admin/realms/parked` · `/unservable` | realms parked after faults / that the active version cannot rebuild |
 //! | GET · POST | `/v1/admin/jobs` | background jobs (verify, shadow, preload) / start one: `{"kind":"verify","realm_id":…}` or `{"kind":"shadow","realm_type":…,"version":…,"sample":…}` → 202 (read scope) |
 //! | GET · DELETE | `/v1/admin/jobs/{id}` | a job's state, progress and result / cancel it (read scope) |
+//! | GET | `/v1/admin/realms/messages?id=&limit=` | a realm's undelivered messages and its queues (read scope) |
+//! | GET | `/v1/admin/messages/chain?id=` | a chain: settled messages still remembered, pending ones (read scope) |
+//! | GET | `/v1/admin/messages/dead?after=&limit=` | dead letters, paged (≤ 1000) (read scope) |
+//! | POST | `/v1/admin/messages/dead/retry` · `/drop` | `{"id":…}`: deliver a dead letter again / delete it (token) |
 //! | GET | `/metrics` | Prometheus metrics |
 //! | GET | `/ui` (`/ui/app.js`, `/ui/app.css`) | the operator page: shard heat map, rates, plugins, busiest realms; actions take the admin token |
 //! | GET | `/v1/ui/snapshot` | the page's data in one compact body: per-shard columns, counters for rates, plugin lifecycle, busiest realms (`O(shards)`, cached 0.5 s) |
@@ -52,6 +56,7 @@ mod error;
 pub mod guard;
 mod health;
 mod jobs;
+mod messages;
 mod plugins;
 pub mod ui;
 
@@ -426,6 +431,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/realms/unservable", get(plugins::unservable))
         .route("/v1/admin/jobs", get(jobs::list).post(jobs::start))
         .route("/v1/admin/jobs/{id}", get(jobs::show).delete(jobs::cancel))
+        .route("/v1/admin/realms/messages", get(messages::realm))
+        .route("/v1/admin/messages/chain", get(messages::chain))
+        .route("/v1/admin/messages/dead", get(messages::dead))
         .route_layer(layer(node.clone(), guard::read_scope))
         .layer(DefaultBodyLimit::max(body_limit));
     let admin = Router::new()
@@ -434,6 +442,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/admin/evict", post(evict))
         .route("/v1/admin/realms/release", post(release_realm))
         .route("/v1/admin/storage/check", post(health::storage_check))
+        .route("/v1/admin/messages/dead/retry", post(messages::retry_dead))
+        .route("/v1/admin/messages/dead/drop", post(messages::drop_dead))
         .route("/v1/admin/plugins/{realm_type}/swap", post(plugins::swap))
         .route(
             "/v1/admin/plugins/{realm_type}/rollback",

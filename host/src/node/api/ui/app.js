@@ -132,6 +132,7 @@ function update(s) {
       appends: d('appends'), rejections: d('rejections'), failures: d('failures'),
       faults: d('plugin_faults'), failed_commits: d('failed_commits'),
       loads: d('loads'), evictions: d('evictions'), calls: d('plugin_calls'),
+      sent: d('messages_sent'), settled: d('messages_settled'),
     };
     ui.shardRates = s.shards.activity.map((a, i) => Math.max(0, a - prev.shards.activity[i]) / dt);
     ui.spark.push(ui.rates.appends);
@@ -181,6 +182,8 @@ function drawRates() {
     item('plugin calls', v.calls),
     item('loads', v.loads),
     item('evictions', v.evictions),
+    item('messages sent', v.sent),
+    item('messages settled', v.settled),
   );
   drawSpark();
 }
@@ -426,9 +429,102 @@ function drawTop(s) {
 
 function drawMessaging(s) {
   const m = s.messaging;
-  $('messaging').textContent = m.available
-    ? `${m.pending} pending messages, ${m.dead_letters} dead letters`
-    : 'Pending messages and dead letters: messaging is not available in this node yet.';
+  if (!m.available) {
+    $('messaging').replaceChildren(el('div', { class: 'muted', text: 'messaging is not available in this node' }));
+    return;
+  }
+  const settled = m.accepted + m.rejected + m.invalid + m.expired + m.dead_lettered;
+  const fig = (label, v, cls) => el('div', { class: cls || '', 'data-figure': label },
+    el('dt', { text: label }), el('dd', { text: v }));
+  const warn = (n) => (n ? 'warn' : '');
+  $('messaging').replaceChildren(
+    fig('pending', fmt(m.pending)),
+    fig('in flight', fmt(m.in_flight)),
+    fig('sent', fmt(m.sent)),
+    fig('accepted', fmt(m.accepted)),
+    fig('rejected', fmt(m.rejected)),
+    fig('invalid', fmt(m.invalid), warn(m.invalid)),
+    fig('expired', fmt(m.expired), warn(m.expired)),
+    fig('dead-lettered', fmt(m.dead_lettered), m.dead_lettered ? 'bad' : ''),
+    fig('replies', fmt(m.replies)),
+    fig('retries', fmt(m.retries), warn(m.retries)),
+    fig('redelivered', fmt(m.redelivered)),
+    fig('latency mean', settled ? `${fmt(m.latency_ms_sum / settled)} ms` : '–'),
+    fig('latency max', `${fmt(m.latency_ms_max)} ms`),
+  );
+  maybeLoadDead(m);
+}
+
+// The dead letters are a storage read behind the read scope: the page asks
+// for the first few with the token, when their count changes or every few
+// seconds, never without a token.
+const DEAD_SHOWN = 10;
+const DEAD_EVERY_MS = 5000;
+ui.dead = { key: null, at: 0, loading: false };
+
+function deadKey(m) { return `${token()}|${m.dead_lettered}`; }
+
+function maybeLoadDead(m) {
+  const d = ui.dead;
+  if (d.loading) return;
+  if (!token()) {
+    if (d.key !== null || !$('dead-state').textContent) {
+      d.key = null;
+      $('dead-state').textContent = '(enter the admin or read token above to list them)';
+      $('dead').tBodies[0].replaceChildren();
+    }
+    return;
+  }
+  const key = deadKey(m);
+  if (d.key === key && Date.now() - d.at < DEAD_EVERY_MS) return;
+  loadDead(key);
+}
+
+async function loadDead(key) {
+  const d = ui.dead;
+  d.loading = true;
+  try {
+    const r = await fetch(`/v1/admin/messages/dead?limit=${DEAD_SHOWN}`,
+      { cache: 'no-store', headers: { 'Authorization': `Bearer ${token()}` } });
+    const j = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const e = j.error || {};
+      $('dead-state').textContent = `(not listed: ${r.status} ${e.code || ''})`;
+      $('dead').tBodies[0].replaceChildren();
+    } else {
+      drawDead(j);
+    }
+  } catch (err) {
+    $('dead-state').textContent = `(not listed: ${err.message})`;
+  } finally {
+    d.loading = false;
+    d.key = key;
+    d.at = Date.now();
+  }
+}
+
+function drawDead(j) {
+  const list = j.dead_letters || [];
+  $('dead-state').textContent = list.length === 0 ? '(none)'
+    : j.next ? `(the first ${list.length}; the rest: realmhost messages dead)` : `(${list.length})`;
+  const rows = list.map((m) => {
+    const retry = el('button', { type: 'button', class: 'retry', text: 'Retry' });
+    retry.addEventListener('click', () => deadAction('retry', m.message_id));
+    const drop = el('button', { type: 'button', class: 'drop', text: 'Drop' });
+    drop.addEventListener('click', () => deadAction('drop', m.message_id));
+    return el('tr', { 'data-id': m.message_id },
+      el('td', { class: 'realm', text: m.message_id }),
+      el('td', { class: 'realm', text: `${m.target} (${m.target_type}) ${m.kind}` }),
+      el('td', { text: m.dead_reason || '' }),
+      el('td', {}, el('div', { class: 'actions' }, retry, drop)));
+  });
+  $('dead').tBodies[0].replaceChildren(...rows);
+}
+
+async function deadAction(what, id) {
+  const done = await act(`${what === 'retry' ? 'Retry' : 'Drop'} dead letter ${id}`,
+    'POST', `/v1/admin/messages/dead/${what}`, { id });
+  if (done && !ui.dead.loading && ui.snap) loadDead(deadKey(ui.snap.messaging));
 }
 
 // ---------------------------------------------------------------- start

@@ -4,10 +4,13 @@
 //! a fresh machine needs no build step and no network to show them. The
 //! page polls `GET /v1/ui/snapshot` about once a second (what it holds and
 //! why it is cheap: `snapshot.rs`) and computes rates from the counters of
-//! two snapshots. It reads without a token; its actions
-//! (quarantine, release, swap, rollback) call the existing admin routes with
-//! the token the operator types in, kept in the tab's `sessionStorage` and
-//! sent as `Authorization: Bearer …`, the same header the CLI sends.
+//! two snapshots. It reads without a token, except the list of dead letters
+//! (a storage read: `GET /v1/admin/messages/dead`, read scope, fetched when
+//! their count changes or every few seconds); its actions (quarantine,
+//! release, swap, rollback, a dead letter's retry and drop) call the
+//! existing admin routes with the token the operator types in, kept in the
+//! tab's `sessionStorage` and sent as `Authorization: Bearer …`, the same
+//! header the CLI sends.
 //!
 //! Every asset is sent with a Content-Security-Policy that lets the page load
 //! scripts, styles and data from the node only, and no inline script: a realm

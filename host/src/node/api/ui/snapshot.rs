@@ -7,6 +7,9 @@
 //! - the busiest realms come from the bounded tracker in [`super::top`];
 //! - parked realms come from the parking record, which is bounded by its
 //!   `max_tracked`;
+//! - message figures are the node's message counters; the dead letters
+//!   themselves are a storage read, so the page asks for them separately
+//!   (read scope) and not on every poll;
 //! - a plugin change in progress holds the registry's lock for the whole
 //!   shadow replay, so the history is read only if the lock is free at
 //!   once, and the last known entry is shown meanwhile (with `changing`);
@@ -29,7 +32,7 @@ use serde::Serialize;
 
 use super::top::{TopRealm, TopRealms};
 use crate::monitor::QuarantineReason;
-use crate::node::{HistoryEntry, JobKind, JobState, JobView, Node, now_ms};
+use crate::node::{HistoryEntry, JobKind, JobState, JobView, MessageStats, Node, now_ms};
 
 /// How long one built body is served to every caller.
 pub(crate) const CACHE_FOR: Duration = Duration::from_millis(500);
@@ -115,6 +118,10 @@ pub struct Counters {
     pub loads: u64,
     /// Realms evicted.
     pub evictions: u64,
+    /// Messages stored with their sending events.
+    pub messages_sent: u64,
+    /// Messages whose delivery ended (any outcome).
+    pub messages_settled: u64,
 }
 
 /// Per-shard figures as columns indexed by shard.
@@ -191,15 +198,18 @@ pub struct PluginTypeView {
     pub shadow: Option<ShadowView>,
 }
 
-/// Messaging between realms: not in this node yet.
+/// Messages between realms: the node's message counters (`pending` and
+/// `in_flight` are levels, the others count since start). The dead letters
+/// themselves are listed by the page through the read-scope route
+/// `/v1/admin/messages/dead`, with the token, not here.
 #[derive(Debug, Serialize)]
 pub struct Messaging {
-    /// False until the node carries messages between realms.
+    /// Always true: the node carries messages between realms (the page
+    /// of an older node says otherwise).
     pub available: bool,
-    /// Messages waiting for delivery.
-    pub pending: Option<u64>,
-    /// Messages given up on.
-    pub dead_letters: Option<u64>,
+    /// The counters, flattened into this object.
+    #[serde(flatten)]
+    pub stats: MessageStats,
 }
 
 /// Round to three decimals: enough for a colour and a tooltip, and short.
@@ -209,6 +219,11 @@ fn r3(x: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Messages settled with any outcome.
+fn settled(m: &MessageStats) -> u64 {
+    m.accepted + m.rejected + m.invalid + m.expired + m.dead_lettered
 }
 
 /// State kept between snapshots: the busiest-realm tracker, the last body
@@ -300,14 +315,15 @@ impl UiState {
                 snapshots: stats.snapshots,
                 loads: store.total_loads,
                 evictions: store.total_evictions,
+                messages_sent: stats.messages.sent,
+                messages_settled: settled(&stats.messages),
             },
             shards,
             plugins: self.plugins(node, listing),
             top_realms: self.top.top(TOP_REALMS),
             messaging: Messaging {
-                available: false,
-                pending: None,
-                dead_letters: None,
+                available: true,
+                stats: stats.messages.clone(),
             },
         }
     }
