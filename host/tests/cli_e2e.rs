@@ -243,7 +243,7 @@ fn messages_commands_list_retry_and_drop_a_dead_letter() {
     let v = json_error(&out);
     assert_eq!(
         (v["error"]["code"].as_str(), v["error"]["status"].as_u64()),
-        (Some("invalid_input"), Some(400)),
+        (Some("dead_letter_not_found"), Some(404)),
         "{v}"
     );
     // Without a token: 401 and the hint.

@@ -262,7 +262,11 @@ async fn operators_follow_messages_and_handle_dead_letters_over_http() {
             Some(json!({ "id": id })),
         )
         .await;
-        assert_eq!(code(&r, StatusCode::BAD_REQUEST), "invalid_input", "{verb}");
+        assert_eq!(
+            code(&r, StatusCode::NOT_FOUND),
+            "dead_letter_not_found",
+            "{verb}"
+        );
     }
 
     // Malformed input gets typed errors.
@@ -419,7 +423,11 @@ async fn message_routes_need_their_scopes() {
         assert_eq!(code(&r, StatusCode::UNAUTHORIZED), "bad_token", "{path}");
         // The admin token passes the guard: no such dead letter.
         let r = call(&router, "POST", path, Some(ADMIN), body()).await;
-        assert_eq!(code(&r, StatusCode::BAD_REQUEST), "invalid_input", "{path}");
+        assert_eq!(
+            code(&r, StatusCode::NOT_FOUND),
+            "dead_letter_not_found",
+            "{path}"
+        );
         let r = call(&router, "GET", path, Some(ADMIN), None).await;
         assert_eq!(
             code(&r, StatusCode::METHOD_NOT_ALLOWED),

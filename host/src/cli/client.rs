@@ -98,7 +98,9 @@ pub enum RealmCmd {
         /// Source entity.
         #[arg(long, default_value = "cli")]
         source: String,
-        /// Source realm, for a crossing.
+        /// The realm an imported event came from: for an operator's import
+        /// only (needs --token; messages between realms get it from the
+        /// host, and it never counts as a crossing).
         #[arg(long)]
         source_realm: Option<String>,
         /// Makes a retry safe: the node appends an event with this key at

@@ -19,6 +19,10 @@ pub enum NodeError {
     /// A field of the request is not acceptable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// No dead letter has this message id (never dead-lettered, or already
+    /// retried or dropped).
+    #[error("no dead letter {0}")]
+    DeadLetterNotFound(String),
     /// No plugin serves this realm type.
     #[error("unknown realm type {}", crate::quote::Quoted(.0))]
     UnknownRealmType(String),

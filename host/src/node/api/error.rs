@@ -113,6 +113,9 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::InvalidRealmId(_) => Self::new(S::BAD_REQUEST, "invalid_realm_id", msg),
             NodeError::InvalidInput(_) => Self::new(S::BAD_REQUEST, "invalid_input", msg),
+            NodeError::DeadLetterNotFound(_) => {
+                Self::new(S::NOT_FOUND, "dead_letter_not_found", msg)
+            }
             NodeError::UnknownRealmType(_) => Self::new(S::BAD_REQUEST, "unknown_realm_type", msg),
             NodeError::RealmTypeMismatch { .. } => {
                 Self::new(S::CONFLICT, "realm_type_mismatch", msg)

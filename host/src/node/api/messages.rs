@@ -10,8 +10,9 @@
 //! | POST | `/v1/admin/messages/dead/retry` `{"id"}` | admin | `{"message_id", "retried": true}` |
 //! | POST | `/v1/admin/messages/dead/drop` `{"id"}` | admin | `{"message_id", "dropped": true}` |
 //!
-//! Message ids are `<sender>@<seq>.<index>`; a malformed one, or one that
-//! names no dead letter, is 400 `invalid_input`. Pages hold at most
+//! Message ids are `<sender>@<seq>.<index>`; a malformed one is 400
+//! `invalid_input`, one that names no dead letter 404
+//! `dead_letter_not_found`. Pages hold at most
 //! [`MAX_MESSAGES_PAGE`] messages (100 by default).
 
 use std::sync::Arc;

@@ -225,7 +225,7 @@ impl Node {
             .dead_letters(Some(&key_before(&key)), 1)
             .await?;
         let Some(d) = dead.into_iter().next().filter(|d| d.key() == key) else {
-            return Err(NodeError::InvalidInput(format!("no dead letter {id}")));
+            return Err(NodeError::DeadLetterNotFound(id.to_string()));
         };
         let message = StoredMessage::decode(&d.message).map_err(NodeError::InvalidInput)?;
         self.storage
@@ -248,7 +248,7 @@ impl Node {
             .await
         {
             Err(crate::storage::StorageError::NotInOutbox { .. }) => {
-                Err(NodeError::InvalidInput(format!("no dead letter {id}")))
+                Err(NodeError::DeadLetterNotFound(id.to_string()))
             }
             other => Ok(other?),
         }
