@@ -2,7 +2,7 @@
 //
 //   node ui.test.mjs --url http://127.0.0.1:PORT --token ADMIN_TOKEN [--screenshot out.png]
 //
-// `cargo test -p realmhost --test browser_ui` starts a node, populates it and
+// `cargo test -p realmhost --test e2e browser_ui::` starts a node, populates it and
 // runs this script; run it by hand against any node whose ledger type has a
 // second, inactive version loaded. Chromium is Debian's (/usr/bin/chromium,
 // or $CHROMIUM), driven by playwright-core: no browser download.

@@ -14,7 +14,7 @@
 //!
 //! 10 kills in CI; `REALMHOST_SOAK=1` makes it 100.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

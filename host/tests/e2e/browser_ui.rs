@@ -10,7 +10,7 @@
 //! passes, unless `REALMHOST_BROWSER_TEST=1` (CI sets it), where a missing
 //! piece fails it. `REALMHOST_UI_SCREENSHOT=/path.png` saves a screenshot.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

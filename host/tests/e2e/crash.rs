@@ -12,7 +12,7 @@
 //! a log split into 3 partitions (`storage.partitions`), so the kills land
 //! while three committers commit independently; the others on one.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! `realmhost storage check`, and a node on a damaged file answering typed
 //! errors instead of dropping connections.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -235,7 +235,7 @@ fn acknowledged_events_survive_sigkill() {
     for iter in 0..iterations {
         let mut child = Command::new(&exe)
             .args([
-                "crash_writer_child",
+                "storage_crash::crash_writer_child",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

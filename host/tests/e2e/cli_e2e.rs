@@ -3,7 +3,7 @@
 //! output is not a terminal, what a 401 tells the user to do, and the
 //! `messages` commands against a node with a dead letter.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
