@@ -158,14 +158,25 @@ struct Lane {
     busy: AtomicUsize,
     completed: AtomicU64,
     rejected: AtomicU64,
-    /// Moving average of its calls' duration (µs, weight 1/8 per call).
+    /// How long its calls take (µs): jumps up to a longer call at once,
+    /// decays by 1/8 per shorter one. See [`Lane::record`].
     avg_micros: AtomicU64,
 }
 
 impl Lane {
+    /// Fold one call's duration into the lane's estimate. It rises to a long
+    /// call at once and falls slowly: a type mixes short calls (encoding,
+    /// `init`) with its `apply`, and a plain average of them let a plugin
+    /// that burns its fuel on every `apply` look light after a few short
+    /// calls, so its next fuel-limit `apply` ran inline on an async worker
+    /// (measured: healthy appends' p99 rose 11x instead of under 2x).
     fn record(&self, micros: u64) {
         let old = self.avg_micros.load(Ordering::Relaxed);
-        let new = old - old / 8 + micros / 8;
+        let new = if micros > old {
+            micros
+        } else {
+            old - old / 8 + micros / 8
+        };
         self.avg_micros.store(new, Ordering::Relaxed);
     }
 }

@@ -263,3 +263,27 @@ async fn a_light_type_runs_in_place_and_turns_heavy_when_its_calls_grow() {
     let s = pool.stats();
     assert_eq!((s.inline, s.completed), (5, 1));
 }
+
+/// A type that mixes short calls with fuel-limit ones stays heavy: one long
+/// call caps the lane at once, and a few short calls (encoding, `init`) in
+/// between do not bring its next long call back onto the async worker.
+#[test]
+fn one_long_call_caps_a_lane_and_short_calls_do_not_uncap_it() {
+    let p = pool(2, 1, 16);
+    let lane = p.lane("noisy");
+    assert!(!p.capped(&lane));
+    for _ in 0..100 {
+        lane.record(5);
+    }
+    lane.record(30_000);
+    assert!(p.capped(&lane), "one fuel-limit call caps the lane");
+    for _ in 0..5 {
+        lane.record(10);
+        assert!(p.capped(&lane), "short calls in between keep it capped");
+    }
+    // A type whose calls stay short for good becomes light again.
+    for _ in 0..40 {
+        lane.record(10);
+    }
+    assert!(!p.capped(&lane));
+}
