@@ -40,6 +40,7 @@
 mod bindings;
 mod cache;
 mod config;
+mod convert;
 mod error;
 mod faults;
 mod host_ctx;

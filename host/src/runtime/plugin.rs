@@ -15,16 +15,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{
-    ApplyError as WitApplyError, Contract, EventContext, Logic, LogicPre, MessageOrigin,
-    RejectionParam, ReplyContext, WitOutcome,
-};
+use super::bindings::{Contract, Logic, LogicPre};
+use super::convert;
 use super::faults::{FaultLog, QuarantinePolicy, realm_key};
 use super::host_ctx::HostCtx;
 use super::{
     PluginInfo, PluginTag, PluginVersion, Rejection, RuntimeConfig, RuntimeError, TrapCause,
 };
-use crate::message::{Outcome, Outgoing, ReplyWanted};
+use crate::message::Outgoing;
 use crate::realm::EventRecord;
 use crate::state::{Access, CallState, Change, StateLimits, StateMap, Written};
 
@@ -306,45 +304,7 @@ impl Plugin {
         event: &EventRecord,
         fuel: u64,
     ) -> Result<Metered<ApplyOutcome>, RuntimeError> {
-        let message = event.message.as_deref();
-        let outcome = match message.and_then(|m| m.reply.as_ref()).map(|r| &r.outcome) {
-            None => None,
-            Some(Outcome::Accepted) => Some(WitOutcome::Accepted),
-            Some(Outcome::Rejected { rejection: r }) => {
-                Some(WitOutcome::Rejected(RejectionParam {
-                    code: &r.code,
-                    message: &r.message,
-                }))
-            }
-            Some(Outcome::Invalid { message }) => Some(WitOutcome::Invalid(message)),
-            Some(Outcome::Expired) => Some(WitOutcome::Expired),
-            Some(Outcome::DeadLettered { reason }) => Some(WitOutcome::DeadLettered(reason)),
-        };
-        let ctx = EventContext {
-            seq: event.seq,
-            kind: &event.kind,
-            payload: &event.payload,
-            source: &event.source,
-            source_realm: event.source_realm.as_deref(),
-            timestamp_ms: event.timestamp_ms,
-            source_reputation: event.source_reputation,
-            origin: message.map(|m| MessageOrigin {
-                source_realm: m.origin.source_realm.as_str(),
-                source_type: &m.origin.source_type,
-                message_id: &m.origin.message_id,
-                chain_id: &m.origin.chain_id,
-                hop: m.origin.hop,
-                correlation: m.origin.correlation.as_deref(),
-            }),
-            reply: message
-                .and_then(|m| m.reply.as_ref())
-                .zip(outcome)
-                .map(|(r, outcome)| ReplyContext {
-                    message_id: &r.message_id,
-                    correlation: r.correlation.as_deref(),
-                    outcome,
-                }),
-        };
+        let ctx = convert::event_context(event);
         let access = Access::ReadWrite {
             max_ops: self.ops(1),
         };
@@ -353,10 +313,10 @@ impl Plugin {
         let value = match result {
             Ok(effects) => ApplyOutcome::Applied(
                 state.finish_written(),
-                effects.messages.into_iter().map(from_wit_message).collect(),
+                effects.messages.into_iter().map(convert::message).collect(),
             ),
             Err(e) => {
-                let e = from_wit(e);
+                let e = convert::failure(e);
                 self.check_failure_len(scope.realm, &e)?;
                 match e {
                     EventFailure::Rejected(r) => ApplyOutcome::Rejected(r),
@@ -394,7 +354,7 @@ impl Plugin {
         let value = match result {
             Ok(()) => BatchOutcome::Applied(state.finish_written()),
             Err(e) if e.index < count.max(1) => {
-                let error = from_wit(e.error);
+                let error = convert::failure(e.error);
                 self.check_failure_len(scope.realm, &error)?;
                 BatchOutcome::Failed {
                     index: e.index,
@@ -757,34 +717,6 @@ pub(crate) fn valid_realm_type(t: &str) -> bool {
     (1..=64).contains(&t.len())
         && t.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn from_wit_message(m: super::bindings::Outgoing) -> Outgoing {
-    use super::bindings::ReplyWanted as Wit;
-    Outgoing {
-        target_realm: m.target_realm,
-        target_type: m.target_type,
-        kind: m.kind,
-        payload: m.payload,
-        reply: match m.reply {
-            Wit::Never => ReplyWanted::Never,
-            Wit::OnFailure => ReplyWanted::OnFailure,
-            Wit::Always => ReplyWanted::Always,
-        },
-        correlation: m.correlation,
-        delay_ms: m.delay_ms,
-        ttl_ms: m.ttl_ms,
-    }
-}
-
-fn from_wit(e: WitApplyError) -> EventFailure {
-    match e {
-        WitApplyError::Rejected(r) => EventFailure::Rejected(Rejection {
-            code: r.code,
-            message: r.message,
-        }),
-        WitApplyError::Invalid(m) => EventFailure::Invalid(m),
-    }
 }
 
 /// Turn a wasmtime error into a cause an operator can act on.
