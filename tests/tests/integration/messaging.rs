@@ -4,14 +4,13 @@
 //! client's `source_realm`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use realmhost::node::{MessageStats, Node, NodeConfig, api};
+use realmhost::node::{Node, NodeConfig, api};
 use realmhost::realm::{RealmId, shard_of};
 use realmhost_plugin_ledger::Tx;
-use realmhost_tests::ledger_event;
+use realmhost_tests::{ledger_event, until_messages as until};
 use tower::ServiceExt;
 
 async fn open(dir: &std::path::Path) -> Arc<Node> {
@@ -20,23 +19,6 @@ async fn open(dir: &std::path::Path) -> Arc<Node> {
     cfg.messaging.retry_min_ms = 10;
     cfg.messaging.retry_max_ms = 50;
     Node::open(cfg).await.unwrap()
-}
-
-/// Wait until the node's message counters satisfy `done` (the delivery task
-/// runs in the background), failing after 20 s.
-async fn until(node: &Node, what: &str, done: impl Fn(&MessageStats) -> bool) -> MessageStats {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = node.stats().messages;
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn query(node: &Node, realm: &str, q: &str) -> serde_json::Value {

@@ -4,14 +4,14 @@
 //! Requests go straight into the router (no sockets).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use realmhost::node::{ChainView, MessageStats, MessageView, Node, NodeConfig, RealmMessages, api};
+use realmhost::node::{ChainView, MessageView, Node, NodeConfig, RealmMessages, api};
 use realmhost::realm::shard_of;
 use realmhost_plugin_ledger::Tx;
-use realmhost_tests::ledger_event;
+use realmhost_tests::{ledger_event, until_messages as until};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -28,22 +28,6 @@ async fn open(dir: &std::path::Path, tokens: bool) -> Arc<Node> {
         cfg.http.read_token = Some(READ.into());
     }
     Node::open(cfg).await.unwrap()
-}
-
-/// Wait until the node's message counters satisfy `done`, failing after 20 s.
-async fn until(node: &Node, what: &str, done: impl Fn(&MessageStats) -> bool) -> MessageStats {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = node.stats().messages;
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// One request into the router: status and body (JSON, or the text as a

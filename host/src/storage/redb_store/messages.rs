@@ -140,13 +140,18 @@ impl MessageTables<'_> {
     }
 }
 
-/// Messages in the outbox after `after`, at most `limit`, in key order.
-pub(super) fn pending(
+/// A page of `table` (keyed by message identity) after `after`, at most
+/// `limit` rows in key order, each turned into a `T` by `row`. `what` names
+/// the table in errors.
+fn page<T>(
     txn: &ReadTransaction,
+    table: redb::TableDefinition<(&str, u64, u32), &[u8]>,
+    what: &str,
     after: Option<&OutboxKey>,
     limit: usize,
-) -> Result<Vec<PendingMessage>, StorageError> {
-    let table = match txn.open_table(OUTBOX) {
+    row: impl Fn(RealmId, u64, u32, &[u8]) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    let table = match txn.open_table(table) {
         Ok(t) => t,
         // A file no message was written to yet.
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -167,15 +172,33 @@ pub(super) fn pending(
             continue;
         }
         let sender = RealmId::new(sender)
-            .map_err(|e| StorageError::Corrupt(format!("outbox sender {sender:?}: {e}")))?;
-        out.push(PendingMessage {
-            sender,
-            seq,
-            index,
-            message: v.value().to_vec(),
-        });
+            .map_err(|e| StorageError::Corrupt(format!("{what} sender {sender:?}: {e}")))?;
+        out.push(row(sender, seq, index, v.value())?);
     }
     Ok(out)
+}
+
+/// Messages in the outbox after `after`, at most `limit`, in key order.
+pub(super) fn pending(
+    txn: &ReadTransaction,
+    after: Option<&OutboxKey>,
+    limit: usize,
+) -> Result<Vec<PendingMessage>, StorageError> {
+    page(
+        txn,
+        OUTBOX,
+        "outbox",
+        after,
+        limit,
+        |sender, seq, index, v| {
+            Ok(PendingMessage {
+                sender,
+                seq,
+                index,
+                message: v.to_vec(),
+            })
+        },
+    )
 }
 
 fn decode_dead(sender: &RealmId, bytes: &[u8]) -> Result<Dead, StorageError> {
@@ -191,37 +214,23 @@ pub(super) fn dead_letters(
     after: Option<&OutboxKey>,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, StorageError> {
-    let table = match txn.open_table(DEAD_LETTERS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    let range = match after {
-        Some(k) => table.range((k.sender.as_str(), k.seq, k.index)..)?,
-        None => table.range::<(&str, u64, u32)>(..)?,
-    };
-    for item in range {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, v) = item?;
-        let (sender, seq, index) = k.value();
-        if after.is_some_and(|a| (a.sender.as_str(), a.seq, a.index) == (sender, seq, index)) {
-            continue;
-        }
-        let sender = RealmId::new(sender)
-            .map_err(|e| StorageError::Corrupt(format!("dead letter sender {sender:?}: {e}")))?;
-        let dead = decode_dead(&sender, v.value())?;
-        out.push(DeadLetter {
-            sender,
-            seq,
-            index,
-            message: dead.message,
-            reason: dead.reason,
-        });
-    }
-    Ok(out)
+    page(
+        txn,
+        DEAD_LETTERS,
+        "dead letter",
+        after,
+        limit,
+        |sender, seq, index, v| {
+            let dead = decode_dead(&sender, v)?;
+            Ok(DeadLetter {
+                sender,
+                seq,
+                index,
+                message: dead.message,
+                reason: dead.reason,
+            })
+        },
+    )
 }
 
 /// `target`'s cursor for `sender`.
