@@ -111,6 +111,20 @@ impl Message {
         Self::to(realm, P::REALM_TYPE).payload_bytes(crate::event::encode::<P>(event))
     }
 
+    /// An answer to a delivered message: addressed to the realm that sent
+    /// it (`origin`, from [`crate::Event::origin`]), carrying its correlation
+    /// id so the sender can match it. Set the kind and payload as for any
+    /// message. (The host's own reply — the outcome of a delivery, to
+    /// [`crate::Realm::on_reply`] — needs nothing from the target; this is
+    /// for an answer with content, e.g. a quote or a balance.)
+    pub fn reply_to(origin: &Origin<'_>) -> Self {
+        let to = Self::to(origin.source_realm, origin.source_type);
+        match origin.correlation {
+            Some(c) => to.correlation(c),
+            None => to,
+        }
+    }
+
     /// The event kind at the target.
     pub fn kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = kind.into();
@@ -290,6 +304,34 @@ pub(crate) fn to_wit(effects: Effects) -> crate::bindings::realmhost::realm::typ
 
 #[cfg(test)]
 mod tests {
+    /// An answer goes back to the sender, with its correlation id.
+    #[test]
+    fn reply_to_addresses_the_sender_with_its_correlation() {
+        let origin = super::Origin {
+            source_realm: "bank-a",
+            source_type: "ledger",
+            message_id: "bank-a@3.0",
+            chain_id: "bank-a@3.0",
+            hop: 1,
+            correlation: Some("t-1"),
+        };
+        let m = super::Message::reply_to(&origin).kind("quote");
+        assert_eq!(
+            (
+                m.target_realm.as_str(),
+                m.target_type.as_str(),
+                m.kind.as_str()
+            ),
+            ("bank-a", "ledger", "quote")
+        );
+        assert_eq!(m.correlation.as_deref(), Some("t-1"));
+        let none = super::Origin {
+            correlation: None,
+            ..origin
+        };
+        assert_eq!(super::Message::reply_to(&none).correlation, None);
+    }
+
     use super::*;
 
     #[test]
