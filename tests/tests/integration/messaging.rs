@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use realmhost::node::{Node, NodeConfig, api};
-use realmhost::realm::{RealmId, shard_of};
+use realmhost::realm::RealmId;
 use realmhost_plugin_ledger::Tx;
 use realmhost_tests::{ledger_event, until_messages as until};
 use tower::ServiceExt;
@@ -32,27 +32,8 @@ async fn balance(node: &Node, realm: &str, account: &str) -> u64 {
         .unwrap()
 }
 
-/// Two banks in different shards: `alice` at the first with `funds`, `bob`
-/// at the second.
 async fn banks(node: &Node, funds: u64) -> (String, String) {
-    let shards = node.config().sharding.num_shards;
-    let a = "bank-a".to_owned();
-    let b = (0..)
-        .map(|i| format!("bank-b{i}"))
-        .find(|b| shard_of(b, shards) != shard_of(&a, shards))
-        .unwrap();
-    for (bank, account) in [(&a, "alice"), (&b, "bob")] {
-        let open = Tx::Open {
-            account: account.into(),
-        };
-        node.append(ledger_event(bank, &open)).await.unwrap();
-    }
-    let deposit = Tx::Deposit {
-        account: "alice".into(),
-        amount: funds,
-    };
-    node.append(ledger_event(&a, &deposit)).await.unwrap();
-    (a, b)
+    realmhost_tests::two_banks(node, funds).await
 }
 
 fn transfer(from: &str, to: &str, to_account: &str, amount: u64, id: &str, timeout_ms: u64) -> Tx {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use realmhost::node::{ChainView, MessageView, Node, NodeConfig, RealmMessages, api};
-use realmhost::realm::shard_of;
 use realmhost_plugin_ledger::Tx;
 use realmhost_tests::{ledger_event, until_messages as until};
 use serde_json::{Value, json};
@@ -80,23 +79,7 @@ fn code(answer: &(StatusCode, Value), status: StatusCode) -> &str {
 /// Two banks in different shards (alice at the first with 100), and a
 /// counter realm that a transfer cannot reach.
 async fn setup(node: &Node) -> (String, String) {
-    let shards = node.config().sharding.num_shards;
-    let a = "bank-a".to_owned();
-    let b = (0..)
-        .map(|i| format!("bank-b{i}"))
-        .find(|b| shard_of(b, shards) != shard_of(&a, shards))
-        .unwrap();
-    for (bank, account) in [(&a, "alice"), (&b, "bob")] {
-        let open = Tx::Open {
-            account: account.into(),
-        };
-        node.append(ledger_event(bank, &open)).await.unwrap();
-    }
-    let deposit = Tx::Deposit {
-        account: "alice".into(),
-        amount: 100,
-    };
-    node.append(ledger_event(&a, &deposit)).await.unwrap();
+    let (a, b) = realmhost_tests::two_banks(node, 100).await;
     let counter = realmhost::realm::NewEvent {
         realm_type: "counter".into(),
         payload: realmhost_guest::encode_payload(&realmhost_plugin_counter::Op::Add(1)),
