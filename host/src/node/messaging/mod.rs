@@ -318,7 +318,10 @@ impl Messenger {
     /// count them against the sender's limit. They are delivered only after
     /// [`Self::confirm`]; [`Self::withdraw`] them if the commit fails.
     pub(crate) fn stage(&self, messages: &[Pending]) {
-        self.insert(messages.iter().cloned(), false);
+        // Most events send nothing: no lock on the append path for them.
+        if !messages.is_empty() {
+            self.insert(messages.iter().cloned(), false);
+        }
     }
 
     /// The staged `messages` are durable: deliver them.
@@ -345,6 +348,9 @@ impl Messenger {
 
     /// The staged `messages` were not stored: forget them.
     pub(crate) fn withdraw(&self, messages: &[Pending]) {
+        if messages.is_empty() {
+            return;
+        }
         let mut q = self.queues.lock();
         for m in messages {
             let key = (m.id.sender.clone(), m.message.target.clone());
