@@ -15,6 +15,8 @@
 //! - [`storage`]: the durable event log and snapshots.
 //! - [`monitor`]: the shard monitor (entropy, reputation, quarantine, gas).
 //! - [`node`]: the host that ties them together, its HTTP API and metrics.
+//! - `cluster`: cluster mode on NATS JetStream (shard leases, replicated
+//!   shard logs, forwarding between nodes).
 //! - `cli`: the `realmhost` command line.
 //! - [`quote`]: bounded quoting of untrusted text in errors.
 //!
@@ -24,7 +26,8 @@
 //! - `builtin-plugins` (default): the example plugins compiled in, loaded when
 //!   `NodeConfig::builtin_plugins` is set; building them needs the
 //!   `wasm32-wasip2` target.
-//! - `cli` (default; implies both): the `realmhost` binary's command line.
+//! - `cluster` (default through `cli`; implies `server`): cluster mode.
+//! - `cli` (default; implies the others): the `realmhost` binary's command line.
 //!
 //! An embedder that only calls the node takes
 //! `realmhost = { version = "...", default-features = false }`: everything
@@ -32,6 +35,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod message;
 pub mod monitor;
 pub mod node;

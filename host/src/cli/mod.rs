@@ -4,14 +4,16 @@
 //!   fresh data directory under a realistic workload, with progress bars and a
 //!   summary of what was measured.
 //! - `realmhost serve` runs a node with its HTTP API.
-//! - `realmhost shard|plugin|realm|jobs|messages …` are the operator commands; they talk to
-//!   a running node over HTTP.
+//! - `realmhost shard|plugin|realm|jobs|messages|cluster status …` are the
+//!   operator commands; they talk to a running node over HTTP.
+//! - `realmhost cluster dev` starts a local cluster (NATS servers and nodes).
 //!
 //! Output: answers on stdout, failures on stderr with a non-zero exit code
 //! (as JSON with `--json`: see the `error` module); colours and progress bars only on
 //! a terminal (see the `term` module).
 
 mod client;
+mod cluster;
 mod demo;
 mod error;
 mod jobs;
@@ -52,6 +54,9 @@ enum Command {
     Jobs(Remote<jobs::JobsCmd>),
     /// Messages between realms on a running node: a realm's undelivered messages, a chain, dead letters (list, retry, drop).
     Messages(Remote<messages::MessagesCmd>),
+    /// A cluster: its state (status), or a local one to try (dev).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Inspect a plugin component: load it under the sandbox's rules and describe it.
     Inspect {
         /// Path of a `.wasm` component.
@@ -87,6 +92,7 @@ impl Command {
             Self::Jobs(r) => r.conn.json(),
             Self::Messages(r) => r.conn.json(),
             Self::Storage(cmd) => cmd.json(),
+            Self::Cluster(cmd) => cmd.json(),
             Self::Demo(_) | Self::Serve(_) | Self::Inspect { .. } | Self::New(_) => false,
         }
     }
@@ -118,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Inspect { path } => inspect(&path),
         Command::New(cmd) => new::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),
+        Command::Cluster(cmd) => cluster::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::cluster::Cluster;
 use crate::node::{Node, NodeConfig, api, metrics};
 use crate::store::ShardingConfig;
 
@@ -30,6 +31,21 @@ pub struct ServeArgs {
     /// Admin token for mutating admin routes.
     #[arg(long, env = "REALMHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Join a cluster: its NATS server URLs, comma-separated (overrides `[cluster] nats`).
+    #[arg(long, value_name = "NATS_URLS")]
+    cluster: Option<String>,
+    /// Cluster name (streams, buckets and subjects are prefixed with it).
+    #[arg(long, requires = "cluster")]
+    cluster_name: Option<String>,
+    /// Replicas of the cluster's streams and buckets: 1 or 3.
+    #[arg(long, requires = "cluster")]
+    cluster_replicas: Option<usize>,
+    /// This node's id in the cluster (default: a fresh one each start).
+    #[arg(long, requires = "cluster")]
+    node_id: Option<String>,
+    /// The HTTP address other nodes and operators see for this node (default: the listen address).
+    #[arg(long, requires = "cluster")]
+    advertise: Option<String>,
 }
 
 /// Resolve the config from the file and the flags.
@@ -57,6 +73,26 @@ pub fn resolve(args: &ServeArgs) -> Result<NodeConfig> {
             cfg.http.rate_limit.enabled = false;
         }
     }
+    if let Some(urls) = &args.cluster {
+        let mut c = cfg.cluster.take().unwrap_or_default();
+        c.nats = urls.clone();
+        if let Some(n) = &args.cluster_name {
+            c.name = n.clone();
+        }
+        if let Some(r) = args.cluster_replicas {
+            c.replicas = r;
+        }
+        if let Some(id) = &args.node_id {
+            c.node_id = id.clone();
+        }
+        if let Some(a) = &args.advertise {
+            c.advertise = a.clone();
+        }
+        cfg.cluster = Some(c);
+    }
+    if let Some(c) = &cfg.cluster {
+        c.validate()?;
+    }
     cfg.monitor.expected_shards = cfg.sharding.num_shards;
     cfg.validate()?;
     Ok(cfg)
@@ -82,7 +118,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         metrics::install();
-        let node = Node::open(cfg.clone()).await?;
+        // Bound first: a cluster node announces its address.
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+        let addr = listener.local_addr()?;
+        let (node, cluster) = match cfg.cluster.clone() {
+            Some(cc) => {
+                let (c, n) = Cluster::open(cc, cfg.clone(), &format!("http://{addr}")).await?;
+                (n, Some(c))
+            }
+            None => (Node::open(cfg.clone()).await?, None),
+        };
         let startup = node.plugin_startup();
         for t in &startup.unserved_types {
             eprintln!(
@@ -95,10 +142,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         for p in &startup.problems {
             eprintln!("error: stored plugin not restored: {p}");
         }
-        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
-        let addr = listener.local_addr()?;
         // One machine-readable line on stdout: tests and scripts wait for it.
         println!("realmhost listening on http://{addr}");
         eprintln!(
@@ -108,13 +151,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
             node.plugins().realm_types().join(", ")
         );
         eprintln!("operator page: http://{addr}/ui");
+        let router = api::router(node.clone());
+        if let Some(c) = &cluster {
+            c.set_router(router.clone());
+            eprintln!(
+                "cluster {}: node {} via {}",
+                c.config().name,
+                c.node_id(),
+                c.config().nats
+            );
+        }
         axum::serve(
             listener,
-            api::router(node.clone())
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
             .with_graceful_shutdown(shutdown_signal())
             .await?;
+        if let Some(c) = &cluster {
+            eprintln!("leaving the cluster: handing the shards over…");
+            c.leave(&node).await;
+        }
         eprintln!("shutting down: finishing appends, writing snapshots…");
         node.shutdown().await?;
         eprintln!("stopped cleanly");

@@ -201,6 +201,10 @@ pub struct NodeConfig {
     pub exec: ExecConfig,
     /// Messages between realms: limits and retry pacing.
     pub messaging: super::MessagingConfig,
+    /// Cluster mode (`[cluster]`): `realmhost serve` joins the cluster this
+    /// names instead of running alone (see `crate::cluster`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -223,6 +227,8 @@ impl Default for NodeConfig {
             parking: ParkingConfig::default(),
             exec: ExecConfig::default(),
             messaging: super::MessagingConfig::default(),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }

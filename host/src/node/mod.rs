@@ -64,6 +64,7 @@ mod jobs;
 mod messaging;
 #[cfg(feature = "server")]
 pub mod metrics;
+mod ownership;
 mod parking;
 mod pipeline;
 mod plugins;
@@ -100,6 +101,8 @@ pub use state::RealmState;
 use stats::Counters;
 pub use stats::NodeStats;
 pub use unservable::UnservableRealm;
+pub(crate) use messaging::Delivered;
+pub(crate) use ownership::ShardOwnership;
 
 use crate::monitor::{ShardAnalysis, ShardMonitor};
 use crate::realm::{RealmId, shard_of};
@@ -176,6 +179,8 @@ pub struct Node {
     messenger: Arc<messaging::Messenger>,
     /// The delivery task.
     delivery_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cluster mode: which shards this node serves (unset: all of them).
+    cluster: std::sync::OnceLock<Arc<dyn ownership::ShardOwnership>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -301,6 +306,7 @@ impl Node {
             jobs: jobs::Jobs::default(),
             messenger,
             delivery_task: parking_lot::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
         });
         if !node.config.sharding.lazy_loading_enabled {
             let preloaded = node.preload().await?;
@@ -396,6 +402,7 @@ impl Node {
 
     /// The realm's current state, loading it on a miss.
     async fn current(&self, id: &RealmId) -> Result<Arc<RealmState>, NodeError> {
+        self.check_owner(id)?;
         let storage = self.storage.clone();
         let counters = self.counters.clone();
         let replay_batch = self.config.replay_batch;

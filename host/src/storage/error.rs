@@ -221,6 +221,16 @@ pub enum StorageError {
     /// Any other error from the backend.
     #[error("backend error: {0}")]
     Backend(String),
+    /// Cluster mode: this node does not own the realm's shard (another node
+    /// does, or the shard is moving between nodes). Nothing was written; the
+    /// request may be retried, on the owner.
+    #[error("shard {shard} is not owned by this node{}", .owner.as_ref().map(|o| format!(" (owner: {o})")).unwrap_or_default())]
+    NotOwner {
+        /// The realm's shard.
+        shard: usize,
+        /// The owning node's id, when known.
+        owner: Option<String>,
+    },
 }
 
 impl StorageError {
@@ -230,7 +240,11 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::NoSpace(_) | Self::CommitFailed(_) | Self::Unavailable(_) | Self::Closed
+            Self::NoSpace(_)
+                | Self::CommitFailed(_)
+                | Self::Unavailable(_)
+                | Self::Closed
+                | Self::NotOwner { .. }
         )
     }
 
@@ -243,6 +257,10 @@ impl StorageError {
             Self::NoSpace(m) => Self::NoSpace(m.clone()),
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Closed => Self::Closed,
+            Self::NotOwner { shard, owner } => Self::NotOwner {
+                shard: *shard,
+                owner: owner.clone(),
+            },
             Self::CommitFailed(m) => Self::CommitFailed(m.clone()),
             other => Self::CommitFailed(other.to_string()),
         }

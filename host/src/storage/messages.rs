@@ -12,13 +12,15 @@
 //! [`StorageError::AlreadyDelivered`](super::StorageError::AlreadyDelivered),
 //! which carries the recorded outcome, without any time window.
 
+use serde::{Deserialize, Serialize};
+
 use crate::realm::RealmId;
 
 use super::IdempotencyRecord;
 
 /// One message an event sends, stored in its realm's outbox atomically with
 /// the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRecord {
     /// Seq of the producing event (one of the append's events).
     pub seq: u64,
@@ -30,7 +32,7 @@ pub struct OutboxRecord {
 
 /// Marks an append as the delivery of message `(sender, seq, index)`: the
 /// target's cursor for `sender` moves to it in the same transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     /// The realm that sent the message.
     pub sender: RealmId,
@@ -97,7 +99,7 @@ pub struct OutboxKey {
 /// letters with `dead_letter` set), and the append is refused with
 /// [`StorageError::NotInOutbox`](super::StorageError::NotInOutbox) if the
 /// row is no longer there, so a reply is appended at most once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettleRecord {
     /// Seq of the realm's event that sent the message.
     pub seq: u64,
@@ -110,7 +112,7 @@ pub struct SettleRecord {
 
 /// What [`Storage::change_outbox`](super::Storage::change_outbox) does to
 /// one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutboxChange {
     /// Its outcome is durable: delete it from the outbox.
     Settle,
@@ -152,7 +154,7 @@ impl DeadLetter {
 
 /// Everything an append may carry besides its events, stored in the same
 /// transaction (see [`Storage::append_with`](super::Storage::append_with)).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppendExtras {
     /// An idempotency key (see
     /// [`Storage::append_idempotent`](super::Storage::append_idempotent)).

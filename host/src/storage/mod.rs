@@ -41,6 +41,7 @@ mod tests;
 use std::fmt;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 pub use error::StorageError;
 pub use health::StorageHealth;
@@ -61,7 +62,7 @@ use crate::state::Bytes;
 
 /// One append: consecutive events of one realm, stored atomically (all or
 /// none).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppendRequest {
     /// Target realm; created by its first append (which must start at seq 1).
     pub realm_id: RealmId,
@@ -77,7 +78,7 @@ pub struct AppendRequest {
 
 /// An idempotency key stored with an append, in the same transaction (see
 /// [`Storage::append_idempotent`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// The caller's key, unique per realm while unexpired.
     pub key: String,
@@ -135,7 +136,7 @@ pub struct Snapshot {
 }
 
 /// What [`Storage::put_snapshot`] writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotWrite {
     /// The last event folded into the map.
     pub seq: u64,
@@ -148,7 +149,7 @@ pub struct SnapshotWrite {
 }
 
 /// The map of a [`SnapshotWrite`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotBody {
     /// The whole map (ascending, unique keys); replaces whatever was stored.
     /// Keys out of order or repeated are refused with

@@ -521,6 +521,18 @@ impl<V: StoreValue> ShardedStore<V> {
         Some(slot.value)
     }
 
+    /// Drop every realm of shard `idx` from memory (not through the eviction
+    /// hook); returns how many went. Cluster mode calls it when the shard
+    /// moves between nodes: the other node's writes make these states
+    /// stale, and snapshots of them could no longer be written here.
+    pub fn clear_shard(&self, idx: usize) -> usize {
+        let Some(shard) = self.shards.get(idx) else {
+            return 0;
+        };
+        let ids: Vec<Arc<str>> = shard.map.iter().map(|e| Arc::clone(e.key())).collect();
+        ids.iter().filter(|id| self.remove(id).is_some()).count()
+    }
+
     fn account_insert(&self, shard: &Shard<V>, size: u64) {
         shard.len.fetch_add(1, Ordering::Relaxed);
         shard.bytes.fetch_add(size, Ordering::Relaxed);

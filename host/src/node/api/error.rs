@@ -59,6 +59,11 @@ impl ApiError {
         use StatusCode as S;
         let msg = e.to_string();
         match e {
+            StorageError::NotOwner { shard, owner } => Self {
+                retry_after: Some(1),
+                detail: Some(json!({ "shard": shard, "owner": owner })),
+                ..Self::new(S::SERVICE_UNAVAILABLE, "not_owner", msg)
+            },
             StorageError::NoSpace(_) => Self {
                 retry_after: Some(5),
                 ..Self::new(S::INSUFFICIENT_STORAGE, "storage_full", msg)

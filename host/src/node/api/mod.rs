@@ -393,6 +393,22 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// `GET /v1/cluster`: the cluster's nodes and shards (404 outside a
+/// cluster).
+#[cfg(feature = "cluster")]
+async fn cluster_status(State(node): State<Arc<Node>>) -> ApiResult<crate::cluster::ClusterStatus> {
+    let Some(c) = node.cluster_handle() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this node is not part of a cluster",
+        ));
+    };
+    c.status().await.map(Json).map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", e.to_string())
+    })
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -408,13 +424,21 @@ pub fn router(node: Arc<Node>) -> Router {
     use axum::middleware::from_fn_with_state as layer;
     let body_limit = node.config().http.max_body_bytes;
     let plugin_limit = node.config().http.max_plugin_bytes;
-    let public = Router::new()
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/ready", get(health::ready))
+    // The routes about one realm: in a cluster, served by its shard's owner
+    // (forwarded there from any other node).
+    let realm = Router::new()
         .route("/v1/events", post(append))
         .route("/v1/realm", get(get_realm))
         .route("/v1/realm/events", get(realm_events))
-        .route("/v1/query", post(query))
+        .route("/v1/query", post(query));
+    #[cfg(feature = "cluster")]
+    let realm = realm
+        .route_layer(layer(node.clone(), crate::cluster::http::forward))
+        .route("/v1/cluster", get(cluster_status));
+    let public = Router::new()
+        .merge(realm)
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(health::ready))
         .route("/v1/realms", get(list_realms))
         .route("/v1/stats", get(stats))
         .route("/v1/shards/{n}", get(shard))

@@ -106,8 +106,10 @@ async fn run(node: Weak<Node>, messenger: Arc<Messenger>) {
     }
 }
 
-/// How step 1 ended.
-enum Delivered {
+/// How step 1 ended (also the answer of a delivery made on another node
+/// of a cluster).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Delivered {
     /// An outcome to settle.
     Outcome(Outcome),
     /// A redelivery: the target's cursor holds the outcome.
@@ -191,6 +193,22 @@ impl Node {
                 },
             });
         }
+        if let Some(cluster) = self.cluster.get()
+            && !cluster.owns(target_shard)
+        {
+            // Served by another node: it appends (and answers with the same
+            // outcomes as below); its inbox cursor keeps this exactly once.
+            return cluster
+                .deliver_remote(target_shard, p.id.clone(), p.message.encode())
+                .await
+                .unwrap_or_else(Delivered::Failed);
+        }
+        self.deliver_here(p).await
+    }
+
+    /// The append of step 1, on the node serving the target.
+    pub(crate) async fn deliver_here(&self, p: &Pending) -> Delivered {
+        let m = &p.message;
         let ev = NewEvent {
             realm_id: m.target.clone(),
             realm_type: m.target_type.clone(),

@@ -34,7 +34,7 @@ use crate::realm::RealmId;
 use crate::storage::OutboxKey;
 
 pub use admin::{ChainView, MAX_MESSAGES_PAGE, MessageView, RealmMessages, SettledMessage};
-pub(crate) use deliver::spawn_delivery;
+pub(crate) use deliver::{Delivered, spawn_delivery};
 
 /// Limits and pacing of messages between realms (`[messaging]`).
 ///
@@ -371,6 +371,23 @@ impl Messenger {
             }
         }
         q.pending = q.pending.saturating_sub(n);
+    }
+
+    /// Drop the queues of every sender `filter` picks; returns how many
+    /// messages went. Cluster mode: the senders' shard moved to another
+    /// node, which loads their outboxes and delivers them from now on.
+    pub(crate) fn forget_senders(&self, filter: impl Fn(&RealmId) -> bool) -> usize {
+        let mut q = self.queues.lock();
+        let keys: Vec<PairKey> = q.pairs.keys().filter(|k| filter(&k.0)).cloned().collect();
+        let mut n = 0;
+        for key in keys {
+            q.unschedule(&key);
+            if let Some(p) = q.pairs.remove(&key) {
+                n += p.queue.len();
+                Self::uncount(&mut q, &key.0, p.queue.len());
+            }
+        }
+        n
     }
 
     /// Queue durable messages (loaded at start, or revived dead letters).
