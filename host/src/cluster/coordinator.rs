@@ -291,7 +291,7 @@ impl Cluster {
     ) -> Result<Held, ClusterError> {
         let log = &self.storage.logs()[shard];
         let mut stream = self
-            .js
+            .js_quick
             .get_stream(&log.stream)
             .await
             .map_err(|e| ClusterError::js(format!("stream {}", log.stream), e))?;
@@ -312,7 +312,7 @@ impl Cluster {
                 .payload(claim.clone().into())
                 .expected_last_sequence(last)
                 .message_id(format!("{}.{rev}.claim{attempt}", self.node_id));
-            let acked = match self.js.send_publish(log.subject.clone(), msg).await {
+            let acked = match self.js_quick.send_publish(log.subject.clone(), msg).await {
                 Ok(f) => f.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -337,7 +337,7 @@ impl Cluster {
             None => 0,
         };
         let local: &dyn Storage = &**self.storage.local();
-        let applied = catch_up(&self.js, shard, &log.stream, local, after, claim_seq - 1).await?;
+        let applied = catch_up(&self.js_quick, shard, &log.stream, local, after, claim_seq - 1).await?;
         self.write_cursor(
             shard,
             Cursor {

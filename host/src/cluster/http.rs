@@ -1,6 +1,7 @@
 //! Forwarding HTTP requests for realms this node does not own: a layer on
 //! the realm routes (`POST /v1/events`, `GET /v1/realm`,
-//! `GET /v1/realm/events`, `POST /v1/query`) finds the realm, and when its
+//! `GET /v1/realm/events`, `POST /v1/query`, `GET /v1/verify`,
+//! `GET /v1/admin/realms/messages`) finds the realm, and when its
 //! shard is served elsewhere sends the whole request to the owner (see
 //! [`super::rpc`]) and answers with the owner's answer, status and body
 //! unchanged. Clients may therefore use any node; the answer's

@@ -70,6 +70,10 @@ pub struct Cluster {
     started_ms: u64,
     nats: async_nats::Client,
     js: jetstream::Context,
+    /// For the requests of a claim and of the status: a short timeout, so
+    /// a request lost in a NATS leader change is retried at the next tick
+    /// instead of holding the shard for the default timeout.
+    js_quick: jetstream::Context,
     storage: Arc<ClusterStorage>,
     ownership: Arc<Ownership>,
     leases: lease::Leases,
@@ -139,6 +143,10 @@ impl Cluster {
                 reason: e.to_string(),
             })?;
         let js = jetstream::new(nats.clone());
+        let quick = (config.lease() / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let js_quick = jetstream::ContextBuilder::new()
+            .timeout(quick)
+            .build(nats.clone());
         let names = Names::new(&config.name);
         check_shard_count(&js, &names, &config, shards).await?;
         let leases = lease::Leases::new(bucket(&js, &names.leases, &config).await?);
@@ -211,6 +219,7 @@ impl Cluster {
             started_ms: now_ms(),
             nats,
             js,
+            js_quick,
             storage,
             ownership,
             leases,

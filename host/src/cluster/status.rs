@@ -67,7 +67,7 @@ impl Cluster {
         let mut last = vec![0u64; self.shards];
         for (s, l) in last.iter_mut().enumerate() {
             let mut stream = self
-                .js
+                .js_quick
                 .get_stream(names.stream(s))
                 .await
                 .map_err(|e| ClusterError::js(format!("stream of shard {s}"), e))?;

@@ -7,6 +7,7 @@
 mod common;
 
 mod browser_ui;
+mod cluster;
 mod cli_e2e;
 mod crash;
 mod crash_messages;

