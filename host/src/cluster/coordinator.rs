@@ -301,23 +301,24 @@ impl Cluster {
         }
         .encode();
         let mut attempt = 0;
-        let (created, claim_seq) = loop {
+        let (created, claim_seq, claim_id) = loop {
             let info = stream
                 .info()
                 .await
                 .map_err(|e| ClusterError::js(format!("stream {}", log.stream), e))?;
             let created = info.created.unix_timestamp_nanos() as u64;
             let last = info.state.last_sequence;
+            let claim_id = format!("{}.{rev}.claim{attempt}", self.node_id);
             let msg = PublishMessage::build()
                 .payload(claim.clone().into())
                 .expected_last_sequence(last)
-                .message_id(format!("{}.{rev}.claim{attempt}", self.node_id));
+                .message_id(&claim_id);
             let acked = match self.js_quick.send_publish(log.subject.clone(), msg).await {
                 Ok(f) => f.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match acked {
-                Ok(a) => break (created, a.sequence),
+                Ok(a) => break (created, a.sequence, claim_id),
                 // The old owner wrote between the read and the claim.
                 Err(e) if attempt < 5 => {
                     tracing::debug!(shard, error = %e, "claim entry refused; reading the log's end again");
@@ -349,7 +350,7 @@ impl Cluster {
         // Still ours after the catch-up?
         let t1 = Instant::now();
         let rev_now = self.leases.renew(shard, &self.lease_value(), rev).await?;
-        log.open(claim_seq, &self.node_id, rev);
+        log.open(claim_seq, &claim_id, &self.node_id, rev);
         node.shard_gained(shard).await?;
         self.ownership.set_owner(shard, Some(self.node_id.clone()));
         self.ownership.grant(shard, t1 + self.config.lease() / 2);

