@@ -127,7 +127,11 @@ fn dev(args: DevArgs) -> Result<()> {
         std::env::temp_dir().join(format!("realmhost-cluster-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    eprintln!("starting {} NATS server(s) under {}", args.nats, dir.display());
+    eprintln!(
+        "starting {} NATS server(s) under {}",
+        args.nats,
+        dir.display()
+    );
     let nats = NatsServers::start(args.nats, &dir.join("nats"))?;
     let exe = std::env::current_exe().context("cannot find the realmhost binary")?;
     let mut nodes: Vec<(Child, String)> = Vec::new();

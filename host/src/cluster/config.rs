@@ -233,14 +233,21 @@ mod tests {
             .lease(Duration::from_millis(1000))
             .build()
             .unwrap_err();
-        assert!(matches!(e, ClusterConfigError::Timing { field: "lease_ms", .. }));
+        assert!(matches!(
+            e,
+            ClusterConfigError::Timing {
+                field: "lease_ms",
+                ..
+            }
+        ));
         let e = ClusterConfig::builder().nats(" , ").build().unwrap_err();
         assert_eq!(e, ClusterConfigError::NoNats);
     }
 
     #[test]
     fn toml_section_reads_with_defaults() {
-        let c: ClusterConfig = toml::from_str("nats = \"nats://a:1, nats://b:2\"\nreplicas = 3").unwrap();
+        let c: ClusterConfig =
+            toml::from_str("nats = \"nats://a:1, nats://b:2\"\nreplicas = 3").unwrap();
         assert_eq!(c.nats_urls(), vec!["nats://a:1", "nats://b:2"]);
         assert_eq!(c.replicas, 3);
         assert_eq!(c.lease_ms, 6_000);

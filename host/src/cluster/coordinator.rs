@@ -115,8 +115,12 @@ impl Cluster {
         self.nodes.put(&record).await?;
         let live = self.nodes.live().await?;
         let leases = self.leases.read_all(self.shards).await?;
-        self.ownership
-            .set_owners(leases.iter().map(|l| l.as_ref().map(|l| l.value.node.clone())).collect());
+        self.ownership.set_owners(
+            leases
+                .iter()
+                .map(|l| l.as_ref().map(|l| l.value.node.clone()))
+                .collect(),
+        );
         let candidates: Vec<String> = live
             .iter()
             .filter(|n| n.healthy && !n.leaving)
@@ -258,10 +262,11 @@ impl Cluster {
             tracing::warn!(shard, error = %e, "recording the shard's local copy failed");
         }
         node.shard_lost(shard);
-        if release && let Some(h) = held {
-            if let Err(e) = self.leases.release(shard, h.rev).await {
-                tracing::info!(shard, error = %e, "releasing the lease failed (it expires by itself)");
-            }
+        if release
+            && let Some(h) = held
+            && let Err(e) = self.leases.release(shard, h.rev).await
+        {
+            tracing::info!(shard, error = %e, "releasing the lease failed (it expires by itself)");
         }
         tracing::info!(shard, release, "stopped serving shard");
     }
@@ -325,7 +330,12 @@ impl Cluster {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => return Err(ClusterError::js(format!("claiming shard {shard} in its log"), e)),
+                Err(e) => {
+                    return Err(ClusterError::js(
+                        format!("claiming shard {shard} in its log"),
+                        e,
+                    ));
+                }
             }
         };
         let after = match self.read_cursor(shard).await? {
@@ -338,7 +348,15 @@ impl Cluster {
             None => 0,
         };
         let local: &dyn Storage = &**self.storage.local();
-        let applied = catch_up(&self.js_quick, shard, &log.stream, local, after, claim_seq - 1).await?;
+        let applied = catch_up(
+            &self.js_quick,
+            shard,
+            &log.stream,
+            local,
+            after,
+            claim_seq - 1,
+        )
+        .await?;
         self.write_cursor(
             shard,
             Cursor {

@@ -97,7 +97,9 @@ pub struct NatsServers {
 
 impl std::fmt::Debug for NatsServers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsServers").field("urls", &self.urls()).finish()
+        f.debug_struct("NatsServers")
+            .field("urls", &self.urls())
+            .finish()
     }
 }
 
@@ -108,7 +110,11 @@ impl NatsServers {
         let binary = nats_server_binary();
         match Command::new(&binary).arg("--version").output() {
             Ok(o) if o.status.success() => {}
-            Ok(o) => return Err(DevError::NotFound(String::from_utf8_lossy(&o.stderr).into())),
+            Ok(o) => {
+                return Err(DevError::NotFound(
+                    String::from_utf8_lossy(&o.stderr).into(),
+                ));
+            }
             Err(e) => return Err(DevError::NotFound(format!("{}: {e}", binary.display()))),
         }
         let start = |e: std::io::Error| DevError::Start(e.to_string());
@@ -161,7 +167,9 @@ impl NatsServers {
             .append(true)
             .open(&s.log)
             .map_err(|e| DevError::Start(e.to_string()))?;
-        let err = log.try_clone().map_err(|e| DevError::Start(e.to_string()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| DevError::Start(e.to_string()))?;
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&s.config)

@@ -41,7 +41,11 @@ pub(crate) async fn forward(State(node): State<Arc<Node>>, req: Request, next: N
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string());
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.to_string(),
+            );
         }
     };
     let realm = realm_of(&parts, &body);
@@ -72,7 +76,9 @@ pub(crate) async fn forward(State(node): State<Arc<Node>>, req: Request, next: N
                 Err(e) => error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_owner",
-                    format!("the realm's shard {shard} is served by another node, which could not be reached: {e}"),
+                    format!(
+                        "the realm's shard {shard} is served by another node, which could not be reached: {e}"
+                    ),
                 ),
             }
         }
@@ -96,8 +102,10 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         axum::Json(json!({ "error": { "code": code, "message": message } })),
     )
         .into_response();
-    r.headers_mut()
-        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from_static("1"),
+    );
     r
 }
 
@@ -115,7 +123,9 @@ fn realm_of(parts: &axum::http::request::Parts, body: &[u8]) -> Option<String> {
     struct Body {
         realm_id: String,
     }
-    serde_json::from_slice::<Body>(body).ok().map(|b| b.realm_id)
+    serde_json::from_slice::<Body>(body)
+        .ok()
+        .map(|b| b.realm_id)
 }
 
 fn response_of(r: HttpResponse) -> Response {
@@ -130,7 +140,10 @@ fn response_of(r: HttpResponse) -> Response {
 }
 
 /// Run a forwarded request through this node's router.
-pub(crate) async fn run_forwarded(router: axum::Router, h: HttpRequest) -> Result<HttpResponse, String> {
+pub(crate) async fn run_forwarded(
+    router: axum::Router,
+    h: HttpRequest,
+) -> Result<HttpResponse, String> {
     let mut req = Request::builder()
         .method(h.method.as_str())
         .uri(h.uri.as_str())

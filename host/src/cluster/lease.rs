@@ -85,12 +85,13 @@ impl Leases {
             .entry(lease_key(shard))
             .await
             .map_err(|e| ClusterError::js(format!("reading lease of shard {shard}"), e))?;
-        Ok(e.filter(|e| e.operation == kv::Operation::Put).and_then(|e| {
-            serde_json::from_slice(&e.value).ok().map(|value| Lease {
-                value,
-                revision: e.revision,
-            })
-        }))
+        Ok(e.filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                serde_json::from_slice(&e.value).ok().map(|value| Lease {
+                    value,
+                    revision: e.revision,
+                })
+            }))
     }
 
     /// Every shard's lease, concurrently.

@@ -189,7 +189,10 @@ pub(crate) enum Applied {
 /// Apply `entry` to the local copy. The write is enqueued when this is
 /// called (the [`Storage`] contract), so calls made in log order commit in
 /// log order.
-pub(crate) fn apply(local: &dyn Storage, entry: LogEntry) -> BoxFuture<'_, Result<Applied, StorageError>> {
+pub(crate) fn apply(
+    local: &dyn Storage,
+    entry: LogEntry,
+) -> BoxFuture<'_, Result<Applied, StorageError>> {
     match entry {
         LogEntry::Claim { .. } => Box::pin(std::future::ready(Ok(Applied::Done))),
         LogEntry::Append { req, extras } => {
@@ -226,21 +229,26 @@ pub(crate) fn is_deterministic(e: &StorageError) -> bool {
 pub(crate) type Reply = oneshot::Sender<Result<Applied, StorageError>>;
 
 enum Cmd {
-    Write { entry: LogEntry, reply: Reply },
+    Write {
+        entry: Box<LogEntry>,
+        reply: Reply,
+    },
     Open {
         last: u64,
         last_id: String,
         node: String,
         epoch: u64,
     },
-    Close { done: oneshot::Sender<u64> },
+    Close {
+        done: oneshot::Sender<u64>,
+    },
 }
 
 enum Stage {
     Apply {
         ack: PublishAckFuture,
         seq: u64,
-        entry: LogEntry,
+        entry: Box<LogEntry>,
         reply: Reply,
     },
     Flush(oneshot::Sender<u64>),
@@ -298,11 +306,15 @@ impl ShardLog {
     }
 
     /// Queue a write; it is published in call order.
-    pub(crate) fn write(&self, entry: LogEntry) -> oneshot::Receiver<Result<Applied, StorageError>> {
+    pub(crate) fn write(
+        &self,
+        entry: LogEntry,
+    ) -> oneshot::Receiver<Result<Applied, StorageError>> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Cmd::Write { reply, .. })) =
-            self.tx.send(Cmd::Write { entry, reply })
-        {
+        if let Err(mpsc::error::SendError(Cmd::Write { reply, .. })) = self.tx.send(Cmd::Write {
+            entry: Box::new(entry),
+            reply,
+        }) {
             let _ = reply.send(Err(StorageError::Closed));
         }
         rx
@@ -461,7 +473,7 @@ async fn apply_loop(
                 None => break,
                 Some(Stage::Apply { ack, seq, entry, reply }) => match ack.await {
                     Ok(a) if a.sequence == seq && !a.duplicate => {
-                        let f = apply(local, entry);
+                        let f = apply(local, *entry);
                         inflight.push_back(Box::pin(async move { (seq, f.await, reply) }));
                     }
                     Ok(a) => {
@@ -623,7 +635,10 @@ mod tests {
                     state_version: 2,
                     body: crate::storage::SnapshotBody::Delta {
                         base_seq: 1,
-                        changes: vec![(b"a"[..].into(), Some(b"b"[..].into())), (b"c"[..].into(), None)],
+                        changes: vec![
+                            (b"a"[..].into(), Some(b"b"[..].into())),
+                            (b"c"[..].into(), None),
+                        ],
                     },
                 },
             },

@@ -396,7 +396,10 @@ async fn bucket(
         match kv.put("_ready", bytes::Bytes::from_static(b"1")).await {
             Ok(_) => return Ok(kv),
             Err(e) if std::time::Instant::now() > deadline => {
-                return Err(ClusterError::js(format!("bucket {name} takes no writes"), e));
+                return Err(ClusterError::js(
+                    format!("bucket {name} takes no writes"),
+                    e,
+                ));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

@@ -104,7 +104,9 @@ impl Client {
                 .await;
                 match asked {
                     Ok(Ok(m)) => match postcard::from_bytes::<Response>(&m.payload) {
-                        Ok(Response::NotOwner) => last_error = format!("{owner} no longer owns shard {shard}"),
+                        Ok(Response::NotOwner) => {
+                            last_error = format!("{owner} no longer owns shard {shard}")
+                        }
                         Ok(Response::Error(e)) => return Err(e),
                         Ok(r) => return Ok(r),
                         Err(e) => return Err(format!("unreadable answer from {owner}: {e}")),
@@ -136,7 +138,11 @@ impl Client {
     }
 
     /// Forward an HTTP request to the owner of `shard`.
-    pub(crate) async fn http(&self, shard: usize, req: HttpRequest) -> Result<HttpResponse, String> {
+    pub(crate) async fn http(
+        &self,
+        shard: usize,
+        req: HttpRequest,
+    ) -> Result<HttpResponse, String> {
         match self.ask(shard, &Request::Http(req)).await? {
             Response::Http(r) => Ok(r),
             other => Err(format!("unexpected answer {other:?}")),
@@ -179,7 +185,10 @@ pub(crate) async fn serve(
         };
         let (nats, node, router) = (nats.clone(), node.clone(), router.clone());
         tokio::spawn(async move {
-            let answer = match (postcard::from_bytes::<Request>(&msg.payload), node.upgrade()) {
+            let answer = match (
+                postcard::from_bytes::<Request>(&msg.payload),
+                node.upgrade(),
+            ) {
                 (Err(e), _) => Response::Error(format!("unreadable request: {e}")),
                 (Ok(_), None) => Response::NotOwner,
                 (Ok(req), Some(node)) => answer(req, &node, &router).await,

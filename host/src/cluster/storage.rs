@@ -101,7 +101,9 @@ impl ClusterStorage {
         Box::pin(async move {
             match f.await? {
                 Applied::Ack(a) => Ok(a),
-                Applied::Done => Err(StorageError::Backend("an append applied without an ack".into())),
+                Applied::Done => Err(StorageError::Backend(
+                    "an append applied without an ack".into(),
+                )),
             }
         })
     }
@@ -244,7 +246,10 @@ impl Storage for ClusterStorage {
         self.local.realm_meta(realm)
     }
 
-    fn load_realm(&self, realm: &RealmId) -> BoxFuture<'_, Result<Option<RealmLoad>, StorageError>> {
+    fn load_realm(
+        &self,
+        realm: &RealmId,
+    ) -> BoxFuture<'_, Result<Option<RealmLoad>, StorageError>> {
         self.local.load_realm(realm)
     }
 
@@ -262,7 +267,11 @@ impl Storage for ClusterStorage {
     }
 
     /// Node-local records (plugins, the shard monitor): not logged.
-    fn put_meta(&self, key: &str, value: Option<Vec<u8>>) -> BoxFuture<'_, Result<(), StorageError>> {
+    fn put_meta(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), StorageError>> {
         self.local.put_meta(key, value)
     }
 

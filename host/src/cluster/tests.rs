@@ -46,7 +46,9 @@ async fn setup() -> Setup {
 }
 
 fn local(s: &Setup, name: &str) -> Arc<dyn Storage> {
-    Arc::new(PartitionedStorage::open_with(s.dir.path().join(name), StorageConfig::default()).unwrap())
+    Arc::new(
+        PartitionedStorage::open_with(s.dir.path().join(name), StorageConfig::default()).unwrap(),
+    )
 }
 
 fn append(realm: &str, seq: u64) -> LogEntry {
@@ -72,7 +74,14 @@ fn append(realm: &str, seq: u64) -> LogEntry {
 }
 
 async fn last_seq(js: &jetstream::Context) -> u64 {
-    js.get_stream(STREAM).await.unwrap().info().await.unwrap().state.last_sequence
+    js.get_stream(STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence
 }
 
 async fn realm_last(local: &Arc<dyn Storage>, realm: &str) -> u64 {
@@ -87,7 +96,14 @@ async fn realm_last(local: &Arc<dyn Storage>, realm: &str) -> u64 {
 async fn a_claim_fences_the_previous_owner_in_the_log() {
     let s = setup().await;
     let local_a = local(&s, "a");
-    let a = ShardLog::spawn(s.js.clone(), local_a.clone(), 0, STREAM.into(), SUBJECT.into(), 1 << 20);
+    let a = ShardLog::spawn(
+        s.js.clone(),
+        local_a.clone(),
+        0,
+        STREAM.into(),
+        SUBJECT.into(),
+        1 << 20,
+    );
     a.open(0, "", "a", 1);
     let r = a.write(append("r", 1)).await.unwrap().unwrap();
     assert!(matches!(r, Applied::Ack(ack) if ack.last_seq == 1));
@@ -97,9 +113,8 @@ async fn a_claim_fences_the_previous_owner_in_the_log() {
         node: "b".into(),
         epoch: 2,
     };
-    let ack = s
-        .js
-        .send_publish(
+    let ack =
+        s.js.send_publish(
             SUBJECT,
             PublishMessage::build()
                 .payload(claim.encode().into())
@@ -120,7 +135,11 @@ async fn a_claim_fences_the_previous_owner_in_the_log() {
         "{refused:?}"
     );
     assert!(a.has_failed());
-    assert_eq!(last_seq(&s.js).await, 2, "the fenced write is not in the log");
+    assert_eq!(
+        last_seq(&s.js).await,
+        2,
+        "the fenced write is not in the log"
+    );
     assert_eq!(realm_last(&local_a, "r").await, 1, "nor in a's local copy");
     // Writes after a failure are refused too (until the shard is claimed again).
     let after = a.write(append("r", 2)).await.unwrap();
@@ -129,13 +148,23 @@ async fn a_claim_fences_the_previous_owner_in_the_log() {
 
     // b's copy is built from the log; catching up twice changes nothing.
     let local_b = local(&s, "b");
-    assert_eq!(catch_up(&s.js, 0, STREAM, &*local_b, 0, 2).await.unwrap(), 2);
+    assert_eq!(
+        catch_up(&s.js, 0, STREAM, &*local_b, 0, 2).await.unwrap(),
+        2
+    );
     assert_eq!(realm_last(&local_b, "r").await, 1);
     catch_up(&s.js, 0, STREAM, &*local_b, 0, 2).await.unwrap();
     assert_eq!(realm_last(&local_b, "r").await, 1);
 
     // b writes, pipelined: many in flight, each realm's in seq order.
-    let b = ShardLog::spawn(s.js.clone(), local_b.clone(), 0, STREAM.into(), SUBJECT.into(), 1 << 20);
+    let b = ShardLog::spawn(
+        s.js.clone(),
+        local_b.clone(),
+        0,
+        STREAM.into(),
+        SUBJECT.into(),
+        1 << 20,
+    );
     b.open(2, "b.2.claim", "b", 2);
     let mut pending = Vec::new();
     for seq in 1..=20u64 {
@@ -168,7 +197,14 @@ async fn a_claim_fences_the_previous_owner_in_the_log() {
 async fn a_refused_write_is_answered_and_the_log_goes_on() {
     let s = setup().await;
     let local_a = local(&s, "a");
-    let a = ShardLog::spawn(s.js.clone(), local_a.clone(), 0, STREAM.into(), SUBJECT.into(), 64 * 1024);
+    let a = ShardLog::spawn(
+        s.js.clone(),
+        local_a.clone(),
+        0,
+        STREAM.into(),
+        SUBJECT.into(),
+        64 * 1024,
+    );
     a.open(0, "", "a", 1);
     a.write(append("r", 1)).await.unwrap().unwrap();
     // A gap is the entry's own fault: refused by the local copy, the same
@@ -184,12 +220,22 @@ async fn a_refused_write_is_answered_and_the_log_goes_on() {
         *req = r.into();
     }
     let refused = a.write(big).await.unwrap();
-    assert!(matches!(refused, Err(StorageError::InvalidRequest(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StorageError::InvalidRequest(_))),
+        "{refused:?}"
+    );
     a.write(append("r", 2)).await.unwrap().unwrap();
     assert_eq!(realm_last(&local_a, "r").await, 2);
-    assert_eq!(last_seq(&s.js).await, 3, "the refused-by-copy entry is in the log, the big one not");
+    assert_eq!(
+        last_seq(&s.js).await,
+        3,
+        "the refused-by-copy entry is in the log, the big one not"
+    );
     // Closing drains and reports the copy's position.
     assert_eq!(a.close().await, 3);
     let closed = a.write(append("r", 3)).await.unwrap();
-    assert!(matches!(closed, Err(StorageError::NotOwner { .. })), "{closed:?}");
+    assert!(
+        matches!(closed, Err(StorageError::NotOwner { .. })),
+        "{closed:?}"
+    );
 }

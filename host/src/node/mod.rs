@@ -88,10 +88,14 @@ pub use events::{EventView, EventsPage, MAX_EVENTS_PAGE};
 pub use exec::{ExecConfig, ExecStats, ExecTypeStats};
 pub use health::Readiness;
 pub use jobs::{JobKind, JobProgress, JobState, JobView};
+#[cfg(feature = "cluster")]
+pub(crate) use messaging::Delivered;
 pub use messaging::{
     ChainView, LATENCY_SAMPLES, MAX_MESSAGES_PAGE, MessageStats, MessageView, MessagingConfig,
     PairView, RealmMessages, SettledMessage,
 };
+#[cfg(feature = "cluster")]
+pub(crate) use ownership::ShardOwnership;
 pub use parking::{ParkedRealm, ParkingConfig};
 pub use plugins::{
     Activation, HistoryEntry, MAX_HISTORY, PluginAction, PluginStartup, Plugins, SeedConflict,
@@ -101,8 +105,6 @@ pub use state::RealmState;
 use stats::Counters;
 pub use stats::NodeStats;
 pub use unservable::UnservableRealm;
-pub(crate) use messaging::Delivered;
-pub(crate) use ownership::ShardOwnership;
 
 use crate::monitor::{ShardAnalysis, ShardMonitor};
 use crate::realm::{RealmId, shard_of};

@@ -10,12 +10,16 @@
 //! write of a node that lost it, whatever the node believed.
 
 use std::fmt;
+#[cfg(feature = "cluster")]
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::messaging::{Delivered, Pending};
+use super::messaging::Delivered;
+#[cfg(feature = "cluster")]
+use super::messaging::Pending;
 use super::{Node, NodeError};
+#[cfg(feature = "cluster")]
 use crate::message::StoredMessage;
 use crate::realm::RealmId;
 use crate::storage::{OutboxKey, StorageError};
@@ -46,6 +50,7 @@ pub(crate) trait ShardOwnership: Send + Sync + fmt::Debug {
 impl Node {
     /// Join a cluster: from now on the node serves only the shards `cluster`
     /// says it owns. Set once, before the node takes requests.
+    #[cfg(feature = "cluster")]
     pub(crate) fn attach_cluster(&self, cluster: Arc<dyn ShardOwnership>) -> Result<(), NodeError> {
         self.cluster
             .set(cluster)
@@ -88,6 +93,7 @@ impl Node {
     /// The cluster gave this node `shard` (its log is caught up in storage):
     /// drop whatever memory held of it (stale: another node wrote since)
     /// and queue its realms' undelivered messages.
+    #[cfg(feature = "cluster")]
     pub(crate) async fn shard_gained(&self, shard: usize) -> Result<usize, NodeError> {
         self.store.clear_shard(shard);
         let mut after = None;
@@ -118,6 +124,7 @@ impl Node {
 
     /// The cluster took `shard` from this node: forget its realms and the
     /// queues of their messages (the new owner serves them).
+    #[cfg(feature = "cluster")]
     pub(crate) fn shard_lost(&self, shard: usize) {
         let realms = self.store.clear_shard(shard);
         let messages = self
@@ -128,6 +135,7 @@ impl Node {
 
     /// A delivery asked for by the node that serves the sender: `message`
     /// is the stored message `id`.
+    #[cfg(feature = "cluster")]
     pub(crate) async fn deliver_for_peer(&self, id: OutboxKey, message: &[u8]) -> Delivered {
         match StoredMessage::decode(message) {
             Ok(m) => {

@@ -116,7 +116,11 @@ impl Harness {
                         break u.trim().to_owned();
                     }
                 }
-                _ => panic!("{} exited before listening (log: {})", m.id, m.log.display()),
+                _ => panic!(
+                    "{} exited before listening (log: {})",
+                    m.id,
+                    m.log.display()
+                ),
             }
         };
         std::thread::spawn(move || for _ in lines {});
@@ -141,8 +145,20 @@ impl Harness {
     }
 
     fn signal(&self, i: usize, sig: &str) {
-        let pid = self.members[i].proc.as_ref().unwrap().child.id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        let pid = self.members[i]
+            .proc
+            .as_ref()
+            .unwrap()
+            .child
+            .id()
+            .to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     fn leave(&mut self, i: usize) {
@@ -151,7 +167,10 @@ impl Harness {
         let mut p = self.members[i].proc.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while p.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "node did not leave after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "node did not leave after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -208,7 +227,9 @@ impl Drop for Harness {
         }
         for m in &mut self.members {
             if let Some(mut p) = m.proc.take() {
-                let _ = Command::new("kill").args(["-CONT", &p.child.id().to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-CONT", &p.child.id().to_string()])
+                    .status();
                 let _ = p.child.kill();
                 let _ = p.child.wait();
             }
@@ -242,7 +263,11 @@ struct Seen {
 
 /// Client threads: each appends to its own realms through any live node,
 /// retrying a write (same idempotency key) until it is acknowledged.
-fn writers(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>, seen: Arc<Seen>) -> Vec<std::thread::JoinHandle<()>> {
+fn writers(
+    urls: Arc<RwLock<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..WRITERS)
         .map(|w| {
             let (urls, stop, seen) = (urls.clone(), stop.clone(), seen.clone());
@@ -272,7 +297,10 @@ fn writers(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>, seen: Arc<Seen
                         {
                             let v: Value = r.body_mut().read_json().unwrap();
                             let seq = v["seq"].as_u64().unwrap();
-                            seen.acked.lock().unwrap().insert(id.clone(), (realm.clone(), seq));
+                            seen.acked
+                                .lock()
+                                .unwrap()
+                                .insert(id.clone(), (realm.clone(), seq));
                             break;
                         }
                         if started.elapsed() > Duration::from_secs(60) {
@@ -294,7 +322,10 @@ const BANKS: usize = 6;
 const FUNDS: u64 = 1_000;
 
 fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Option<Value> {
-    let mut r = agent.post(&format!("{url}/v1/events")).send_json(body).ok()?;
+    let mut r = agent
+        .post(&format!("{url}/v1/events"))
+        .send_json(body)
+        .ok()?;
     (r.status().as_u16() == 200).then(|| r.body_mut().read_json().ok())?
 }
 
@@ -309,7 +340,10 @@ fn post_retrying(agent: &ureq::Agent, urls: &RwLock<Vec<String>>, body: &Value) 
         if let Some(v) = post(agent, &url, body) {
             return v;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "not acknowledged: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not acknowledged: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     unreachable!()
@@ -327,11 +361,19 @@ fn sagas(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::
     std::thread::spawn(move || {
         let agent = NodeProc::agent();
         for b in 0..BANKS {
-            post_retrying(&agent, &urls, &ledger(b, json!({"open": {"account": "a"}}), &format!("open-{b}")));
             post_retrying(
                 &agent,
                 &urls,
-                &ledger(b, json!({"deposit": {"account": "a", "amount": FUNDS}}), &format!("dep-{b}")),
+                &ledger(b, json!({"open": {"account": "a"}}), &format!("open-{b}")),
+            );
+            post_retrying(
+                &agent,
+                &urls,
+                &ledger(
+                    b,
+                    json!({"deposit": {"account": "a", "amount": FUNDS}}),
+                    &format!("dep-{b}"),
+                ),
             );
         }
         let mut n = 0u64;
@@ -381,11 +423,17 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
         let others: Vec<&str> = all.iter().copied().filter(|n| *n != all[victim]).collect();
         h.kill9(victim);
         let took = h.wait_served_by(0, &others, Duration::from_secs(10));
-        eprintln!("round {round}: {} SIGKILLed; its shards served by the others after {took:?}", all[victim]);
+        eprintln!(
+            "round {round}: {} SIGKILLed; its shards served by the others after {took:?}",
+            all[victim]
+        );
         failovers.push(took);
         h.spawn(victim);
         let joined = h.wait_served_by(0, &all, Duration::from_secs(30));
-        eprintln!("round {round}: {} back; shards rebalanced after {joined:?}", all[victim]);
+        eprintln!(
+            "round {round}: {} back; shards rebalanced after {joined:?}",
+            all[victim]
+        );
         joins.push(joined);
     }
 
@@ -408,7 +456,10 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     let t = Instant::now();
     h.leave(2);
     let left = h.wait_served_by(0, &["node-0", "node-1"], Duration::from_secs(15));
-    eprintln!("node-2 left gracefully in {:?}; shards served {left:?} after", t.elapsed());
+    eprintln!(
+        "node-2 left gracefully in {:?}; shards served {left:?} after",
+        t.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     stop.store(true, Ordering::Release);
@@ -426,7 +477,11 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
         percentile(&failovers, 1.0),
         percentile(&joins, 0.5),
     );
-    assert!(acked.len() > 100, "too few writes to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too few writes to mean anything: {}",
+        acked.len()
+    );
     assert_eq!(failed, 0, "writes that no retry got acknowledged");
 
     // Every realm's log, read through node-0 (forwarded to the owners).
@@ -436,7 +491,10 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
             let realm = format!("w{w}-r{r}");
             let mut after = 0u64;
             loop {
-                let (s, v) = get(&h.url(0), &format!("/v1/realm/events?id={realm}&after={after}&limit=1000"));
+                let (s, v) = get(
+                    &h.url(0),
+                    &format!("/v1/realm/events?id={realm}&after={after}&limit=1000"),
+                );
                 assert_eq!(s, 200, "{realm}: {v}");
                 let events = v["events"].as_array().unwrap().clone();
                 if events.is_empty() {
@@ -475,12 +533,19 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     let t = Instant::now();
     loop {
         let pending: u64 = (0..2)
-            .map(|i| get(&h.url(i), "/v1/stats").1["messages"]["pending"].as_u64().unwrap_or(u64::MAX))
+            .map(|i| {
+                get(&h.url(i), "/v1/stats").1["messages"]["pending"]
+                    .as_u64()
+                    .unwrap_or(u64::MAX)
+            })
             .sum();
         if pending == 0 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "{pending} messages still pending");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{pending} messages still pending"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut total = 0;
@@ -498,9 +563,16 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     assert_eq!(total, FUNDS * BANKS as u64, "money appeared or vanished");
 
     // States equal their replay (on whichever node serves each realm).
-    for realm in by_realm.keys().cloned().chain((0..BANKS).map(|b| format!("bank-{b}"))) {
+    for realm in by_realm
+        .keys()
+        .cloned()
+        .chain((0..BANKS).map(|b| format!("bank-{b}")))
+    {
         let (s, v) = get(&h.url(1), &format!("/v1/verify?id={realm}"));
         assert_eq!(s, 200, "{realm}: {v}");
-        assert_eq!(v["matches"], true, "{realm}: state differs from its replay: {v}");
+        assert_eq!(
+            v["matches"], true,
+            "{realm}: state differs from its replay: {v}"
+        );
     }
 }

@@ -7,8 +7,8 @@
 mod common;
 
 mod browser_ui;
-mod cluster;
 mod cli_e2e;
+mod cluster;
 mod crash;
 mod crash_messages;
 mod node_e2e;

@@ -405,7 +405,11 @@ async fn cluster_status(State(node): State<Arc<Node>>) -> ApiResult<crate::clust
         ));
     };
     c.status().await.map(Json).map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            e.to_string(),
+        )
     })
 }
 

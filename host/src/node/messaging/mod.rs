@@ -376,6 +376,7 @@ impl Messenger {
     /// Drop the queues of every sender `filter` picks; returns how many
     /// messages went. Cluster mode: the senders' shard moved to another
     /// node, which loads their outboxes and delivers them from now on.
+    #[cfg(feature = "cluster")]
     pub(crate) fn forget_senders(&self, filter: impl Fn(&RealmId) -> bool) -> usize {
         let mut q = self.queues.lock();
         let keys: Vec<PairKey> = q.pairs.keys().filter(|k| filter(&k.0)).cloned().collect();
