@@ -112,8 +112,14 @@ impl Cluster {
                 started_ms: self.started_ms,
             }
         };
+        metrics::gauge!("realmhost_cluster_shards_served").set(record.shards.len() as f64);
+        for h in &record.shards {
+            metrics::gauge!("realmhost_cluster_shard_applied", "shard" => h.shard.to_string())
+                .set(h.applied as f64);
+        }
         self.nodes.put(&record).await?;
         let live = self.nodes.live().await?;
+        metrics::gauge!("realmhost_cluster_live_nodes").set(live.len() as f64);
         let leases = self.leases.read_all(self.shards).await?;
         self.ownership.set_owners(
             leases
@@ -262,6 +268,8 @@ impl Cluster {
             tracing::warn!(shard, error = %e, "recording the shard's local copy failed");
         }
         node.shard_lost(shard);
+        metrics::counter!("realmhost_cluster_step_downs_total", "release" => release.to_string())
+            .increment(1);
         if release
             && let Some(h) = held
             && let Err(e) = self.leases.release(shard, h.rev).await
@@ -372,6 +380,8 @@ impl Cluster {
         node.shard_gained(shard).await?;
         self.ownership.set_owner(shard, Some(self.node_id.clone()));
         self.ownership.grant(shard, t1 + self.config.lease() / 2);
+        metrics::counter!("realmhost_cluster_claims_total").increment(1);
+        metrics::histogram!("realmhost_cluster_claim_seconds").record(t0.elapsed().as_secs_f64());
         tracing::info!(
             shard,
             epoch = rev,

@@ -71,7 +71,10 @@ pub(crate) async fn forward(State(node): State<Arc<Node>>, req: Request, next: N
                 body: body.to_vec(),
                 client,
             };
-            match cluster.forward_http(shard, fwd).await {
+            let forwarded = cluster.forward_http(shard, fwd).await;
+            metrics::counter!("realmhost_cluster_forwarded_total", "ok" => forwarded.is_ok().to_string())
+                .increment(1);
+            match forwarded {
                 Ok(r) => response_of(r),
                 Err(e) => error(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -473,6 +473,7 @@ async fn apply_loop(
                 None => break,
                 Some(Stage::Apply { ack, seq, entry, reply }) => match ack.await {
                     Ok(a) if a.sequence == seq && !a.duplicate => {
+                        metrics::counter!("realmhost_cluster_log_writes_total").increment(1);
                         let f = apply(local, *entry);
                         inflight.push_back(Box::pin(async move { (seq, f.await, reply) }));
                     }
@@ -484,6 +485,7 @@ async fn apply_loop(
                         ))));
                     }
                     Err(e) => {
+                        metrics::counter!("realmhost_cluster_log_refused_total").increment(1);
                         // Fenced (another node claimed the shard) or no
                         // answer: either way this node stops writing it.
                         tracing::info!(shard, seq, error = %e, "the shard log refused a write");

@@ -26,6 +26,15 @@
 //!
 //! The design and the argument that a shard never has two writers are in
 //! `docs/design.md` ("Cluster").
+//!
+//! Metrics (Prometheus, per node): gauges `realmhost_cluster_shards_served`,
+//! `realmhost_cluster_live_nodes`, `realmhost_cluster_shard_applied{shard}`
+//! (the last log entry applied locally); counters
+//! `realmhost_cluster_claims_total`, `realmhost_cluster_step_downs_total
+//! {release}`, `realmhost_cluster_log_writes_total`,
+//! `realmhost_cluster_log_refused_total` (fenced or unanswered publishes),
+//! `realmhost_cluster_forwarded_total{ok}`; histogram
+//! `realmhost_cluster_claim_seconds`.
 
 mod config;
 mod coordinator;
@@ -83,6 +92,8 @@ pub struct Cluster {
     router: Arc<rpc::RouterCell>,
     state: tokio::sync::Mutex<coordinator::State>,
     leaving: AtomicBool,
+    /// Ticks at once (a lease was released).
+    wake: Arc<tokio::sync::Notify>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -230,6 +241,7 @@ impl Cluster {
             router: Arc::new(rpc::RouterCell::new()),
             state: tokio::sync::Mutex::new(coordinator::State::default()),
             leaving: AtomicBool::new(false),
+            wake: Arc::new(tokio::sync::Notify::new()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         node.attach_cluster(cluster.clone())?;
@@ -245,7 +257,16 @@ impl Cluster {
             cluster.router.clone(),
         ));
         let ticking = tokio::spawn(run(Arc::downgrade(&cluster), Arc::downgrade(&node)));
-        cluster.tasks.lock().extend([serving, ticking]);
+        let watching = {
+            let (leases, wake) = (cluster.leases.clone(), cluster.wake.clone());
+            tokio::spawn(async move {
+                loop {
+                    leases.watch_releases(wake.clone()).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        cluster.tasks.lock().extend([serving, ticking, watching]);
         tracing::info!(node = %cluster.node_id, cluster = %cluster.config.name, shards, "joined the cluster");
         Ok((cluster, node))
     }
@@ -332,17 +353,20 @@ impl ShardOwnership for Cluster {
     }
 }
 
-/// The coordinator's loop: a tick every `tick_ms` until the node or the
-/// cluster is gone.
+/// The coordinator's loop: a tick every `tick_ms`, and at once when a
+/// lease is released, until the node or the cluster is gone.
 async fn run(cluster: std::sync::Weak<Cluster>, node: std::sync::Weak<Node>) {
-    let period = match cluster.upgrade() {
-        Some(c) => c.config.tick(),
+    let (period, wake) = match cluster.upgrade() {
+        Some(c) => (c.config.tick(), c.wake.clone()),
         None => return,
     };
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = wake.notified() => {}
+        }
         let (Some(c), Some(n)) = (cluster.upgrade(), node.upgrade()) else {
             return;
         };

@@ -392,6 +392,31 @@ fn sagas(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::
     })
 }
 
+/// Which of the servers (`n<i>` in their configuration) leads `stream`.
+fn stream_leader(urls: &str, stream: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.split(',').collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.unwrap();
+        let info = s.info().await.unwrap();
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("a leader");
+        leader
+            .trim_start_matches('n')
+            .parse()
+            .expect("server names are n<i>")
+    })
+}
+
 fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort();
@@ -437,10 +462,13 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
         joins.push(joined);
     }
 
-    // A NATS server dies and comes back: the streams keep a quorum.
-    h.nats.kill(0);
+    // The leader of a shard stream dies and comes back: the stream keeps a
+    // quorum, elects another leader, and no acknowledged write is lost.
+    let leader = stream_leader(&h.nats.urls(), "RH_realmhost_S0");
+    eprintln!("killing nats-server {leader}, the leader of shard 0's stream");
+    h.nats.kill(leader);
     std::thread::sleep(Duration::from_secs(2));
-    h.nats.restart(0).expect("restart nats 0");
+    h.nats.restart(leader).expect("restart the nats-server");
     std::thread::sleep(Duration::from_secs(1));
 
     // SIGSTOP a node until its shards move, then let it run again: whatever
@@ -561,6 +589,44 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     }
     eprintln!("{transfers} transfers between banks; every message settled");
     assert_eq!(total, FUNDS * BANKS as u64, "money appeared or vanished");
+
+    // The operator's view: the CLI's table and JSON, and per-node metrics.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_realmhost"))
+            .args(args)
+            .args(["--node", &h.url(0)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = cli(&["cluster", "status"]);
+    assert!(
+        table.contains("node-0") && table.contains("node-1"),
+        "{table}"
+    );
+    assert!(table.contains("every shard is served"), "{table}");
+    let v: Value = serde_json::from_str(&cli(&["cluster", "status", "--json"])).unwrap();
+    assert_eq!(v["shards"], SHARDS);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
+    let metrics = NodeProc::agent()
+        .get(&format!("{}/metrics", h.url(0)))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for m in [
+        "realmhost_cluster_shards_served",
+        "realmhost_cluster_claims_total",
+        "realmhost_cluster_forwarded_total",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
 
     // States equal their replay (on whichever node serves each realm).
     for realm in by_realm
