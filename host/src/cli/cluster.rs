@@ -148,7 +148,7 @@ fn dev(args: DevArgs) -> Result<()> {
             .arg(nats.urls())
             .arg("--cluster-replicas")
             .arg(args.nats.to_string())
-            .arg("--node-id")
+            .arg("--cluster-node-id")
             .arg(format!("node-{i}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

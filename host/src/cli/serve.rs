@@ -42,7 +42,7 @@ pub struct ServeArgs {
     cluster_replicas: Option<usize>,
     /// This node's id in the cluster (default: a fresh one each start).
     #[arg(long, requires = "cluster")]
-    node_id: Option<String>,
+    cluster_node_id: Option<String>,
     /// The HTTP address other nodes and operators see for this node (default: the listen address).
     #[arg(long, requires = "cluster")]
     advertise: Option<String>,
@@ -82,7 +82,7 @@ pub fn resolve(args: &ServeArgs) -> Result<NodeConfig> {
         if let Some(r) = args.cluster_replicas {
             c.replicas = r;
         }
-        if let Some(id) = &args.node_id {
+        if let Some(id) = &args.cluster_node_id {
             c.node_id = id.clone();
         }
         if let Some(a) = &args.advertise {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::message::PublishMessage;
 use serde::{Deserialize, Serialize};
 
-use super::lease::{HeldShard, LeaseValue, NodeRecord};
+use super::lease::{HeldShard, LeaseValue, NodeRecord, Renewal};
 use super::log::{LogEntry, catch_up};
 use super::{Cluster, ClusterError, placement};
 use crate::node::Node;
@@ -218,23 +218,26 @@ impl Cluster {
             for (shard, sent, r) in results {
                 let failed_log = self.storage.logs()[shard].has_failed();
                 match r {
-                    Ok(rev) if !failed_log => {
+                    Ok(Renewal::Renewed(rev)) => {
                         if let Some(h) = st.held.get_mut(&shard) {
                             h.rev = rev;
                         }
-                        self.ownership.grant(shard, sent + self.config.lease() / 2);
+                        if failed_log {
+                            // Give it up, to claim it again with a catch-up.
+                            lost.push((shard, true));
+                        } else {
+                            self.ownership.grant(shard, sent + self.config.lease() / 2);
+                        }
                     }
-                    Ok(rev) => {
-                        if let Some(h) = st.held.get_mut(&shard) {
-                            h.rev = rev;
-                        }
-                        lost.push((shard, true));
+                    Ok(Renewal::Lost) => {
+                        tracing::warn!(shard, "the lease was lost (expired or taken over)");
+                        lost.push((shard, false));
                     }
                     Err(e) => {
                         // Serving lapses by itself half a lease after the
-                        // last renewal; a lease that changed hands is gone.
+                        // last renewal; until then the next tick retries.
                         tracing::warn!(shard, error = %e, "renewing the lease failed");
-                        if e.to_string().contains("wrong last") || !self.ownership.owns(shard) {
+                        if !self.ownership.owns(shard) {
                             lost.push((shard, false));
                         }
                     }
@@ -375,7 +378,10 @@ impl Cluster {
         .await?;
         // Still ours after the catch-up?
         let t1 = Instant::now();
-        let rev_now = self.leases.renew(shard, &self.lease_value(), rev).await?;
+        let Renewal::Renewed(rev_now) = self.leases.renew(shard, &self.lease_value(), rev).await?
+        else {
+            return Err(ClusterError::LeaseLost { shard });
+        };
         log.open(claim_seq, &claim_id, &self.node_id, rev);
         node.shard_gained(shard).await?;
         self.ownership.set_owner(shard, Some(self.node_id.clone()));

@@ -38,6 +38,13 @@ pub enum ClusterError {
         /// This node's setting.
         node_shards: usize,
     },
+    /// A claim lost its lease before it could serve (the catch-up took
+    /// longer than the lease); it is tried again later.
+    #[error("shard {shard}: the lease expired before the claim completed")]
+    LeaseLost {
+        /// The shard.
+        shard: usize,
+    },
     /// A setting the cluster cannot run with.
     #[error("{0}")]
     Unsupported(String),

@@ -63,6 +63,15 @@ pub struct NodeRecord {
     pub started_ms: u64,
 }
 
+/// How a renewal went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Still ours, at this revision.
+    Renewed(u64),
+    /// No longer ours.
+    Lost,
+}
+
 /// The lease bucket.
 #[derive(Debug, Clone)]
 pub(crate) struct Leases {
@@ -117,18 +126,25 @@ impl Leases {
         }
     }
 
-    /// Renew `shard`'s lease held at `revision`; the new revision.
+    /// Renew `shard`'s lease held at `revision`: the new revision, or
+    /// [`Renewal::Lost`] if the lease is no longer at that revision (it
+    /// expired, or another node holds it).
     pub(crate) async fn renew(
         &self,
         shard: usize,
         value: &LeaseValue,
         revision: u64,
-    ) -> Result<u64, ClusterError> {
+    ) -> Result<Renewal, ClusterError> {
         let bytes = serde_json::to_vec(value).expect("lease value encodes");
-        self.kv
+        match self
+            .kv
             .update(lease_key(shard), bytes.into(), revision)
             .await
-            .map_err(|e| ClusterError::js(format!("renewing shard {shard}"), e))
+        {
+            Ok(rev) => Ok(Renewal::Renewed(rev)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Renewal::Lost),
+            Err(e) => Err(ClusterError::js(format!("renewing shard {shard}"), e)),
+        }
     }
 
     /// Wake `notify` whenever a lease is released (deleted), so that its

