@@ -702,3 +702,67 @@ fn a_cluster_keeps_every_acknowledged_event_through_kills_pauses_and_leaves() {
         );
     }
 }
+
+/// `realmhost cluster dev` starts NATS and nodes, `cluster status` sees them
+/// serve every shard, and Ctrl-C (SIGINT) stops everything.
+#[test]
+fn cluster_dev_starts_a_local_cluster_and_stops_it() {
+    ensure_nats_server().expect("nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_realmhost"))
+        .args(["cluster", "dev", "--nodes", "2", "--nats", "1", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut node0 = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.strip_prefix("node-0: ") {
+            node0 = Some(url.to_owned());
+        }
+        if line.contains("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    let node0 = node0.expect("cluster dev printed node-0's address");
+    let t = Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_realmhost"))
+            .args(["cluster", "status", "--json", "--node", &node0])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["nodes"].as_array().unwrap().len() == 2
+                && v["unowned"].as_array().unwrap().is_empty()
+            {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the dev cluster did not serve every shard"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &dev.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    while dev.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "cluster dev did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, _) = get(&node0, "/health");
+    assert_eq!(s, 0, "the nodes stopped with it");
+}
