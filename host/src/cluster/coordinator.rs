@@ -127,11 +127,7 @@ impl Cluster {
                 .map(|l| l.as_ref().map(|l| l.value.node.clone()))
                 .collect(),
         );
-        let candidates: Vec<String> = live
-            .iter()
-            .filter(|n| n.healthy && !n.leaving)
-            .map(|n| n.id.clone())
-            .collect();
+        let candidates = placement::candidates(&live);
         let desired = placement::assign(self.shards, &candidates);
         let me = candidates.iter().position(|n| *n == self.node_id);
 

@@ -9,6 +9,21 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::lease::NodeRecord;
+
+/// The nodes that may own shards: alive, with healthy storage, not
+/// leaving; sorted by id (what [`assign`] needs).
+pub(crate) fn candidates(live: &[NodeRecord]) -> Vec<String> {
+    let mut ids: Vec<String> = live
+        .iter()
+        .filter(|n| n.healthy && !n.leaving)
+        .map(|n| n.id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// The owner (an index into `nodes`) of each of `shards` shards; `None`
 /// when there is no node. `nodes` must be sorted and without duplicates
 /// (every node must pass the same list).
@@ -52,6 +67,32 @@ mod tests {
         let mut v: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn degraded_and_leaving_nodes_get_no_shards() {
+        let node = |id: &str, healthy: bool, leaving: bool| NodeRecord {
+            id: id.into(),
+            http: String::new(),
+            healthy,
+            leaving,
+            shards: Vec::new(),
+            started_ms: 0,
+        };
+        let live = [
+            node("c", true, false),
+            node("a", true, false),
+            node("b", false, false),
+            node("d", true, true),
+        ];
+        let c = candidates(&live);
+        assert_eq!(c, vec!["a".to_string(), "c".to_string()]);
+        let owners = assign(16, &c);
+        assert!(
+            owners
+                .iter()
+                .all(|o| o.is_some_and(|i| c[i] == "a" || c[i] == "c"))
+        );
     }
 
     #[test]
