@@ -2,8 +2,9 @@
 //! settles its outcome at the sender. See the module docs of [`super`].
 //!
 //! One attempt at a message, in two durable steps:
-//! 1. **deliver** — unless its outcome is already decided (hop limit,
-//!    expired, no plugin for its type, a quarantined sender), append it to
+//! 1. **deliver** — unless its outcome is already decided (hop limit, no
+//!    plugin for its type, a quarantined sender; expired, unless the
+//!    target's cursor shows it was delivered before), append it to
 //!    the target with the host-set origin and the target's inbox cursor in
 //!    the same commit. A cursor already past it (the message was delivered
 //!    before a crash) answers with the recorded outcome instead. A rejection
@@ -170,9 +171,6 @@ impl Node {
                 reason: format!("hop limit {} reached (a message loop?)", cfg.hop_limit),
             });
         }
-        if m.expires_ms.is_some_and(|at| now_ms() > at) {
-            return Delivered::Outcome(Outcome::Expired);
-        }
         if self.registry.get(&m.target_type).is_err() {
             return Delivered::Outcome(Outcome::DeadLettered {
                 reason: format!("no plugin serves realm type {}", m.target_type),
@@ -209,6 +207,19 @@ impl Node {
     /// The append of step 1, on the node serving the target.
     pub(crate) async fn deliver_here(&self, p: &Pending) -> Delivered {
         let m = &p.message;
+        if m.expires_ms.is_some_and(|at| now_ms() > at) {
+            // Past its time-to-live — but it may have been delivered before
+            // (a crash or a lost answer between delivery and settle): then
+            // the target's cursor holds its outcome, and answering
+            // `expired` would undo, at the sender, what the target did.
+            return match self.storage.inbox_cursor(&m.target, &p.id.sender).await {
+                Ok(Some(c)) if (c.seq, c.index) >= (p.id.seq, p.id.index) => {
+                    self.already_delivered(p, &c)
+                }
+                Ok(_) => Delivered::Outcome(Outcome::Expired),
+                Err(e) => Delivered::Failed(e.to_string()),
+            };
+        }
         let ev = NewEvent {
             realm_id: m.target.clone(),
             realm_type: m.target_type.clone(),
@@ -251,23 +262,28 @@ impl Node {
                 })
             }
             Err(NodeError::Storage(StorageError::AlreadyDelivered { cursor, .. })) => {
-                if (cursor.seq, cursor.index) == (p.id.seq, p.id.index) {
-                    // Delivered before a crash or a lost answer: the cursor
-                    // holds its outcome.
-                    Delivered::Already(decode_outcome(&cursor.outcome).unwrap_or(Outcome::Accepted))
-                } else {
-                    // The target took later messages of this sender (this
-                    // one was revived from the dead letters after them):
-                    // delivering it now would break the pair's order.
-                    Delivered::Outcome(Outcome::DeadLettered {
-                        reason: format!(
-                            "out of order: {} already took {}@{}.{}, sent after it",
-                            m.target, p.id.sender, cursor.seq, cursor.index
-                        ),
-                    })
-                }
+                self.already_delivered(p, &cursor)
             }
             Err(e) => Delivered::Failed(e.to_string()),
+        }
+    }
+
+    /// What a delivery answers when the target's cursor is at or past `p`.
+    fn already_delivered(&self, p: &Pending, cursor: &crate::storage::InboxCursor) -> Delivered {
+        if (cursor.seq, cursor.index) == (p.id.seq, p.id.index) {
+            // Delivered before a crash or a lost answer: the cursor holds
+            // its outcome.
+            Delivered::Already(decode_outcome(&cursor.outcome).unwrap_or(Outcome::Accepted))
+        } else {
+            // The target took later messages of this sender (this one was
+            // revived from the dead letters after them): delivering it now
+            // would break the pair's order.
+            Delivered::Outcome(Outcome::DeadLettered {
+                reason: format!(
+                    "out of order: {} already took {}@{}.{}, sent after it",
+                    p.message.target, p.id.sender, cursor.seq, cursor.index
+                ),
+            })
         }
     }
 
