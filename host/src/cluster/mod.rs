@@ -338,13 +338,7 @@ impl ShardOwnership for Cluster {
         id: OutboxKey,
         message: Vec<u8>,
     ) -> BoxFuture<'static, Result<Delivered, String>> {
-        let rpc = rpc::Client {
-            nats: self.rpc.nats.clone(),
-            cluster: self.rpc.cluster.clone(),
-            leases: self.rpc.leases.clone(),
-            ownership: self.rpc.ownership.clone(),
-            timeout: self.rpc.timeout,
-        };
+        let rpc = self.rpc.clone();
         Box::pin(async move { rpc.deliver(shard, id, message).await })
     }
 

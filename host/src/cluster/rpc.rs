@@ -71,8 +71,8 @@ pub(crate) fn node_subject(cluster: &str, node: &str) -> String {
     format!("rh.{cluster}.node.{node}")
 }
 
-/// The asking side.
-#[derive(Debug)]
+/// The asking side (cheap to clone: handles and an `Arc`).
+#[derive(Debug, Clone)]
 pub(crate) struct Client {
     pub nats: async_nats::Client,
     pub cluster: String,
