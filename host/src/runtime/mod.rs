@@ -2,8 +2,9 @@
 //!
 //! A realm type's logic is a component that exports the `realm-logic` world of
 //! `wit/realm.wit`. The runtime owns **one** wasmtime [`Engine`] for the whole
-//! process; each component is compiled once (and cached on disk, keyed by its
-//! content hash, the engine's configuration and the wasmtime version) and
+//! process; each component is compiled once (kept in memory for every runtime
+//! of the process, and cached on disk, keyed by its content hash, the
+//! engine's configuration and the wasmtime version) and
 //! becomes a [`Plugin`]: a pre-linked component plus a pool of warm instances.
 //!
 //! ## Sandboxing
@@ -88,6 +89,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostCtx>,
     config: Arc<RuntimeConfig>,
+    engine_key: cache::EngineKey,
     cache: Option<cache::ComponentCache>,
 }
 
@@ -121,19 +123,22 @@ impl PluginRuntime {
         host_ctx::add_host_imports(&mut linker)
             .map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
 
-        let cache = match &config.cache_dir {
-            Some(dir) => Some(cache::ComponentCache::open(dir, &engine).map_err(|source| {
-                RuntimeError::Cache {
-                    path: dir.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let engine_key = cache::engine_key(&engine);
+        let cache =
+            match &config.cache_dir {
+                Some(dir) => Some(cache::ComponentCache::open(dir, engine_key).map_err(
+                    |source| RuntimeError::Cache {
+                        path: dir.clone(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         Ok(Self {
             engine,
             linker,
             config: Arc::new(config),
+            engine_key,
             cache,
         })
     }
@@ -197,7 +202,18 @@ impl PluginRuntime {
         Ok(plugin)
     }
 
+    /// The compiled component for `bytes`: from the process's shared memory
+    /// cache, the disk cache, or Cranelift (then kept in both).
     fn compile(&self, bytes: &[u8], version: PluginVersion) -> Result<Component, RuntimeError> {
+        if let Some((c, artifact)) = cache::shared_get(&self.engine, &self.engine_key, version) {
+            // Also on this runtime's disk, so its next process starts warm.
+            if let Some(cache) = &self.cache
+                && let Err(e) = cache.put(version, &artifact)
+            {
+                tracing::warn!(error = %e, "could not write the compiled-component cache");
+            }
+            return Ok(c);
+        }
         if let Some(cache) = &self.cache
             && let Some(c) = cache.get(&self.engine, version)
         {
@@ -207,8 +223,10 @@ impl PluginRuntime {
             Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InvalidComponent {
                 reason: format!("{e:#}"),
             })?;
+        let artifact = cache::shared_put(&self.engine_key, version, &component);
         if let Some(cache) = &self.cache
-            && let Err(e) = cache.put(version, &component)
+            && let Some(artifact) = &artifact
+            && let Err(e) = cache.put(version, artifact)
         {
             tracing::warn!(error = %e, "could not write the compiled-component cache");
         }
