@@ -96,7 +96,12 @@ fn main() {
         panic!("building the plugin components for {TARGET} failed (see the warnings above)");
     }
 
-    let mut code = String::new();
+    let mut code = format!(
+        "/// The target directory of the nested `{TARGET}` build: a plugin crate\n\
+         /// built with the same lock file and release profile reuses its compiled\n\
+         /// dependencies.\npub const WASM_TARGET_DIR: &str = {:?};\n",
+        target_dir.display().to_string()
+    );
     for (krate, name, fixture) in PLUGINS {
         let file = format!("{}.wasm", krate.replace('-', "_"));
         let built = target_dir.join(TARGET).join("release").join(&file);

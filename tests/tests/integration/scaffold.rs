@@ -39,12 +39,9 @@ fn native_target_dir() -> PathBuf {
     workspace_target_dir("scaffold")
 }
 
-/// Where the component is built: the plugins' nested build directory
-/// (`plugins/artifacts/build.rs`, which honours `REALMHOST_WASM_TARGET_DIR`).
+/// Where the component is built: the plugins' nested build directory.
 fn wasm_target_dir() -> PathBuf {
-    std::env::var_os("REALMHOST_WASM_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_target_dir("wasm-plugins"))
+    PathBuf::from(realmhost_plugin_artifacts::WASM_TARGET_DIR)
 }
 
 /// Run `cargo <args>` in `dir` as a plugin author would, with the host
