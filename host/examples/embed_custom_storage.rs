@@ -4,7 +4,7 @@
 //! replication layer.
 //!
 //! ```sh
-//! cargo run -p realmhost --example embed_custom_storage
+//! cargo run -p realmhost-examples --example embed_custom_storage
 //! ```
 //!
 //! The contract a backend must keep (ordering of writes enqueued from one

@@ -2,7 +2,7 @@
 //! from its component bytes, append, query, shut down.
 //!
 //! ```sh
-//! cargo run -p realmhost --example embed_minimal
+//! cargo run -p realmhost-examples --example embed_minimal
 //! ```
 //!
 //! The node is async (tokio, multi-threaded runtime) and every fallible call

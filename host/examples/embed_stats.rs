@@ -3,7 +3,7 @@
 //! `realmhost shard status` show.
 //!
 //! ```sh
-//! cargo run -p realmhost --example embed_stats
+//! cargo run -p realmhost-examples --example embed_stats
 //! ```
 
 use realmhost::RealmId;

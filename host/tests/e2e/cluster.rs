@@ -61,10 +61,13 @@ impl Harness {
         }
         let nats = NatsServers::start(3, &dir.path().join("nats")).expect("start 3 nats servers");
         let config = dir.path().join("node.toml");
+        // Messages whose target moved in a failover are retried at most 2 s
+        // apart (not the default 30 s), so all settle soon after the last
+        // move and the test need not wait out long backoffs.
         std::fs::write(
             &config,
             format!(
-                "[sharding]\nnum_shards = {SHARDS}\n\n[cluster]\nreplicas = 3\nlease_ms = 2000\ntick_ms = 200\nforward_timeout_ms = 15000\n"
+                "[sharding]\nnum_shards = {SHARDS}\n\n[cluster]\nreplicas = 3\nlease_ms = 2000\ntick_ms = 200\nforward_timeout_ms = 15000\n\n[messaging]\nretry_max_ms = 2000\n"
             ),
         )
         .unwrap();
@@ -83,19 +86,50 @@ impl Harness {
                 data,
                 proc: None,
             });
-            h.spawn(i);
         }
+        h.spawn_all(&[0, 1, 2]);
         h
     }
 
     fn spawn(&mut self, i: usize) {
+        self.spawn_all(&[i]);
+    }
+
+    /// Start the nodes `which` side by side (each compiles its plugins and
+    /// joins the cluster on its own), then wait until each one listens.
+    fn spawn_all(&mut self, which: &[usize]) {
+        let started: Vec<(usize, Child)> = which.iter().map(|&i| (i, self.launch(i))).collect();
+        for (i, mut child) in started {
+            let m = &self.members[i];
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let url = loop {
+                match lines.next() {
+                    Some(Ok(l)) => {
+                        if let Some(u) = l.strip_prefix("realmhost listening on ") {
+                            break u.trim().to_owned();
+                        }
+                    }
+                    _ => panic!(
+                        "{} exited before listening (log: {})",
+                        m.id,
+                        m.log.display()
+                    ),
+                }
+            };
+            std::thread::spawn(move || for _ in lines {});
+            self.urls.write().unwrap().push(url.clone());
+            self.members[i].proc = Some(NodeProcHandle { child, url });
+        }
+    }
+
+    fn launch(&self, i: usize) -> Child {
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&m.log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_realmhost"))
+        Command::new(env!("CARGO_BIN_EXE_realmhost"))
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN])
             .arg("--config")
             .arg(&self.config)
@@ -108,25 +142,7 @@ impl Harness {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("start realmhost serve --cluster");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(u) = l.strip_prefix("realmhost listening on ") {
-                        break u.trim().to_owned();
-                    }
-                }
-                _ => panic!(
-                    "{} exited before listening (log: {})",
-                    m.id,
-                    m.log.display()
-                ),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        self.urls.write().unwrap().push(url.clone());
-        self.members[i].proc = Some(NodeProcHandle { child, url });
+            .expect("start realmhost serve --cluster")
     }
 
     fn url(&self, i: usize) -> String {
