@@ -177,10 +177,11 @@ impl Cluster {
                 ..Default::default()
             };
             async move {
-                js.get_or_create_stream(cfg)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| ClusterError::js(format!("stream of shard {s}"), e))
+                settled(&format!("stream of shard {s}"), || {
+                    js.get_or_create_stream(cfg.clone())
+                })
+                .await
+                .map(|_| ())
             }
         }))
         .buffer_unordered(16)
@@ -397,6 +398,56 @@ impl Names {
     }
 }
 
+/// How long joining waits for JetStream to settle. A NATS cluster that has
+/// just started elects its meta leader within seconds, and a stream or
+/// bucket just created — by this node or by another one starting beside it —
+/// answers "no responders" or "no stream found" until its own leader is
+/// elected and every server knows it.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Run `op` until it succeeds or [`SETTLE`] has passed (then its last error,
+/// as `what`): for the requests of joining, whose failures at a cluster's
+/// start are transient.
+async fn settled<T, E, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> Result<T, ClusterError>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(ClusterError::js(what, e));
+            }
+            Err(e) => {
+                tracing::debug!(what, error = %e, "JetStream not settled yet; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The bucket `config` describes: opened, or created if missing (by
+/// whichever node gets there first; creating it again with the same
+/// configuration is harmless).
+async fn open_or_create_bucket(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, ClusterError> {
+    let name = config.bucket.clone();
+    settled(&format!("bucket {name}"), || {
+        let config = config.clone();
+        async move {
+            match js.get_key_value(&config.bucket).await {
+                Ok(kv) => Ok(kv),
+                Err(_) => js.create_key_value(config).await.map_err(|e| e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
 /// A lease-length bucket (history 1), created if missing, once it takes
 /// writes: a bucket just created in a NATS cluster refuses them ("no
 /// stream found") until every server knows it.
@@ -405,40 +456,23 @@ async fn bucket(
     name: &str,
     config: &ClusterConfig,
 ) -> Result<jetstream::kv::Store, ClusterError> {
-    let kv = match js.get_key_value(name).await {
-        Ok(kv) => kv,
-        Err(_) => create_bucket(js, name, config).await?,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match kv.put("_ready", bytes::Bytes::from_static(b"1")).await {
-            Ok(_) => return Ok(kv),
-            Err(e) if std::time::Instant::now() > deadline => {
-                return Err(ClusterError::js(
-                    format!("bucket {name} takes no writes"),
-                    e,
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-async fn create_bucket(
-    js: &jetstream::Context,
-    name: &str,
-    config: &ClusterConfig,
-) -> Result<jetstream::kv::Store, ClusterError> {
-    js.create_key_value(jetstream::kv::Config {
-        bucket: name.to_owned(),
-        history: 1,
-        max_age: config.lease(),
-        num_replicas: config.replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
+    let kv = open_or_create_bucket(
+        js,
+        jetstream::kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            max_age: config.lease(),
+            num_replicas: config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    settled(&format!("bucket {name} takes no writes"), || {
+        kv.put("_ready", bytes::Bytes::from_static(b"1"))
     })
-    .await
-    .map_err(|e| ClusterError::js(format!("bucket {name}"), e))
+    .await?;
+    Ok(kv)
 }
 
 /// The shard count is fixed when the cluster is created; every node must
@@ -449,25 +483,29 @@ async fn check_shard_count(
     config: &ClusterConfig,
     shards: usize,
 ) -> Result<(), ClusterError> {
-    let kv = match js.get_key_value(&names.config).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(jetstream::kv::Config {
-                bucket: names.config.clone(),
-                history: 1,
-                num_replicas: config.replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::js(format!("bucket {}", names.config), e))?,
-    };
-    let _ = kv.create("shards", shards.to_string().into()).await;
-    let stored = kv
-        .get("shards")
-        .await
-        .map_err(|e| ClusterError::js("reading the cluster's shard count", e))?
-        .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<usize>().ok());
+    let kv = open_or_create_bucket(
+        js,
+        jetstream::kv::Config {
+            bucket: names.config.clone(),
+            history: 1,
+            num_replicas: config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // The first node to get here writes its count; every node (the first
+    // included) then reads whichever count won.
+    let stored = settled("reading the cluster's shard count", || async {
+        if let Err(e) = kv.create("shards", shards.to_string().into()).await
+            && e.kind() != jetstream::kv::CreateErrorKind::AlreadyExists
+        {
+            return Err(e.to_string());
+        }
+        kv.get("shards").await.map_err(|e| e.to_string())
+    })
+    .await?
+    .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<usize>().ok());
     match stored {
         Some(n) if n == shards => Ok(()),
         Some(n) => Err(ClusterError::ShardCount {
