@@ -159,14 +159,21 @@ impl Cluster {
         let js_quick = jetstream::ContextBuilder::new()
             .timeout(quick)
             .build(nats.clone());
+        // Joining retries until JetStream has settled (see `settled`); a
+        // request sent before the NATS cluster has elected its meta leader
+        // is never answered, so each attempt gives up after 2 s rather
+        // than the default 5 s.
+        let js_join = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(nats.clone());
         let names = Names::new(&config.name);
-        check_shard_count(&js, &names, &config, shards).await?;
+        check_shard_count(&js_join, &names, &config, shards).await?;
         // The coordinator's requests time out quickly: a tick must not stall
         // on one lost in a NATS leader change (renewals would lapse).
         let leases = lease::Leases::new(bucket(&js_quick, &names.leases, &config).await?);
         let nodes = lease::Nodes::new(bucket(&js_quick, &names.nodes, &config).await?);
         let created = futures::stream::iter((0..shards).map(|s| {
-            let js = js.clone();
+            let js = js_join.clone();
             let cfg = jetstream::stream::Config {
                 name: names.stream(s),
                 subjects: vec![names.subject(s)],

@@ -373,7 +373,10 @@ fn ledger(bank: usize, payload: Value, key: &str) -> Value {
 
 /// Transfer sagas between banks (most on other nodes than their sender):
 /// `transfer_out` sends a `credit` message, whose outcome comes back as a
-/// reply. Returns the number of transfers acknowledged.
+/// reply. Each transfer's timeout (the credit's time-to-live and the
+/// sender's timer) is 5 s, not the default 30 s: credits held up by a
+/// failover expire and are refunded, and the last timers fire soon after the
+/// writers stop. Returns the number of transfers acknowledged.
 fn sagas(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let agent = NodeProc::agent();
@@ -399,7 +402,8 @@ fn sagas(urls: Arc<RwLock<Vec<String>>>, stop: Arc<AtomicBool>) -> std::thread::
             if from != to {
                 let id = format!("t-{n}");
                 let tx = json!({"transfer_out": {"from_bank": format!("bank-{from}"), "account": "a",
-                    "to_bank": format!("bank-{to}"), "to_account": "a", "amount": 3, "transfer_id": id}});
+                    "to_bank": format!("bank-{to}"), "to_account": "a", "amount": 3, "transfer_id": id,
+                    "timeout_ms": 5000}});
                 post_retrying(&agent, &urls, &ledger(from, tx, &id));
             }
             n += 1;
