@@ -22,6 +22,12 @@ pub struct ServeArgs {
     /// Directory of extra `*.wasm` plugins.
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached (overrides `[runtime] cache_dir`;
+    /// default: `plugin-cache` in the data directory). Nodes of one machine
+    /// may share it, so each plugin is compiled once; it holds machine code
+    /// the node loads, so only the node's user may write to it.
+    #[arg(long, env = "REALMHOST_PLUGIN_CACHE", value_name = "DIR")]
+    plugin_cache: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -59,6 +65,9 @@ pub fn resolve(args: &ServeArgs) -> Result<NodeConfig> {
     }
     if let Some(d) = &args.plugins_dir {
         cfg.plugins_dir = Some(d.clone());
+    }
+    if let Some(d) = &args.plugin_cache {
+        cfg.runtime.cache_dir = Some(d.clone());
     }
     if let Some(l) = args.listen {
         cfg.http.listen = l;

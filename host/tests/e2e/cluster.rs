@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use realmhost::cluster::dev::{NatsServers, ensure_nats_server};
 use serde_json::{Value, json};
 
-use super::common::{NodeProc, TOKEN};
+use super::common::{NodeProc, TOKEN, plugin_cache};
 
 const SHARDS: usize = 16;
 const REALMS_PER_WRITER: usize = 6;
@@ -139,6 +139,7 @@ impl Harness {
             .arg(m.data.join("no-plugins"))
             .args(["--cluster", &self.nats.urls(), "--cluster-node-id", &m.id])
             .env("REALMHOST_LOG", "info")
+            .env("REALMHOST_PLUGIN_CACHE", plugin_cache())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -732,6 +733,7 @@ fn cluster_dev_starts_a_local_cluster_and_stops_it() {
     let mut dev = Command::new(env!("CARGO_BIN_EXE_realmhost"))
         .args(["cluster", "dev", "--nodes", "2", "--nats", "1", "--dir"])
         .arg(dir.path())
+        .env("REALMHOST_PLUGIN_CACHE", plugin_cache())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -3,13 +3,20 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const TOKEN: &str = "test-token";
+
+/// The compiled-plugin cache (`--plugin-cache`, here through its variable
+/// `REALMHOST_PLUGIN_CACHE`) of every node these tests start: each built-in
+/// plugin is compiled once per run instead of once per data directory.
+pub fn plugin_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-plugin-cache")
+}
 
 /// A running node process.
 pub struct NodeProc {
@@ -34,6 +41,7 @@ impl NodeProc {
             .arg(data_dir.join("no-plugins"))
             .args(extra)
             .env("REALMHOST_LOG", "error")
+            .env("REALMHOST_PLUGIN_CACHE", plugin_cache())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
