@@ -5,10 +5,6 @@
 //! `--test integration messaging::` one module.
 
 mod append_conditions;
-// Plugin authoring (`realmhost new`, then cargo builds of the new crate) is
-// the longest test here; libtest starts tests in name order, so its name
-// sorts near the front and it runs beside the others rather than after them.
-mod authoring;
 mod decoder_props;
 mod error_context;
 mod exec_pool;
