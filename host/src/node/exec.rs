@@ -272,6 +272,10 @@ impl Background {
                 .name(format!("realmhost-bg-{i}"))
                 .spawn(move || {
                     lower_priority();
+                    // Priority alone left healthy threads waiting up to a
+                    // scheduler tick behind a running call; calls here also
+                    // yield every slice (`runtime::yield_in_calls`).
+                    crate::runtime::yield_in_calls();
                     loop {
                         let task = rx.lock().recv();
                         match task {

@@ -48,6 +48,7 @@ mod host_ctx;
 mod imports;
 mod plugin;
 mod registry;
+mod slices;
 mod stdio;
 mod version;
 
@@ -67,6 +68,7 @@ pub use registry::{
     InvalidSelector, LoadOptions, LoadReport, MIN_HASH_PREFIX, PerFile, PluginListing,
     PluginRegistry, RegistryError, TypeState, VersionSelector, read_wasm_dir,
 };
+pub use slices::yield_in_calls;
 pub use stdio::MAX_OUTPUT_BYTES_PER_CALL;
 pub use version::{PluginInfo, PluginTag, PluginVersion, Rejection};
 
@@ -114,10 +116,14 @@ impl PluginRuntime {
         let mut wcfg = Config::new();
         wcfg.wasm_component_model(true)
             .consume_fuel(true)
+            // Long calls on the node's background threads yield the CPU
+            // every few hundred microseconds (`slices`).
+            .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wcfg).map_err(|e| RuntimeError::Config(format!("{e:#}")))?;
+        slices::register(&engine);
 
         let mut linker = Linker::new(&engine);
         host_ctx::add_host_imports(&mut linker)

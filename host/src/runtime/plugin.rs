@@ -581,6 +581,7 @@ impl Plugin {
             .build();
         let mut store = Store::new(&self.engine, HostCtx::new(self.label.clone(), limits));
         store.limiter(|ctx| &mut ctx.limits);
+        store.epoch_deadline_callback(|_| Ok(super::slices::on_deadline()));
         store
             .set_fuel(self.config.fuel_per_call)
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
@@ -630,7 +631,10 @@ impl Plugin {
         inst.store
             .set_fuel(fuel)
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        inst.store.set_epoch_deadline(1);
+        let slices = super::slices::enter();
         let result = f(&inst.bindings, &mut inst.store);
+        drop(slices);
         inst.store.data_mut().flush_output();
         let wasm_fuel = fuel.saturating_sub(inst.store.get_fuel().unwrap_or(0));
         let call = inst.store.data_mut().call.take();
