@@ -46,8 +46,11 @@
 //!   a long replay) runs on the pool's background threads, which the OS
 //!   schedules at a lower priority (`SCHED_IDLE` on Linux): they use the
 //!   idle CPU, and yield it to the async workers, the committer and light
-//!   calls whenever those wake up. Light calls run on tokio's blocking
-//!   threads.
+//!   calls whenever those wake up. Priority alone was not enough: a woken
+//!   thread sometimes waited a whole scheduler tick behind a running call,
+//!   so calls on these threads also give up the CPU every 500 µs
+//!   (`runtime::yield_in_calls`, through wasmtime's epoch interruption).
+//!   Light calls run on tokio's blocking threads.
 //! - **Panics**: a panicking closure fails its own call with
 //!   [`NodeError::ExecPanicked`]; permits are released by unwinding, and the
 //!   pool carries on.
