@@ -48,19 +48,25 @@ struct Ticker {
     engines: Mutex<Vec<EngineWeak>>,
     /// Calls running on marked threads.
     active: AtomicUsize,
-    thread: Thread,
+    /// `None` if the thread could not be started: calls then run without
+    /// slices (as before they existed), and the node carries on.
+    thread: Option<Thread>,
 }
 
 static TICKER: OnceLock<Ticker> = OnceLock::new();
 
 fn ticker() -> &'static Ticker {
     TICKER.get_or_init(|| {
-        let thread = std::thread::Builder::new()
+        let thread = match std::thread::Builder::new()
             .name("realmhost-epoch".into())
             .spawn(tick)
-            .expect("spawning the epoch ticker thread")
-            .thread()
-            .clone();
+        {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "epoch ticker not started; long calls run without slices");
+                None
+            }
+        };
         Ticker {
             engines: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
@@ -108,8 +114,10 @@ pub(crate) fn enter() -> Running {
     let yields = marked();
     if yields {
         let t = ticker();
-        if t.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            t.thread.unpark();
+        if t.active.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = &t.thread
+        {
+            thread.unpark();
         }
     }
     Running(yields)
