@@ -26,6 +26,20 @@ const PLUGINS: &[(&str, &str, bool)] = &[
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// Variables of the host build the nested cargo build must not inherit:
+/// flags, target and target directory meant for the host, and the release
+/// profile's debug setting (set below). Exported for other nested builds.
+const HOST_BUILD_VARS: [&str; 8] = [
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_BUILD_TARGET",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_PROFILE_RELEASE_DEBUG",
+];
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -66,16 +80,7 @@ fn main() {
     if env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true") {
         cmd.arg("--offline");
     }
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-    ] {
+    for var in HOST_BUILD_VARS {
         cmd.env_remove(var);
     }
     // Small, fast components: no debug info, and the whole plugin (SDK,
@@ -99,7 +104,10 @@ fn main() {
     let mut code = format!(
         "/// The target directory of the nested `{TARGET}` build: a plugin crate\n\
          /// built with the same lock file and release profile reuses its compiled\n\
-         /// dependencies.\npub const WASM_TARGET_DIR: &str = {:?};\n",
+         /// dependencies.\npub const WASM_TARGET_DIR: &str = {:?};\n\
+         /// Variables of the host build a nested cargo build of plugins must not\n\
+         /// inherit (flags, target and target directory meant for the host).\n\
+         pub const HOST_BUILD_VARS: &[&str] = &{HOST_BUILD_VARS:?};\n",
         target_dir.display().to_string()
     );
     for (krate, name, fixture) in PLUGINS {

@@ -55,15 +55,7 @@ fn cargo(dir: &Path, args: &[&str], target_dir: &Path) {
         if offline {
             cmd.arg("--offline");
         }
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "CARGO_BUILD_TARGET",
-            "CARGO_BUILD_TARGET_DIR",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_PROFILE_RELEASE_DEBUG",
-        ] {
+        for var in realmhost_plugin_artifacts::HOST_BUILD_VARS {
             cmd.env_remove(var);
         }
         cmd.env("CARGO_TARGET_DIR", target_dir);
